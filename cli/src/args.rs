@@ -1,0 +1,174 @@
+//! The command line of `omnishard`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Default gateway port of `omnishard dev`.
+pub const DEV_PORT: u16 = 7400;
+
+/// omnishard: sharded key-value storage behind one gRPC gateway.
+#[derive(Debug, Parser)]
+#[command(name = "omnishard", version, about)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags every client command understands.
+#[derive(Debug, Clone, Args)]
+pub struct Global {
+    /// Gateway to talk to.
+    #[arg(long, global = true, env = "OMNISHARD_GATEWAY", default_value = "http://127.0.0.1:7400")]
+    pub gateway: String,
+    /// Namespace of every key-value command.
+    #[arg(long, global = true, env = "OMNISHARD_NAMESPACE", default_value = "default")]
+    pub namespace: String,
+    /// Machine-readable JSON output.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run one shard process.
+    Shard(ShardArgs),
+    /// Run a gateway in front of the shards of a topology file.
+    Gateway(GatewayArgs),
+    /// Run a gateway and N shards on loopback, data in a local folder.
+    Dev(DevArgs),
+    /// Key-value commands.
+    #[command(subcommand)]
+    Kv(KvCommand),
+    /// Operator commands.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+    /// Benchmarks against a running gateway.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct ShardArgs {
+    /// Shard id, as the topology names it.
+    #[arg(long)]
+    pub id: String,
+    /// Address to listen on; port 0 picks a free port (printed on stdout).
+    #[arg(long)]
+    pub listen: String,
+    /// Data folder of this shard's RocksDB.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Optional TOML file with further shard settings.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct GatewayArgs {
+    /// Topology and settings file (TOML).
+    #[arg(long)]
+    pub config: PathBuf,
+    /// Address to listen on; port 0 picks a free port (printed on stdout).
+    #[arg(long)]
+    pub listen: String,
+}
+
+#[derive(Debug, Args)]
+pub struct DevArgs {
+    /// Data folder; each shard gets a sub-folder, and the topology is written here.
+    #[arg(long, default_value = "./data")]
+    pub data: PathBuf,
+    /// Number of shard processes.
+    #[arg(long, default_value_t = 3)]
+    pub shards: usize,
+    /// Gateway port on 127.0.0.1.
+    #[arg(long, default_value_t = DEV_PORT)]
+    pub port: u16,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KvCommand {
+    /// Write KEY = VALUE (VALUE `-` reads stdin).
+    Put {
+        key: String,
+        value: String,
+        /// Time to live, e.g. 30s, 5m, 1h.
+        #[arg(long, value_parser = parse_ttl)]
+        ttl: Option<Duration>,
+        /// Only write if the current version is V (0 = the key must not exist).
+        #[arg(long)]
+        expected_version: Option<u64>,
+    },
+    /// Print the raw value of KEY.
+    Get { key: String },
+    /// Delete KEY.
+    Del {
+        key: String,
+        /// Only delete if the current version is V.
+        #[arg(long)]
+        expected_version: Option<u64>,
+    },
+    /// List keys starting with PREFIX, in key order.
+    Scan {
+        #[arg(default_value = "")]
+        prefix: String,
+        /// Most keys to list.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Shards, addresses, health, ring epoch and key counts.
+    Cluster,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Drive the gateway with concurrent puts and gets; report ops/s and latency.
+    Kv(BenchKvArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BenchKvArgs {
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 64)]
+    pub clients: usize,
+    /// HTTP/2 connections the clients share.
+    #[arg(long, default_value_t = 8)]
+    pub connections: usize,
+    /// Length of each phase.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+    pub duration: Duration,
+    /// Value size in bytes.
+    #[arg(long, default_value_t = 1024)]
+    pub value_size: usize,
+    /// Distinct keys.
+    #[arg(long, default_value_t = 100_000)]
+    pub keys: u64,
+    /// Phases to run, in order.
+    #[arg(long, value_delimiter = ',', default_value = "put,get")]
+    pub phases: Vec<String>,
+    /// Shards of the embedded cluster.
+    #[arg(long, default_value_t = 3)]
+    pub shards: usize,
+    /// Whether the embedded cluster's gateway coalesces requests.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub coalesce: bool,
+    /// Drive the gateway at --gateway instead of starting a cluster.
+    #[arg(long)]
+    pub external: bool,
+}
+
+fn parse_ttl(text: &str) -> Result<Duration, String> {
+    let ttl = humantime::parse_duration(text).map_err(|e| format!("{text:?} is not a duration like 30s or 5m: {e}"))?;
+    if ttl.is_zero() {
+        return Err("must be positive".into());
+    }
+    Ok(ttl)
+}

@@ -1,0 +1,263 @@
+//! `omnishard bench kv`: concurrent puts and gets against a gateway, with
+//! throughput and latency percentiles. By default it starts its own cluster
+//! (3 shard processes and a gateway process, on loopback, in a temp folder)
+//! so runs with and without coalescing are one flag apart; `--external`
+//! drives the gateway named by `--gateway` instead.
+
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressStyle};
+use omnishard_client::{Client, Op, PutOptions};
+use omnishard_common::topology::{ShardAddr, Topology};
+use omnishard_gateway::GatewayConfig;
+use rand::Rng;
+use serde_json::json;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+use crate::args::{BenchCommand, BenchKvArgs, Global};
+use crate::output;
+
+/// Keys written per `Write` call while loading.
+const LOAD_BATCH: u64 = 500;
+
+pub async fn run(global: &Global, cmd: BenchCommand) -> anyhow::Result<()> {
+    match cmd {
+        BenchCommand::Kv(args) => kv(global, args).await,
+    }
+}
+
+/// Results of one phase.
+struct PhaseResult {
+    name: String,
+    ops: u64,
+    errors: u64,
+    elapsed: Duration,
+    latency: Histogram<u64>,
+}
+
+async fn kv(global: &Global, args: BenchKvArgs) -> anyhow::Result<()> {
+    let mut cluster = None;
+    let url = if args.external {
+        global.gateway.clone()
+    } else {
+        let started = EmbeddedCluster::start(args.shards, args.coalesce).await?;
+        let url = started.url.clone();
+        cluster = Some(started);
+        url
+    };
+    let clients = connect_pool(&url, args.connections).await?;
+    let value: Arc<Vec<u8>> = Arc::new((0..args.value_size).map(|i| (i % 251) as u8).collect());
+    load(&clients[0], &args, &value).await?;
+    let mut results = Vec::new();
+    for phase in &args.phases {
+        results.push(run_phase(phase, &clients, &args, &value).await?);
+    }
+    report(global, &args, &results);
+    if let Some(cluster) = cluster {
+        cluster.stop().await;
+    }
+    Ok(())
+}
+
+async fn connect_pool(url: &str, connections: usize) -> anyhow::Result<Vec<Client>> {
+    let mut clients = Vec::new();
+    for _ in 0..connections.max(1) {
+        clients.push(Client::connect(url).await?.with_namespace("bench"));
+    }
+    Ok(clients)
+}
+
+/// Writes every key once so reads hit existing data.
+async fn load(client: &Client, args: &BenchKvArgs, value: &Arc<Vec<u8>>) -> anyhow::Result<()> {
+    let bar = ProgressBar::new(args.keys).with_style(style("load")).with_message("loading keys");
+    let mut start = 0;
+    while start < args.keys {
+        let end = (start + LOAD_BATCH).min(args.keys);
+        let ops = (start..end)
+            .map(|i| Op::Put { key: key(i), value: value.to_vec(), options: PutOptions::default() })
+            .collect();
+        client.write(ops).await.context("loading keys")?;
+        bar.set_position(end);
+        start = end;
+    }
+    bar.finish_and_clear();
+    Ok(())
+}
+
+async fn run_phase(
+    phase: &str,
+    clients: &[Client],
+    args: &BenchKvArgs,
+    value: &Arc<Vec<u8>>,
+) -> anyhow::Result<PhaseResult> {
+    let is_put = match phase {
+        "put" => true,
+        "get" => false,
+        other => anyhow::bail!("--phases: unknown phase {other:?}; use put and get"),
+    };
+    let bar = ProgressBar::new(args.duration.as_secs().max(1)).with_style(style(phase)).with_message(phase.to_string());
+    let started = Instant::now();
+    let deadline = started + args.duration;
+    let tasks: Vec<_> = (0..args.clients)
+        .map(|n| {
+            let client = clients[n % clients.len()].clone();
+            let value = value.clone();
+            let keys = args.keys;
+            tokio::spawn(async move { drive(client, is_put, keys, value, deadline).await })
+        })
+        .collect();
+    let ticker = {
+        let bar = bar.clone();
+        tokio::spawn(async move {
+            while Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                bar.set_position(started.elapsed().as_secs());
+            }
+        })
+    };
+    let mut latency = new_histogram();
+    let (mut ops, mut errors) = (0, 0);
+    for task in tasks {
+        let (h, n, e) = task.await?;
+        latency.add(h)?;
+        ops += n;
+        errors += e;
+    }
+    let elapsed = started.elapsed();
+    ticker.abort();
+    bar.finish_and_clear();
+    Ok(PhaseResult { name: phase.to_string(), ops, errors, elapsed, latency })
+}
+
+/// One client: back-to-back operations on uniformly random keys until `deadline`.
+async fn drive(client: Client, is_put: bool, keys: u64, value: Arc<Vec<u8>>, deadline: Instant) -> (Histogram<u64>, u64, u64) {
+    let mut latency = new_histogram();
+    let (mut ops, mut errors) = (0u64, 0u64);
+    while Instant::now() < deadline {
+        let k = key(rand::rng().random_range(0..keys));
+        let t = Instant::now();
+        let ok = if is_put {
+            client.put(&k, &value, PutOptions::default()).await.is_ok()
+        } else {
+            client.get(&k).await.is_ok()
+        };
+        let _ = latency.record(t.elapsed().as_micros() as u64);
+        ops += 1;
+        errors += u64::from(!ok);
+    }
+    (latency, ops, errors)
+}
+
+fn new_histogram() -> Histogram<u64> {
+    // Construction only fails for precisions above 5 significant figures.
+    let mut h = Histogram::<u64>::new(3).expect("3 significant figures is a valid precision");
+    h.auto(true);
+    h
+}
+
+fn key(i: u64) -> Vec<u8> {
+    format!("bench:{i:012}").into_bytes()
+}
+
+fn style(_phase: &str) -> ProgressStyle {
+    ProgressStyle::with_template("{msg:>8} [{bar:40}] {pos}/{len}").unwrap_or_else(|_| ProgressStyle::default_bar())
+}
+
+fn report(global: &Global, args: &BenchKvArgs, results: &[PhaseResult]) {
+    let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    if global.json {
+        let phases: Vec<_> = results
+            .iter()
+            .map(|r| {
+                json!({"phase": r.name, "ops": r.ops, "errors": r.errors,
+                       "ops_per_sec": r.ops as f64 / r.elapsed.as_secs_f64(),
+                       "p50_ms": ms(&r.latency, 0.50), "p99_ms": ms(&r.latency, 0.99), "p999_ms": ms(&r.latency, 0.999)})
+            })
+            .collect();
+        output::print_json(&json!({"clients": args.clients, "value_size": args.value_size, "keys": args.keys,
+            "coalesce": args.coalesce, "external": args.external, "phases": phases}));
+        return;
+    }
+    println!(
+        "clients={} connections={} value_size={} keys={} duration={:?} coalesce={}",
+        args.clients,
+        args.connections,
+        args.value_size,
+        args.keys,
+        args.duration,
+        if args.external { "external".to_string() } else { args.coalesce.to_string() }
+    );
+    println!("| op  | ops/s | p50 ms | p99 ms | p99.9 ms | errors |");
+    println!("|-----|------:|-------:|-------:|---------:|-------:|");
+    for r in results {
+        println!(
+            "| {} | {:.0} | {:.2} | {:.2} | {:.2} | {} |",
+            r.name,
+            r.ops as f64 / r.elapsed.as_secs_f64(),
+            ms(&r.latency, 0.50),
+            ms(&r.latency, 0.99),
+            ms(&r.latency, 0.999),
+            r.errors
+        );
+    }
+}
+
+/// A throwaway cluster of separate processes in a temp folder.
+struct EmbeddedCluster {
+    url: String,
+    children: Vec<Child>,
+    _dir: tempfile::TempDir,
+}
+
+impl EmbeddedCluster {
+    async fn start(shards: usize, coalesce: bool) -> anyhow::Result<EmbeddedCluster> {
+        let dir = tempfile::tempdir()?;
+        let mut children = Vec::new();
+        let mut addrs = Vec::new();
+        for i in 1..=shards {
+            let id = format!("shard-{i}");
+            let data = dir.path().join(&id);
+            let (child, addr) =
+                spawn_role(&["shard", "--id", &id, "--listen", "127.0.0.1:0", "--data", &data.to_string_lossy()]).await?;
+            children.push(child);
+            addrs.push(ShardAddr { id, addr });
+        }
+        let mut config = GatewayConfig::new(Topology { epoch: 1, vnodes: 256, shards: addrs });
+        config.gateway.coalesce = coalesce;
+        let config_path = dir.path().join("gateway.toml");
+        std::fs::write(&config_path, toml::to_string_pretty(&config)?)?;
+        let (gateway, addr) = spawn_role(&["gateway", "--config", &config_path.to_string_lossy(), "--listen", "127.0.0.1:0"]).await?;
+        children.push(gateway);
+        Ok(EmbeddedCluster { url: format!("http://{addr}"), children, _dir: dir })
+    }
+
+    async fn stop(mut self) {
+        for child in &mut self.children {
+            let _ = child.kill().await;
+        }
+    }
+}
+
+/// Starts `omnishard ARGS...` and waits for its `listening on ADDR` line.
+async fn spawn_role(args: &[&str]) -> anyhow::Result<(Child, String)> {
+    let exe = std::env::current_exe()?;
+    let mut child = Command::new(exe)
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()?;
+    let mut lines = BufReader::new(child.stdout.take().context("child stdout")?).lines();
+    let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await??.unwrap_or_default();
+    let addr = line.rsplit_once("listening on ").map(|(_, a)| a.trim().to_string());
+    let addr = addr.with_context(|| format!("omnishard {} did not start", args[0]))?;
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Ok((child, addr))
+}

@@ -1,0 +1,50 @@
+//! The `omnishard` binary: every server role, the embedded dev cluster, the
+//! CLI against a gateway, and the benchmarks. Thin by design: parse
+//! arguments, then hand over to the module of the command.
+//!
+//! Layout:
+//! * `args` — the command line (clap).
+//! * `roles` — `omnishard shard` and `omnishard gateway`.
+//! * `dev` — `omnishard dev`: a gateway and N shard child processes.
+//! * `kv` — `omnishard kv ...`.
+//! * `admin` — `omnishard admin ...`.
+//! * `bench` — `omnishard bench kv`.
+//! * `output` — human and `--json` printing, and the error line.
+
+#![forbid(unsafe_code)]
+
+mod admin;
+mod args;
+mod bench;
+mod dev;
+mod kv;
+mod output;
+mod roles;
+
+use clap::Parser;
+
+use crate::args::{Cli, Command};
+
+fn main() {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => output::fail(&anyhow::anyhow!("cannot start the async runtime: {e}")),
+    };
+    let result = runtime.block_on(run(cli));
+    if let Err(err) = result {
+        output::fail(&err);
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let global = cli.global;
+    match cli.command {
+        Command::Shard(args) => roles::shard(args).await,
+        Command::Gateway(args) => roles::gateway(args).await,
+        Command::Dev(args) => dev::run(args).await,
+        Command::Kv(cmd) => kv::run(&global, cmd).await,
+        Command::Admin(cmd) => admin::run(&global, cmd).await,
+        Command::Bench(cmd) => bench::run(&global, cmd).await,
+    }
+}

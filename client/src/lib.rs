@@ -1,0 +1,219 @@
+//! Rust SDK for the omnishard gateway, used by the CLI and the tests.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), omnishard_client::Error> {
+//! let client = omnishard_client::Client::connect("http://127.0.0.1:7400").await?;
+//! let written = client.put(b"greeting", b"hello", Default::default()).await?;
+//! let kv = client.get(b"greeting").await?;
+//! assert_eq!(kv.version, written.version);
+//! # Ok(()) }
+//! ```
+//!
+//! Layout: everything is in this file — [`Client`], its options and [`Error`].
+
+#![forbid(unsafe_code)]
+
+use std::time::Duration;
+
+use omnishard_proto::v1::admin_service_client::AdminServiceClient;
+use omnishard_proto::v1::kv_service_client::KvServiceClient;
+use omnishard_proto::v1::*;
+use tonic::transport::{Channel, Endpoint};
+
+pub use omnishard_proto::v1::{ClusterResponse, KeyValue, ShardInfo, WriteResult};
+
+/// Largest message the client sends or accepts.
+const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
+
+/// What a client call can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The gateway could not be reached.
+    #[error("cannot connect to the gateway at {url}: {reason}")]
+    Connect { url: String, reason: String },
+    /// The gateway answered with an error; inspect `code()`.
+    #[error("{}: {}", code_name(.0.code()), .0.message())]
+    Status(#[from] tonic::Status),
+}
+
+impl Error {
+    /// The gRPC code (`Unavailable` for connection failures).
+    pub fn code(&self) -> tonic::Code {
+        match self {
+            Error::Connect { .. } => tonic::Code::Unavailable,
+            Error::Status(s) => s.code(),
+        }
+    }
+}
+
+/// Lower-case, underscore-separated name of a gRPC code (`unavailable`, `not_found`).
+pub fn code_name(code: tonic::Code) -> String {
+    let name = format!("{code:?}");
+    let mut out = String::new();
+    for (i, c) in name.chars().enumerate() {
+        if c.is_uppercase() && i > 0 {
+            out.push('_');
+        }
+        out.push(c.to_ascii_lowercase());
+    }
+    out
+}
+
+/// Options of a put.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PutOptions {
+    /// Time to live; `None` keeps the value forever.
+    pub ttl: Option<Duration>,
+    /// Compare-and-set: only write if the current version is this (0 = must not exist).
+    pub expected_version: Option<u64>,
+}
+
+/// One operation of [`Client::write`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    Put { key: Vec<u8>, value: Vec<u8>, options: PutOptions },
+    Delete { key: Vec<u8>, expected_version: Option<u64> },
+}
+
+/// One page of [`Client::scan`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScanPage {
+    pub entries: Vec<KeyValue>,
+    /// Pass to the next `scan` call; `None` when there are no more keys.
+    pub next_cursor: Option<Vec<u8>>,
+}
+
+/// A connection to one gateway, for one namespace. Cheap to clone.
+#[derive(Clone)]
+pub struct Client {
+    kv: KvServiceClient<Channel>,
+    admin: AdminServiceClient<Channel>,
+    namespace: String,
+}
+
+impl Client {
+    /// Connects to the gateway at `url` (e.g. `http://127.0.0.1:7400`), namespace `default`.
+    pub async fn connect(url: &str) -> Result<Client, Error> {
+        let connect_err = |reason: String| Error::Connect { url: url.to_string(), reason };
+        let endpoint = Endpoint::from_shared(url.to_string())
+            .map_err(|e| connect_err(e.to_string()))?
+            .connect_timeout(Duration::from_secs(3))
+            .tcp_nodelay(true);
+        let channel = endpoint.connect().await.map_err(|e| connect_err(error_chain(&e)))?;
+        Ok(Client::from_channel(channel))
+    }
+
+    /// Wraps an existing channel.
+    pub fn from_channel(channel: Channel) -> Client {
+        Client {
+            kv: KvServiceClient::new(channel.clone())
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            admin: AdminServiceClient::new(channel),
+            namespace: String::new(),
+        }
+    }
+
+    /// The same connection, working in `namespace`.
+    pub fn with_namespace(&self, namespace: impl Into<String>) -> Client {
+        Client { namespace: namespace.into(), ..self.clone() }
+    }
+
+    /// Reads a key; `NotFound` when it is absent or expired.
+    pub async fn get(&self, key: &[u8]) -> Result<KeyValue, Error> {
+        let req = GetRequest { namespace: self.namespace.clone(), key: key.to_vec() };
+        let kv = self.kv.clone().get(req).await?.into_inner().kv;
+        kv.ok_or_else(|| tonic::Status::internal("gateway answered without a value").into())
+    }
+
+    /// Writes a key.
+    pub async fn put(&self, key: &[u8], value: &[u8], options: PutOptions) -> Result<WriteResult, Error> {
+        let req = PutRequest {
+            namespace: self.namespace.clone(),
+            key: key.to_vec(),
+            value: value.to_vec(),
+            ttl: options.ttl.map(duration),
+            expected_version: options.expected_version,
+        };
+        let result = self.kv.clone().put(req).await?.into_inner().result;
+        result.ok_or_else(|| tonic::Status::internal("gateway answered without a result").into())
+    }
+
+    /// Deletes a key; returns whether it existed.
+    pub async fn delete(&self, key: &[u8], expected_version: Option<u64>) -> Result<bool, Error> {
+        let req = DeleteRequest { namespace: self.namespace.clone(), key: key.to_vec(), expected_version };
+        Ok(self.kv.clone().delete(req).await?.into_inner().deleted)
+    }
+
+    /// Reads many keys; `None` for each absent one, in request order.
+    pub async fn batch_get(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<KeyValue>>, Error> {
+        let req = BatchGetRequest { namespace: self.namespace.clone(), keys: keys.to_vec() };
+        let results = self.kv.clone().batch_get(req).await?.into_inner().results;
+        Ok(results.into_iter().map(|r| if r.found { r.kv } else { None }).collect())
+    }
+
+    /// Applies many puts and deletes (atomic per shard, and as a whole when all keys share a `{tag}`).
+    pub async fn write(&self, ops: Vec<Op>) -> Result<Vec<WriteResult>, Error> {
+        let ops = ops
+            .into_iter()
+            .map(|op| WriteOp {
+                op: Some(match op {
+                    Op::Put { key, value, options } => write_op::Op::Put(PutOp {
+                        key,
+                        value,
+                        ttl: options.ttl.map(duration),
+                        expected_version: options.expected_version,
+                    }),
+                    Op::Delete { key, expected_version } => write_op::Op::Delete(DeleteOp { key, expected_version }),
+                }),
+            })
+            .collect();
+        let req = WriteRequest { namespace: self.namespace.clone(), ops };
+        Ok(self.kv.clone().write(req).await?.into_inner().results)
+    }
+
+    /// One page of keys starting with `prefix`, after `cursor`, in key order.
+    pub async fn scan(&self, prefix: &[u8], cursor: Option<&[u8]>, limit: u32) -> Result<ScanPage, Error> {
+        let req = ScanRequest {
+            namespace: self.namespace.clone(),
+            prefix: prefix.to_vec(),
+            cursor: cursor.unwrap_or_default().to_vec(),
+            limit,
+        };
+        let page = self.kv.clone().scan(req).await?.into_inner();
+        let next_cursor = (!page.next_cursor.is_empty()).then_some(page.next_cursor);
+        Ok(ScanPage { entries: page.entries, next_cursor })
+    }
+
+    /// Shards, health, ring epoch and key counts.
+    pub async fn cluster(&self) -> Result<ClusterResponse, Error> {
+        Ok(self.admin.clone().cluster(ClusterRequest {}).await?.into_inner())
+    }
+}
+
+fn duration(d: Duration) -> prost_types::Duration {
+    prost_types::Duration { seconds: d.as_secs() as i64, nanos: d.subsec_nanos() as i32 }
+}
+
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_code_names_are_snake_case() {
+        assert_eq!(code_name(tonic::Code::Unavailable), "unavailable");
+        assert_eq!(code_name(tonic::Code::FailedPrecondition), "failed_precondition");
+        assert_eq!(code_name(tonic::Code::InvalidArgument), "invalid_argument");
+    }
+}

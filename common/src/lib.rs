@@ -1,0 +1,23 @@
+//! Everything the omnishard processes agree on: where a key lives, what the
+//! cluster looks like, which inputs are acceptable, and how logs are written.
+//!
+//! Layout:
+//! * [`placement`] — hash tags, the stable placement hash and the vnode ring.
+//! * [`topology`] — the cluster description loaded from TOML, and its checks.
+//! * [`limits`] — size limits on keys, values, batches and pages, with checks.
+//! * [`namespace`] — namespace names and their rules.
+//! * [`rejection`] — the typed "wrong shard / wrong epoch" error shards send.
+//! * [`telemetry`] — structured logging set-up.
+//! * [`error`] — this crate's error enum.
+
+#![forbid(unsafe_code)]
+
+pub mod error;
+pub mod limits;
+pub mod namespace;
+pub mod placement;
+pub mod rejection;
+pub mod telemetry;
+pub mod topology;
+
+pub use error::{Error, Result};

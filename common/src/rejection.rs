@@ -1,0 +1,52 @@
+//! The typed error a shard sends when a request was routed with a stale ring
+//! or to the wrong shard. It travels as a `FAILED_PRECONDITION` status with
+//! gRPC metadata, so a gateway can tell it from a version conflict without
+//! parsing messages and refresh its ring.
+
+/// Metadata key naming the rejection kind: `wrong-epoch` or `not-owner`.
+pub const REJECTION_HEADER: &str = "x-omnishard-rejection";
+/// Metadata key carrying the epoch the shard enforces.
+pub const SHARD_EPOCH_HEADER: &str = "x-omnishard-shard-epoch";
+
+/// Why a shard refused to serve a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rejection {
+    /// The caller routed with another ring epoch than the shard's.
+    WrongEpoch { request_epoch: u64, shard_epoch: u64 },
+    /// Under the same epoch, the key belongs to another shard.
+    NotOwner { shard_epoch: u64, owner: String },
+}
+
+impl Rejection {
+    /// Encodes the rejection as a gRPC status.
+    pub fn to_status(&self, shard_id: &str) -> tonic::Status {
+        let (kind, epoch, message) = match self {
+            Rejection::WrongEpoch { request_epoch, shard_epoch } => (
+                "wrong-epoch",
+                *shard_epoch,
+                format!(
+                    "shard {shard_id} enforces ring epoch {shard_epoch}, request was routed with epoch {request_epoch}; refresh the topology"
+                ),
+            ),
+            Rejection::NotOwner { shard_epoch, owner } => (
+                "not-owner",
+                *shard_epoch,
+                format!("shard {shard_id} does not own this key under epoch {shard_epoch}; its owner is {owner}"),
+            ),
+        };
+        let mut status = tonic::Status::failed_precondition(message);
+        let md = status.metadata_mut();
+        md.insert(REJECTION_HEADER, tonic::metadata::MetadataValue::from_static(kind));
+        if let Ok(value) = epoch.to_string().parse() {
+            md.insert(SHARD_EPOCH_HEADER, value);
+        }
+        status
+    }
+
+    /// Reads the rejection kind and shard epoch back from a status, if it is one.
+    pub fn kind_of(status: &tonic::Status) -> Option<(&str, u64)> {
+        let kind = status.metadata().get(REJECTION_HEADER)?.to_str().ok()?;
+        let epoch = status.metadata().get(SHARD_EPOCH_HEADER)?.to_str().ok()?.parse().ok()?;
+        Some((kind, epoch))
+    }
+}

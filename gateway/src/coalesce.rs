@@ -1,0 +1,197 @@
+//! Request coalescing: concurrent point reads and single-key writes bound for
+//! the same shard share one shard call.
+//!
+//! Each shard gets two queues (reads, writes) and a task per queue. The task
+//! takes the first waiting request, waits for a free in-flight slot
+//! (`coalesce_inflight` per shard), then gathers whatever else queued up
+//! meanwhile — up to `coalesce_max_batch`, optionally waiting
+//! `coalesce_window` for more — and sends them as one `Read` or `Apply`.
+//! Under light load a batch is one request and adds no delay; under heavy
+//! load batches grow, so throughput is no longer capped by per-call overhead.
+//! Every write stays its own transaction on the shard, with its own result.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use omnishard_proto::v1::{ShardApplyRequest, ShardReadRequest, ShardTxn, ShardValue, TxnOutcome};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+
+use crate::cluster::ShardHandle;
+use crate::config::GatewaySettings;
+use crate::error::{Error, Result};
+
+/// Queue length per shard and kind before callers wait.
+const QUEUE_LEN: usize = 8192;
+
+struct PendingRead {
+    namespace: String,
+    key: Vec<u8>,
+    reply: oneshot::Sender<Result<ShardValue>>,
+}
+
+struct PendingWrite {
+    txn: ShardTxn,
+    reply: oneshot::Sender<Result<TxnOutcome>>,
+}
+
+/// The coalescing queues of one shard.
+#[derive(Clone)]
+pub struct Coalescer {
+    reads: mpsc::Sender<PendingRead>,
+    writes: mpsc::Sender<PendingWrite>,
+    shard_id: Arc<str>,
+}
+
+impl Coalescer {
+    /// Starts the batching tasks for `shard`.
+    pub fn start(shard: ShardHandle, settings: &GatewaySettings) -> Coalescer {
+        let (reads, read_queue) = mpsc::channel(QUEUE_LEN);
+        let (writes, write_queue) = mpsc::channel(QUEUE_LEN);
+        let batching = Batching {
+            max_batch: settings.coalesce_max_batch,
+            window: settings.coalesce_window,
+            inflight: Arc::new(Semaphore::new(settings.coalesce_inflight)),
+        };
+        let read_shard = shard.clone();
+        tokio::spawn(batching.clone().run(read_queue, move |batch| send_reads(read_shard.clone(), batch)));
+        let write_shard = shard.clone();
+        tokio::spawn(batching.run(write_queue, move |batch| send_writes(write_shard.clone(), batch)));
+        Coalescer { reads, writes, shard_id: Arc::from(shard.client.id()) }
+    }
+
+    /// Reads one key through the next read batch.
+    pub async fn read(&self, namespace: String, key: Vec<u8>) -> Result<ShardValue> {
+        let (reply, answer) = oneshot::channel();
+        self.reads.send(PendingRead { namespace, key, reply }).await.map_err(|_| self.closed())?;
+        answer.await.map_err(|_| self.closed())?
+    }
+
+    /// Applies one transaction through the next write batch.
+    pub async fn apply(&self, txn: ShardTxn) -> Result<TxnOutcome> {
+        let (reply, answer) = oneshot::channel();
+        self.writes.send(PendingWrite { txn, reply }).await.map_err(|_| self.closed())?;
+        answer.await.map_err(|_| self.closed())?
+    }
+
+    fn closed(&self) -> Error {
+        Error::ShardUnavailable {
+            shard_id: self.shard_id.to_string(),
+            addr: String::new(),
+            reason: "gateway is shutting down".into(),
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Batching {
+    max_batch: usize,
+    window: Duration,
+    inflight: Arc<Semaphore>,
+}
+
+impl Batching {
+    /// Forms batches from `queue` and hands each to `send` on its own task.
+    async fn run<T, F, Fut>(self, mut queue: mpsc::Receiver<T>, send: F)
+    where
+        T: Send + 'static,
+        F: Fn(Vec<T>) -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        while let Some(first) = queue.recv().await {
+            // Waiting for a slot is what lets a batch fill up under load.
+            let Ok(permit) = self.inflight.clone().acquire_owned().await else { return };
+            let batch = self.gather(first, &mut queue).await;
+            let call = send(batch);
+            tokio::spawn(release_after(call, permit));
+        }
+    }
+
+    async fn gather<T>(&self, first: T, queue: &mut mpsc::Receiver<T>) -> Vec<T> {
+        let mut batch = vec![first];
+        while batch.len() < self.max_batch {
+            match queue.try_recv() {
+                Ok(item) => batch.push(item),
+                Err(_) if self.window.is_zero() => break,
+                Err(_) => match tokio::time::timeout(self.window, queue.recv()).await {
+                    Ok(Some(item)) => batch.push(item),
+                    _ => break,
+                },
+            }
+        }
+        batch
+    }
+}
+
+async fn release_after(call: impl Future<Output = ()>, permit: OwnedSemaphorePermit) {
+    call.await;
+    drop(permit);
+}
+
+/// One `Read` per namespace present in the batch, answers fanned back out.
+async fn send_reads(shard: ShardHandle, batch: Vec<PendingRead>) {
+    let mut by_namespace: Vec<(String, Vec<PendingRead>)> = Vec::new();
+    for item in batch {
+        match by_namespace.iter_mut().find(|(ns, _)| *ns == item.namespace) {
+            Some((_, items)) => items.push(item),
+            None => by_namespace.push((item.namespace.clone(), vec![item])),
+        }
+    }
+    for (namespace, items) in by_namespace {
+        let keys: Vec<Vec<u8>> = items.iter().map(|i| i.key.clone()).collect();
+        let epoch = shard.epoch();
+        let result = shard
+            .call(|client| {
+                let req = ShardReadRequest { epoch, namespace: namespace.clone(), keys: keys.clone() };
+                async move { client.read(req).await }
+            })
+            .await;
+        match result {
+            Ok(response) if response.values.len() == items.len() => {
+                for (item, value) in items.into_iter().zip(response.values) {
+                    let _ = item.reply.send(Ok(value));
+                }
+            }
+            Ok(response) => fail_all(items, protocol_error(&shard, items_len_msg(response.values.len()))),
+            Err(e) => fail_all(items, e),
+        }
+    }
+}
+
+/// One `Apply` carrying every transaction of the batch.
+async fn send_writes(shard: ShardHandle, batch: Vec<PendingWrite>) {
+    let (txns, replies): (Vec<ShardTxn>, Vec<_>) = batch.into_iter().map(|p| (p.txn, p.reply)).unzip();
+    let epoch = shard.epoch();
+    let result = shard
+        .call(|client| {
+            let req = ShardApplyRequest { epoch, txns: txns.clone() };
+            async move { client.apply(req).await }
+        })
+        .await;
+    match result {
+        Ok(response) if response.outcomes.len() == replies.len() => {
+            for (reply, outcome) in replies.into_iter().zip(response.outcomes) {
+                let _ = reply.send(Ok(outcome));
+            }
+        }
+        Ok(response) => {
+            let e = protocol_error(&shard, items_len_msg(response.outcomes.len()));
+            replies.into_iter().for_each(|r| drop(r.send(Err(e.clone()))));
+        }
+        Err(e) => replies.into_iter().for_each(|r| drop(r.send(Err(e.clone())))),
+    }
+}
+
+fn fail_all(items: Vec<PendingRead>, e: Error) {
+    for item in items {
+        let _ = item.reply.send(Err(e.clone()));
+    }
+}
+
+fn items_len_msg(n: usize) -> String {
+    format!("shard answered with {n} results for a different number of requests")
+}
+
+fn protocol_error(shard: &ShardHandle, message: String) -> Error {
+    Error::Shard { shard_id: shard.client.id().to_string(), code: tonic::Code::Internal, message }
+}

@@ -1,0 +1,184 @@
+//! Gateway settings: the topology plus optional `[gateway]` and `[limits]`
+//! tables, in one TOML file (`omnishard gateway --config FILE`).
+//!
+//! ```toml
+//! epoch = 1
+//! vnodes = 256
+//! [[shards]]
+//! id = "shard-1"
+//! addr = "127.0.0.1:7401"
+//!
+//! [gateway]
+//! request_timeout = "5s"
+//!
+//! [limits]
+//! max_value_bytes = 4194304
+//! ```
+
+use std::path::Path;
+use std::time::Duration;
+
+use omnishard_common::limits::Limits;
+use omnishard_common::topology::{ShardAddr, Topology};
+use omnishard_common::{Error, Result};
+use serde::{Deserialize, Serialize};
+
+/// The whole gateway config file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// Ring epoch; see [`Topology`].
+    pub epoch: u64,
+    /// Virtual nodes per shard (default 256).
+    #[serde(default = "default_vnodes")]
+    pub vnodes: u32,
+    /// The shards.
+    pub shards: Vec<ShardAddr>,
+    /// Gateway behaviour.
+    #[serde(default)]
+    pub gateway: GatewaySettings,
+    /// Request size limits.
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+fn default_vnodes() -> u32 {
+    omnishard_common::placement::DEFAULT_VNODES
+}
+
+/// How the gateway talks to shards.
+///
+/// * `request_timeout` — deadline of one shard call (default `5s`).
+/// * `connect_timeout` — TCP connect deadline to a shard (default `1s`).
+/// * `shard_concurrency` — in-flight calls per shard before callers wait (default 512).
+/// * `breaker_failures` — consecutive failed calls that open a shard's circuit (default 5).
+/// * `breaker_backoff` — first open period of a circuit; doubles up to `breaker_max_backoff` (defaults `250ms`, `2s`).
+/// * `read_retries` — extra attempts for idempotent reads on an unavailable shard (default 1).
+/// * `coalesce` — merge concurrent point operations bound for one shard into one shard call (default true).
+/// * `coalesce_max_batch` — most operations in one coalesced call (default 256).
+/// * `coalesce_window` — how long a batch waits for company; `0s` sends whatever is queued at once (default `0s`).
+/// * `coalesce_inflight` — coalesced calls in flight per shard; more requests queue and join the next batch (default 4).
+/// * `startup_timeout` — how long start-up waits for every shard (default `10s`).
+/// * `allow_unavailable_shards` — start even when a shard cannot be reached (default false).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GatewaySettings {
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    pub shard_concurrency: usize,
+    pub breaker_failures: u32,
+    #[serde(with = "humantime_serde")]
+    pub breaker_backoff: Duration,
+    #[serde(with = "humantime_serde")]
+    pub breaker_max_backoff: Duration,
+    pub read_retries: u32,
+    pub coalesce: bool,
+    pub coalesce_max_batch: usize,
+    #[serde(with = "humantime_serde")]
+    pub coalesce_window: Duration,
+    pub coalesce_inflight: usize,
+    #[serde(with = "humantime_serde")]
+    pub startup_timeout: Duration,
+    pub allow_unavailable_shards: bool,
+}
+
+impl Default for GatewaySettings {
+    fn default() -> Self {
+        GatewaySettings {
+            request_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(1),
+            shard_concurrency: 512,
+            breaker_failures: 5,
+            breaker_backoff: Duration::from_millis(250),
+            breaker_max_backoff: Duration::from_secs(2),
+            read_retries: 1,
+            coalesce: true,
+            coalesce_max_batch: 256,
+            coalesce_window: Duration::ZERO,
+            coalesce_inflight: 4,
+            startup_timeout: Duration::from_secs(10),
+            allow_unavailable_shards: false,
+        }
+    }
+}
+
+impl GatewayConfig {
+    /// A config for `topology` with default settings.
+    pub fn new(topology: Topology) -> GatewayConfig {
+        GatewayConfig {
+            epoch: topology.epoch,
+            vnodes: topology.vnodes,
+            shards: topology.shards,
+            gateway: GatewaySettings::default(),
+            limits: Limits::default(),
+        }
+    }
+
+    /// The topology part.
+    pub fn topology(&self) -> Topology {
+        Topology { epoch: self.epoch, vnodes: self.vnodes, shards: self.shards.clone() }
+    }
+
+    /// Parses and validates TOML text.
+    pub fn from_toml(text: &str) -> Result<GatewayConfig> {
+        let config: GatewayConfig = toml::from_str(text).map_err(|e| Error::Topology(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<GatewayConfig> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::Topology(format!("cannot read {}: {e}", path.display())))?;
+        GatewayConfig::from_toml(&text).map_err(|e| Error::Topology(format!("{}: {e}", path.display())))
+    }
+
+    /// Checks the topology and settings.
+    pub fn validate(&self) -> Result<()> {
+        self.topology().validate()?;
+        let g = &self.gateway;
+        if g.shard_concurrency == 0 || g.coalesce_max_batch == 0 || g.coalesce_inflight == 0 {
+            return Err(Error::invalid(
+                "gateway",
+                "shard_concurrency, coalesce_max_batch and coalesce_inflight must be at least 1",
+            ));
+        }
+        if g.request_timeout.is_zero() {
+            return Err(Error::invalid("gateway.request_timeout", "must be greater than 0s"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_config_with_settings_parses() {
+        let text = r#"
+epoch = 2
+[[shards]]
+id = "a"
+addr = "127.0.0.1:1"
+[gateway]
+request_timeout = "250ms"
+coalesce = false
+[limits]
+max_key_bytes = 100
+"#;
+        let config = GatewayConfig::from_toml(text).unwrap();
+        assert_eq!(config.gateway.request_timeout, Duration::from_millis(250));
+        assert!(!config.gateway.coalesce);
+        assert_eq!(config.limits.max_key_bytes, 100);
+        assert_eq!(config.limits.max_value_bytes, 4 << 20);
+    }
+
+    #[test]
+    fn test_unknown_setting_is_refused() {
+        let text = "epoch = 1\n[[shards]]\nid = \"a\"\naddr = \"h:1\"\n[gateway]\ntimeout = \"1s\"\n";
+        assert!(GatewayConfig::from_toml(text).unwrap_err().to_string().contains("unknown field"));
+    }
+}

@@ -1,0 +1,61 @@
+//! The gateway's error enum and its single mapping to gRPC status codes.
+
+/// Result alias of the gateway crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything a gateway request can fail with. Cloneable so one failed
+/// coalesced shard call can fail every request that rode on it.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Error {
+    /// Bad input: names the field and the limit.
+    #[error(transparent)]
+    InvalidArgument(#[from] omnishard_common::Error),
+    /// The key does not exist (or has expired).
+    #[error("key {key:?} not found")]
+    NotFound { key: String },
+    /// A shard cannot be reached, its circuit is open, or it is stopping.
+    #[error("shard {shard_id} unavailable at {addr}: {reason}")]
+    ShardUnavailable { shard_id: String, addr: String, reason: String },
+    /// A shard did not answer in time.
+    #[error("shard {shard_id} timed out: {message}")]
+    ShardTimeout { shard_id: String, message: String },
+    /// A shard refused the request: the gateway's ring is not the shard's.
+    #[error("{message}")]
+    Misrouted { shard_id: String, wrong_epoch: bool, shard_epoch: u64, message: String },
+    /// A shard answered with an error; its code is kept.
+    #[error("{message}")]
+    Shard { shard_id: String, code: tonic::Code, message: String },
+    /// A multi-shard write failed on some shards after others committed.
+    #[error("write partially applied: shards [{}] committed; {failed}", committed.join(", "))]
+    PartialWrite { committed: Vec<String>, failed: Box<Error> },
+}
+
+impl Error {
+    /// The gRPC code of this error.
+    pub fn code(&self) -> tonic::Code {
+        use tonic::Code;
+        match self {
+            Error::InvalidArgument(e) => match e {
+                omnishard_common::Error::InvalidArgument { .. } => Code::InvalidArgument,
+                omnishard_common::Error::Topology(_) => Code::FailedPrecondition,
+            },
+            Error::NotFound { .. } => Code::NotFound,
+            Error::ShardUnavailable { .. } => Code::Unavailable,
+            Error::ShardTimeout { .. } => Code::DeadlineExceeded,
+            // The caller did nothing wrong; the gateway needs a newer ring.
+            Error::Misrouted { .. } => Code::Unavailable,
+            Error::Shard { code, .. } => *code,
+            Error::PartialWrite { failed, .. } => failed.code(),
+        }
+    }
+
+    /// The one place gateway errors become gRPC statuses.
+    pub fn to_status(&self) -> tonic::Status {
+        tonic::Status::new(self.code(), self.to_string())
+    }
+
+    /// Whether retrying an idempotent read could help.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Error::ShardUnavailable { .. } | Error::ShardTimeout { .. })
+    }
+}

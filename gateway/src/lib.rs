@@ -1,0 +1,30 @@
+//! The omnishard gateway: the only public endpoint. It validates requests,
+//! routes them by the placement ring, calls the owning shards (coalescing
+//! concurrent point operations), merges fan-out results and answers.
+//! It holds no data; run as many as you like.
+//!
+//! Layout:
+//! * [`config`] — the config file: topology plus gateway settings and limits.
+//! * [`cluster`] — ring, per-shard handles, start-up checks, epoch repair.
+//! * [`shard_client`] — one shard's channel and tower layers (breaker, limit, timeout).
+//! * [`coalesce`] — batching concurrent point operations per shard.
+//! * [`kv`] — key-value operations: routing, fan-out, scan merge.
+//! * [`admin`] — cluster status.
+//! * [`server`] — tonic adapters, health, reflection and `serve`.
+//! * [`error`] — the error enum and its gRPC mapping.
+
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod cluster;
+pub mod coalesce;
+pub mod config;
+pub mod error;
+pub mod kv;
+pub mod server;
+pub mod shard_client;
+
+pub use cluster::Cluster;
+pub use config::{GatewayConfig, GatewaySettings};
+pub use error::{Error, Result};
+pub use server::{connect, serve, serve_cluster};

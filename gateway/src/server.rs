@@ -1,0 +1,175 @@
+//! The gateway's gRPC face: thin tonic adapters for `KvService` and
+//! `AdminService` over [`Cluster`], plus health and reflection.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use omnishard_proto::v1::admin_service_server::{AdminService, AdminServiceServer};
+use omnishard_proto::v1::kv_service_server::{KvService, KvServiceServer};
+use omnishard_proto::v1::*;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::Server;
+use tonic::{Request, Response, Status};
+
+use crate::cluster::Cluster;
+use crate::config::GatewayConfig;
+use crate::error::Error;
+use crate::kv::WriteOp;
+
+/// Largest message a client may send: a full batch of large values.
+pub const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
+
+/// Connects to every shard, then serves the gateway on `listener` until `shutdown` resolves.
+pub async fn serve(
+    config: GatewayConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let cluster = connect(&config).await?;
+    serve_cluster(cluster, listener, shutdown).await
+}
+
+/// Builds the cluster view of `config` and checks every shard (see [`Cluster::connect_all`]).
+pub async fn connect(config: &GatewayConfig) -> Result<Arc<Cluster>, Error> {
+    let cluster = Arc::new(Cluster::new(config)?);
+    cluster.connect_all().await?;
+    Ok(cluster)
+}
+
+/// Serves an already connected cluster on `listener` until `shutdown` resolves.
+pub async fn serve_cluster(
+    cluster: Arc<Cluster>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter.set_serving::<KvServiceServer<KvGrpc>>().await;
+    health_reporter.set_serving::<AdminServiceServer<AdminGrpc>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(omnishard_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let kv = KvServiceServer::new(KvGrpc { cluster: cluster.clone() })
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let admin = AdminServiceServer::new(AdminGrpc { cluster: cluster.clone() });
+    tracing::info!(addr = %listener.local_addr()?, epoch = cluster.epoch(), shards = cluster.shards.len(), "gateway serving");
+    server_stack()
+        .add_service(health)
+        .add_service(reflection)
+        .add_service(kv)
+        .add_service(admin)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await?;
+    tracing::info!("gateway stopped");
+    Ok(())
+}
+
+/// The gateway server's layers, outermost first.
+fn server_stack() -> Server {
+    Server::builder()
+        // Concurrency limit: bounds in-flight requests per client connection.
+        .concurrency_limit_per_connection(1024)
+        // Load shed: past the limit, answer UNAVAILABLE at once instead of queueing.
+        .load_shed(true)
+        // Timeout: a request never outlives this, whatever the shards do.
+        .timeout(Duration::from_secs(60))
+        .tcp_nodelay(true)
+}
+
+fn status(err: Error) -> Status {
+    err.to_status()
+}
+
+/// Adapter for `KvService`.
+pub struct KvGrpc {
+    cluster: Arc<Cluster>,
+}
+
+#[tonic::async_trait]
+impl KvService for KvGrpc {
+    async fn get(&self, request: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
+        let req = request.into_inner();
+        let kv = self.cluster.get(&req.namespace, req.key).await.map_err(status)?;
+        Ok(Response::new(GetResponse { kv: Some(kv) }))
+    }
+
+    async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
+        let req = request.into_inner();
+        let ttl = ttl_from_proto(req.ttl)?;
+        let written =
+            self.cluster.put(&req.namespace, req.key, req.value, ttl, req.expected_version).await.map_err(status)?;
+        Ok(Response::new(PutResponse { result: Some(result(written)) }))
+    }
+
+    async fn delete(&self, request: Request<DeleteRequest>) -> Result<Response<DeleteResponse>, Status> {
+        let req = request.into_inner();
+        let written = self.cluster.delete(&req.namespace, req.key, req.expected_version).await.map_err(status)?;
+        Ok(Response::new(DeleteResponse { deleted: written.existed, result: Some(result(written)) }))
+    }
+
+    async fn batch_get(&self, request: Request<BatchGetRequest>) -> Result<Response<BatchGetResponse>, Status> {
+        let req = request.into_inner();
+        let values = self.cluster.batch_get(&req.namespace, req.keys).await.map_err(status)?;
+        let results = values.into_iter().map(|kv| MaybeKeyValue { found: kv.is_some(), kv }).collect();
+        Ok(Response::new(BatchGetResponse { results }))
+    }
+
+    async fn write(&self, request: Request<WriteRequest>) -> Result<Response<WriteResponse>, Status> {
+        let req = request.into_inner();
+        let ops = req
+            .ops
+            .into_iter()
+            .enumerate()
+            .map(|(i, op)| match op.op {
+                Some(write_op::Op::Put(p)) => Ok(WriteOp::Put {
+                    key: p.key,
+                    value: p.value,
+                    ttl: ttl_from_proto(p.ttl)?,
+                    expected_version: p.expected_version,
+                }),
+                Some(write_op::Op::Delete(d)) => Ok(WriteOp::Delete { key: d.key, expected_version: d.expected_version }),
+                None => Err(Status::invalid_argument(format!("ops[{i}]: has neither put nor delete"))),
+            })
+            .collect::<Result<Vec<_>, Status>>()?;
+        let written = self.cluster.write(&req.namespace, ops).await.map_err(status)?;
+        Ok(Response::new(WriteResponse { results: written.into_iter().map(result).collect() }))
+    }
+
+    async fn scan(&self, request: Request<ScanRequest>) -> Result<Response<ScanResponse>, Status> {
+        let req = request.into_inner();
+        let page = self.cluster.scan(&req.namespace, req.prefix, &req.cursor, req.limit).await.map_err(status)?;
+        Ok(Response::new(ScanResponse { entries: page.entries, next_cursor: page.next_cursor }))
+    }
+}
+
+/// Adapter for `AdminService`.
+pub struct AdminGrpc {
+    cluster: Arc<Cluster>,
+}
+
+#[tonic::async_trait]
+impl AdminService for AdminGrpc {
+    async fn cluster(&self, _request: Request<ClusterRequest>) -> Result<Response<ClusterResponse>, Status> {
+        Ok(Response::new(self.cluster.cluster_info().await))
+    }
+}
+
+fn result(w: crate::kv::Written) -> WriteResult {
+    WriteResult { shard_id: w.shard_id, version: w.version, seq: w.seq }
+}
+
+/// A TTL on the wire must be a valid, non-negative protobuf duration.
+fn ttl_from_proto(ttl: Option<prost_types::Duration>) -> Result<Option<Duration>, Status> {
+    let Some(ttl) = ttl else { return Ok(None) };
+    if ttl.seconds < 0 || ttl.nanos < 0 || ttl.nanos >= 1_000_000_000 {
+        return Err(Status::invalid_argument(format!(
+            "ttl: {}s {}ns is not a valid positive duration",
+            ttl.seconds, ttl.nanos
+        )));
+    }
+    let ttl = Duration::new(ttl.seconds as u64, ttl.nanos as u32);
+    crate::kv::check_ttl(ttl).map(Some).map_err(status)
+}

@@ -1,0 +1,190 @@
+//! The gateway's connection to one shard: a pooled tonic channel behind tower
+//! layers, and the translation of shard failures into gateway errors that
+//! name the shard.
+//!
+//! Layers, outermost first:
+//! 1. [`Guard`] — circuit breaker (failsafe): after repeated transport
+//!    failures the shard is skipped for a backoff period, so a dead shard
+//!    costs its callers microseconds instead of a connect timeout each.
+//!    It also turns transport errors into statuses that say what happened.
+//! 2. concurrency limit — bounds in-flight calls to one shard.
+//! 3. timeout — no call waits longer than `request_timeout`.
+//! 4. the channel — one HTTP/2 connection, multiplexing every call, reconnecting lazily.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use failsafe::backoff::{self, Exponential};
+use failsafe::failure_policy::{self, ConsecutiveFailures};
+use failsafe::StateMachine;
+use omnishard_common::rejection::Rejection;
+use omnishard_common::topology::ShardAddr;
+use omnishard_proto::v1::shard_service_client::ShardServiceClient;
+use omnishard_proto::v1::*;
+use tonic::transport::{Channel, Endpoint};
+use tower::limit::ConcurrencyLimit;
+use tower::timeout::Timeout;
+use tower::{BoxError, Service, ServiceBuilder};
+
+use crate::config::GatewaySettings;
+use crate::error::{Error, Result};
+
+/// Largest message exchanged with a shard.
+pub const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
+
+type Breaker = StateMachine<ConsecutiveFailures<Exponential>, ()>;
+type Stack = Guard<ConcurrencyLimit<Timeout<Channel>>>;
+
+/// A cheap-to-clone handle for calling one shard.
+#[derive(Clone)]
+pub struct ShardClient {
+    id: Arc<str>,
+    addr: Arc<str>,
+    grpc: ShardServiceClient<Stack>,
+}
+
+impl ShardClient {
+    /// Creates the client without connecting; the channel connects on first use
+    /// and reconnects after failures, so a dead shard never blocks others.
+    pub fn new(shard: &ShardAddr, settings: &GatewaySettings) -> Result<ShardClient> {
+        let endpoint = Endpoint::from_shared(format!("http://{}", shard.addr))
+            .map_err(|e| omnishard_common::Error::Topology(format!("shard {} address {:?}: {e}", shard.id, shard.addr)))?
+            .connect_timeout(settings.connect_timeout)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_while_idle(true);
+        let channel = endpoint.connect_lazy();
+        let breaker = failsafe::Config::new()
+            .failure_policy(failure_policy::consecutive_failures(
+                settings.breaker_failures.max(1),
+                backoff::exponential(settings.breaker_backoff, settings.breaker_max_backoff),
+            ))
+            .build();
+        let stack = ServiceBuilder::new()
+            .layer_fn(|inner| Guard { inner, breaker: breaker.clone(), timeout: settings.request_timeout })
+            .concurrency_limit(settings.shard_concurrency)
+            .timeout(settings.request_timeout)
+            .service(channel);
+        let grpc = ShardServiceClient::new(stack)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        Ok(ShardClient { id: Arc::from(shard.id.as_str()), addr: Arc::from(shard.addr.as_str()), grpc })
+    }
+
+    /// The shard's id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The shard's address.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    pub async fn read(&self, req: ShardReadRequest) -> Result<ShardReadResponse> {
+        self.grpc.clone().read(req).await.map(|r| r.into_inner()).map_err(|s| self.error(s))
+    }
+
+    pub async fn apply(&self, req: ShardApplyRequest) -> Result<ShardApplyResponse> {
+        self.grpc.clone().apply(req).await.map(|r| r.into_inner()).map_err(|s| self.error(s))
+    }
+
+    pub async fn scan(&self, req: ShardScanRequest) -> Result<ShardScanResponse> {
+        self.grpc.clone().scan(req).await.map(|r| r.into_inner()).map_err(|s| self.error(s))
+    }
+
+    pub async fn stats(&self) -> Result<ShardStatsResponse> {
+        self.grpc.clone().stats(ShardStatsRequest {}).await.map(|r| r.into_inner()).map_err(|s| self.error(s))
+    }
+
+    pub async fn install_topology(&self, req: InstallTopologyRequest) -> Result<u64> {
+        self.grpc.clone().install_topology(req).await.map(|r| r.into_inner().epoch).map_err(|s| self.error(s))
+    }
+
+    /// Translates a status from this shard (or from the layers in front of it).
+    pub fn error(&self, status: tonic::Status) -> Error {
+        let shard_id = self.id.to_string();
+        if let Some((kind, shard_epoch)) = Rejection::kind_of(&status) {
+            return Error::Misrouted {
+                shard_id,
+                wrong_epoch: kind == "wrong-epoch",
+                shard_epoch,
+                message: status.message().to_string(),
+            };
+        }
+        match status.code() {
+            tonic::Code::Unavailable | tonic::Code::Unknown => {
+                Error::ShardUnavailable { shard_id, addr: self.addr.to_string(), reason: status.message().to_string() }
+            }
+            tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
+                Error::ShardTimeout { shard_id, message: status.message().to_string() }
+            }
+            code => Error::Shard { shard_id, code, message: status.message().to_string() },
+        }
+    }
+}
+
+/// Circuit breaker and error naming in front of a shard's channel.
+#[derive(Clone)]
+pub struct Guard<S> {
+    inner: S,
+    breaker: Breaker,
+    timeout: Duration,
+}
+
+impl<S, Req> Service<Req> for Guard<S>
+where
+    S: Service<Req, Error = BoxError>,
+    S::Future: Send + 'static,
+    S::Response: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        let timeout = self.timeout;
+        self.inner.poll_ready(cx).map_err(|e| describe(e, timeout))
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        if !self.breaker.is_call_permitted() {
+            let status = tonic::Status::unavailable("circuit open after repeated failures; retrying shortly");
+            return Box::pin(std::future::ready(Err(Box::new(status) as BoxError)));
+        }
+        let breaker = self.breaker.clone();
+        let timeout = self.timeout;
+        let call = self.inner.call(req);
+        Box::pin(async move {
+            match call.await {
+                Ok(response) => {
+                    breaker.on_success();
+                    Ok(response)
+                }
+                Err(e) => {
+                    breaker.on_error();
+                    Err(describe(e, timeout))
+                }
+            }
+        })
+    }
+}
+
+/// Turns a transport-level error into a status whose message says what failed.
+fn describe(err: BoxError, timeout: Duration) -> BoxError {
+    if err.is::<tower::timeout::error::Elapsed>() {
+        let status = tonic::Status::deadline_exceeded(format!("no answer within {}ms", timeout.as_millis()));
+        return Box::new(status);
+    }
+    let mut reason = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        reason.push_str(": ");
+        reason.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    Box::new(tonic::Status::unavailable(reason))
+}

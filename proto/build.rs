@@ -1,0 +1,17 @@
+//! Generates the tonic/prost code for `omnishard.v1` with a vendored `protoc`,
+//! so building needs no system protobuf compiler.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let protoc = protoc_bin_vendored::protoc_bin_path()?;
+    // prost-build finds the compiler through PROTOC.
+    std::env::set_var("PROTOC", protoc);
+    let out_dir = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
+    let protos = ["proto/omnishard/v1/kv.proto", "proto/omnishard/v1/admin.proto", "proto/omnishard/v1/shard.proto"];
+    tonic_prost_build::configure()
+        .file_descriptor_set_path(out_dir.join("omnishard_descriptor.bin"))
+        .compile_protos(&protos, &["proto"])?;
+    for proto in protos {
+        println!("cargo:rerun-if-changed={proto}");
+    }
+    Ok(())
+}

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Runs the whole test suite: unit tests, property tests, and cluster tests
+# that start real shard and gateway processes on loopback port 0.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+./scripts/setup.sh
+# One fixed target folder outside the checkout, so clones share the RocksDB build.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/omnishard-target}"
+
+# The cluster tests run the real binary; build it first.
+cargo build --bin omnishard
+cargo test --workspace

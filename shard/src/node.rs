@@ -1,0 +1,119 @@
+//! One shard: its store, its apply path, its ownership, and the separate
+//! capacity pools that keep heavy work from starving point operations.
+
+use std::sync::Arc;
+
+use omnishard_common::topology::Topology;
+use prost::Message;
+use tokio::sync::Semaphore;
+
+use crate::apply::Applier;
+use crate::config::ShardConfig;
+use crate::error::{Error, Result};
+use crate::ownership::Ownership;
+use crate::store::{Store, META_TOPOLOGY};
+use omnishard_proto::v1::InstallTopologyRequest;
+
+/// A running shard. Share it as `Arc<Shard>`.
+pub struct Shard {
+    pub(crate) config: ShardConfig,
+    pub(crate) store: Store,
+    pub(crate) applier: Applier,
+    pub(crate) ownership: Ownership,
+    /// Blocking-thread budget for point reads.
+    pub(crate) point_permits: Semaphore,
+    /// Blocking-thread budget for scans, apart from point reads.
+    pub(crate) scan_permits: Semaphore,
+}
+
+/// What `Stats` reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stats {
+    pub shard_id: String,
+    pub seq: u64,
+    pub epoch: u64,
+    pub key_count: u64,
+}
+
+impl Shard {
+    /// Opens the shard's database and starts its apply thread.
+    pub fn open(config: ShardConfig) -> Result<Arc<Shard>> {
+        omnishard_common::topology::check_shard_id(&config.id)?;
+        let store = Store::open(&config)?;
+        let persisted = match store.topology_bytes()? {
+            Some(bytes) => {
+                let msg = InstallTopologyRequest::decode(bytes.as_slice()).map_err(|e| Error::Corrupt {
+                    key: "meta/topology".into(),
+                    reason: e.to_string(),
+                })?;
+                Some(Topology::from(&msg))
+            }
+            None => None,
+        };
+        let ownership = Ownership::new(config.id.clone(), persisted)?;
+        let applier = Applier::start(store.clone(), config.sync_writes, config.max_group_commit, config.apply_queue)?;
+        Ok(Arc::new(Shard {
+            point_permits: Semaphore::new(config.point_read_concurrency.max(1)),
+            scan_permits: Semaphore::new(config.scan_concurrency.max(1)),
+            config,
+            store,
+            applier,
+            ownership,
+        }))
+    }
+
+    /// This shard's id.
+    pub fn id(&self) -> &str {
+        &self.config.id
+    }
+
+    /// The store, for admin tooling and tests.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Sequence, epoch and key estimate.
+    pub async fn stats(self: &Arc<Self>) -> Result<Stats> {
+        let key_count = self.blocking_light(|shard| shard.store.estimated_keys()).await?;
+        Ok(Stats {
+            shard_id: self.config.id.clone(),
+            seq: self.applier.last_seq(),
+            epoch: self.ownership.epoch(),
+            key_count,
+        })
+    }
+
+    /// Installs a topology: validated, persisted through the apply path, then enforced.
+    pub async fn install_topology(&self, topology: Topology) -> Result<u64> {
+        let ring = self.ownership.admit(&topology)?;
+        if self.ownership.epoch() == topology.epoch {
+            return Ok(topology.epoch); // the same topology again
+        }
+        let encoded = InstallTopologyRequest::from(&topology).encode_to_vec();
+        self.applier.put_meta(META_TOPOLOGY, encoded).await?;
+        let epoch = topology.epoch;
+        tracing::info!(shard_id = %self.config.id, epoch, shards = topology.shards.len(), "topology installed");
+        self.ownership.set(topology, ring);
+        Ok(epoch)
+    }
+
+    /// Runs a short blocking storage call off the reactor, on the point-read budget.
+    pub(crate) async fn blocking_light<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&Shard) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let _permit = self.point_permits.acquire().await.map_err(|_| Error::ShuttingDown)?;
+        let shard = self.clone();
+        tokio::task::spawn_blocking(move || f(&shard)).await.map_err(|_| Error::ShuttingDown)?
+    }
+
+    /// Runs a long blocking storage call off the reactor, on the scan budget.
+    pub(crate) async fn blocking_heavy<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&Shard) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let _permit = self.scan_permits.acquire().await.map_err(|_| Error::ShuttingDown)?;
+        let shard = self.clone();
+        tokio::task::spawn_blocking(move || f(&shard)).await.map_err(|_| Error::ShuttingDown)?
+    }
+}

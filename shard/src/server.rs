@@ -1,0 +1,167 @@
+//! The shard's gRPC face: a thin tonic adapter over [`Shard`], plus health
+//! and reflection, served on an already bound listener.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use omnishard_common::topology::Topology;
+use omnishard_proto::v1::shard_service_server::{ShardService, ShardServiceServer};
+use omnishard_proto::v1::*;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::Server;
+use tonic::{Request, Response, Status};
+
+use crate::apply::{Op, Txn};
+use crate::config::ShardConfig;
+use crate::error::Error;
+use crate::node::Shard;
+use crate::store::Entry;
+
+/// Largest gRPC message a shard accepts or sends: a full batch of big values.
+pub const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
+
+/// Opens the shard in `config` and serves it on `listener` until `shutdown` resolves.
+pub async fn serve(
+    config: ShardConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let shard = Shard::open(config)?;
+    serve_shard(shard, listener, shutdown).await
+}
+
+/// Serves an opened shard on `listener` until `shutdown` resolves.
+pub async fn serve_shard(
+    shard: Arc<Shard>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter.set_serving::<ShardServiceServer<ShardGrpc>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(omnishard_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let service = ShardServiceServer::new(ShardGrpc { shard: shard.clone() })
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    tracing::info!(shard_id = %shard.id(), addr = %listener.local_addr()?, epoch = shard.ownership.epoch(), "shard serving");
+    server_stack()
+        .add_service(health)
+        .add_service(reflection)
+        .add_service(service)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await?;
+    tracing::info!(shard_id = %shard.id(), "shard stopped");
+    Ok(())
+}
+
+/// The shard server's layers, outermost first.
+fn server_stack() -> Server {
+    Server::builder()
+        // Concurrency limit: a gateway multiplexes everything over one
+        // connection, so this bounds in-flight requests per gateway.
+        .concurrency_limit_per_connection(1024)
+        // Load shed: past that limit, fail fast with UNAVAILABLE instead of queueing.
+        .load_shed(true)
+        // Timeout: no request holds resources longer than this.
+        .timeout(Duration::from_secs(30))
+        .tcp_nodelay(true)
+}
+
+/// The tonic adapter: convert, call the domain, map the error.
+pub struct ShardGrpc {
+    shard: Arc<Shard>,
+}
+
+impl ShardGrpc {
+    fn status(&self, err: Error) -> Status {
+        err.to_status(self.shard.id())
+    }
+}
+
+#[tonic::async_trait]
+impl ShardService for ShardGrpc {
+    async fn read(&self, request: Request<ShardReadRequest>) -> Result<Response<ShardReadResponse>, Status> {
+        let req = request.into_inner();
+        let values = self.shard.read(req.epoch, &req.namespace, req.keys).await.map_err(|e| self.status(e))?;
+        let values = values
+            .into_iter()
+            .map(|entry| match entry {
+                Some(e) => ShardValue { found: true, value: e.value, version: e.version, expires_at_ms: e.expires_at_ms },
+                None => ShardValue::default(),
+            })
+            .collect();
+        Ok(Response::new(ShardReadResponse { values }))
+    }
+
+    async fn apply(&self, request: Request<ShardApplyRequest>) -> Result<Response<ShardApplyResponse>, Status> {
+        let req = request.into_inner();
+        let txns = req.txns.into_iter().map(txn_from_proto).collect::<Result<Vec<_>, Status>>()?;
+        let results = self.shard.apply(req.epoch, txns).await.map_err(|e| self.status(e))?;
+        let outcomes = results
+            .into_iter()
+            .map(|r| match r {
+                Ok(c) => TxnOutcome { seq: c.seq, existed: c.existed, code: 0, message: String::new() },
+                Err(e) => {
+                    let status = self.status(e);
+                    TxnOutcome { seq: 0, existed: Vec::new(), code: status.code() as i32, message: status.message().into() }
+                }
+            })
+            .collect();
+        Ok(Response::new(ShardApplyResponse { outcomes }))
+    }
+
+    async fn scan(&self, request: Request<ShardScanRequest>) -> Result<Response<ShardScanResponse>, Status> {
+        let req = request.into_inner();
+        let (entries, more) = self
+            .shard
+            .scan(req.epoch, &req.namespace, req.prefix, req.start_after, req.limit)
+            .await
+            .map_err(|e| self.status(e))?;
+        Ok(Response::new(ShardScanResponse { entries: entries.into_iter().map(entry_to_proto).collect(), more }))
+    }
+
+    async fn stats(&self, _request: Request<ShardStatsRequest>) -> Result<Response<ShardStatsResponse>, Status> {
+        let stats = self.shard.stats().await.map_err(|e| self.status(e))?;
+        Ok(Response::new(ShardStatsResponse {
+            shard_id: stats.shard_id,
+            seq: stats.seq,
+            epoch: stats.epoch,
+            key_count: stats.key_count,
+        }))
+    }
+
+    async fn install_topology(
+        &self,
+        request: Request<InstallTopologyRequest>,
+    ) -> Result<Response<InstallTopologyResponse>, Status> {
+        let topology = Topology::from(request.get_ref());
+        let epoch = self.shard.install_topology(topology).await.map_err(|e| self.status(e))?;
+        Ok(Response::new(InstallTopologyResponse { epoch }))
+    }
+}
+
+fn txn_from_proto(txn: ShardTxn) -> Result<Txn, Status> {
+    let ops = txn
+        .ops
+        .into_iter()
+        .map(|op| match op.op {
+            Some(shard_op::Op::Put(p)) => Ok(Op::Put {
+                key: p.key,
+                value: p.value,
+                expires_at_ms: p.expires_at_ms,
+                expected_version: p.expected_version,
+            }),
+            Some(shard_op::Op::Delete(d)) => Ok(Op::Delete { key: d.key, expected_version: d.expected_version }),
+            None => Err(Status::invalid_argument("ops: an op has neither put nor delete")),
+        })
+        .collect::<Result<Vec<_>, Status>>()?;
+    Ok(Txn { namespace: txn.namespace, ops })
+}
+
+fn entry_to_proto(e: Entry) -> ShardScanEntry {
+    ShardScanEntry { key: e.key, value: e.value, version: e.version, expires_at_ms: e.expires_at_ms }
+}

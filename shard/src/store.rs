@@ -1,0 +1,229 @@
+//! The shard's RocksDB: opening it with bounded memory, and every read.
+//!
+//! Column families:
+//! * `kv` — KV entries (layout in [`crate::codec`]), with a TTL compaction filter.
+//! * `meta` — the last applied sequence and the installed topology.
+//!
+//! Writes do not happen here: they go through [`crate::apply`], the only door.
+
+use std::sync::Arc;
+
+use rocksdb::compaction_filter::Decision;
+use rocksdb::{
+    BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DBCompressionType, Direction, IteratorMode,
+    Options, ReadOptions, WriteBufferManager, DB,
+};
+
+use crate::codec::{self, Stored};
+use crate::config::ShardConfig;
+use crate::error::{show_key, Error, Result};
+
+/// Column family of KV entries.
+pub const CF_KV: &str = "kv";
+/// Column family of shard metadata.
+pub const CF_META: &str = "meta";
+/// `meta` key holding the last applied sequence (u64 BE).
+pub const META_LAST_SEQ: &[u8] = b"last_seq";
+/// `meta` key holding the installed topology (protobuf).
+pub const META_TOPOLOGY: &[u8] = b"topology";
+
+/// A live KV entry as read from disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub key: Vec<u8>,
+    pub value: Vec<u8>,
+    pub version: u64,
+    pub expires_at_ms: u64,
+}
+
+/// The opened RocksDB of one shard. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    db: Arc<DB>,
+}
+
+impl Store {
+    /// Opens (or creates) the database under `config.data_dir`.
+    pub fn open(config: &ShardConfig) -> Result<Store> {
+        std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+            Error::Internal(format!("cannot create {}: {e}", config.data_dir.display()))
+        })?;
+        // One cache for every column family and one memtable budget charged
+        // to that cache: memory stays bounded however much data there is.
+        let cache = Cache::new_lru_cache(config.block_cache.as_u64() as usize);
+        let buffers = WriteBufferManager::new_write_buffer_manager_with_cache(
+            config.write_buffers.as_u64() as usize,
+            true,
+            cache.clone(),
+        );
+        let mut db_opts = Options::default();
+        db_opts.create_if_missing(true);
+        db_opts.create_missing_column_families(true);
+        db_opts.set_write_buffer_manager(&buffers);
+        db_opts.increase_parallelism(2);
+        db_opts.set_max_open_files(1024);
+
+        let cfs = vec![
+            ColumnFamilyDescriptor::new(CF_KV, kv_options(&cache)),
+            ColumnFamilyDescriptor::new(CF_META, Options::default()),
+        ];
+        let db = DB::open_cf_descriptors(&db_opts, &config.data_dir, cfs)?;
+        Ok(Store { db: Arc::new(db) })
+    }
+
+    /// The raw database, for the apply path.
+    pub fn db(&self) -> &DB {
+        &self.db
+    }
+
+    /// A column family handle; both exist from `open` on.
+    pub fn cf(&self, name: &str) -> Result<&ColumnFamily> {
+        self.db
+            .cf_handle(name)
+            .ok_or_else(|| Error::Internal(format!("column family {name} is missing")))
+    }
+
+    /// Reads `keys` of `namespace`; expired entries read as absent.
+    pub fn get_many(&self, namespace: &str, keys: &[Vec<u8>]) -> Result<Vec<Option<Entry>>> {
+        let cf = self.cf(CF_KV)?;
+        let stored: Vec<Vec<u8>> = keys.iter().map(|k| codec::encode_key(namespace, k)).collect();
+        let now = codec::now_ms();
+        let results = self.db.batched_multi_get_cf(cf, stored.iter(), false);
+        keys.iter()
+            .zip(results)
+            .map(|(key, result)| {
+                let Some(raw) = result? else { return Ok(None) };
+                let stored = decode(key, &raw)?;
+                Ok((!stored.is_expired(now)).then(|| entry(key.clone(), stored)))
+            })
+            .collect()
+    }
+
+    /// The current live version of one stored key, for compare-and-set.
+    /// Returns `(version, existed)`; expired entries count as absent (version 0).
+    pub fn current_version(&self, stored_key: &[u8], now_ms: u64) -> Result<u64> {
+        let cf = self.cf(CF_KV)?;
+        match self.db.get_pinned_cf(cf, stored_key)? {
+            None => Ok(0),
+            Some(raw) => {
+                let stored = decode(stored_key, &raw)?;
+                Ok(if stored.is_expired(now_ms) { 0 } else { stored.version })
+            }
+        }
+    }
+
+    /// Up to `limit` live entries of `namespace` whose key starts with
+    /// `prefix` and is greater than `start_after`, in key order. The flag says
+    /// whether more entries follow.
+    pub fn scan(&self, namespace: &str, prefix: &[u8], start_after: &[u8], limit: usize) -> Result<(Vec<Entry>, bool)> {
+        let cf = self.cf(CF_KV)?;
+        let lower = codec::encode_key(namespace, prefix);
+        let mut opts = ReadOptions::default();
+        match codec::prefix_end(&lower) {
+            Some(end) => opts.set_iterate_upper_bound(end),
+            None => {}
+        }
+        // Start at the later of the prefix and just past the cursor key.
+        let mut start = lower.clone();
+        if !start_after.is_empty() {
+            let mut after = codec::encode_key(namespace, start_after);
+            after.push(0); // the smallest key greater than start_after
+            if after > start {
+                start = after;
+            }
+        }
+        let now = codec::now_ms();
+        let mut entries = Vec::new();
+        let iter = self.db.iterator_cf_opt(cf, opts, IteratorMode::From(&start, Direction::Forward));
+        for item in iter {
+            let (stored_key, raw) = item?;
+            let key = codec::user_key(namespace, &stored_key);
+            let stored = decode(key, &raw)?;
+            if stored.is_expired(now) {
+                continue;
+            }
+            if entries.len() == limit {
+                return Ok((entries, true));
+            }
+            entries.push(entry(key.to_vec(), stored));
+        }
+        Ok((entries, false))
+    }
+
+    /// The last sequence number committed to disk (0 for a new shard).
+    pub fn last_seq(&self) -> Result<u64> {
+        let cf = self.cf(CF_META)?;
+        match self.db.get_pinned_cf(cf, META_LAST_SEQ)? {
+            None => Ok(0),
+            Some(raw) => raw
+                .as_ref()
+                .try_into()
+                .map(u64::from_be_bytes)
+                .map_err(|_| Error::Corrupt { key: "meta/last_seq".into(), reason: format!("{} bytes", raw.len()) }),
+        }
+    }
+
+    /// The persisted topology message, if one was installed.
+    pub fn topology_bytes(&self) -> Result<Option<Vec<u8>>> {
+        let cf = self.cf(CF_META)?;
+        Ok(self.db.get_cf(cf, META_TOPOLOGY)?)
+    }
+
+    /// RocksDB's estimate of the number of KV entries (all namespaces).
+    pub fn estimated_keys(&self) -> Result<u64> {
+        let cf = self.cf(CF_KV)?;
+        Ok(self.db.property_int_value_cf(cf, "rocksdb.estimate-num-keys")?.unwrap_or(0))
+    }
+
+    /// Forces a full compaction of the KV column family (tests and admin).
+    pub fn compact(&self) -> Result<()> {
+        let cf = self.cf(CF_KV)?;
+        self.db.compact_range_cf(cf, None::<&[u8]>, None::<&[u8]>);
+        Ok(())
+    }
+
+    /// Counts every stored KV entry, live or expired-but-not-yet-compacted (tests and admin).
+    pub fn count_raw_entries(&self) -> Result<u64> {
+        let cf = self.cf(CF_KV)?;
+        let mut n = 0;
+        for item in self.db.iterator_cf(cf, IteratorMode::Start) {
+            item?;
+            n += 1;
+        }
+        Ok(n)
+    }
+}
+
+/// Options of the `kv` family: bloom filters for point reads, the shared
+/// cache, compression, and the TTL compaction filter.
+fn kv_options(cache: &Cache) -> Options {
+    let mut table = BlockBasedOptions::default();
+    table.set_block_cache(cache);
+    table.set_bloom_filter(10.0, false);
+    table.set_cache_index_and_filter_blocks(true);
+    let mut opts = Options::default();
+    opts.set_block_based_table_factory(&table);
+    opts.set_compression_type(DBCompressionType::Lz4);
+    opts.set_bottommost_compression_type(DBCompressionType::Zstd);
+    // Expired entries are already invisible to reads; compaction reclaims
+    // their space. RocksDB turns a removal into a tombstone, so an older
+    // version in a lower level can never resurface.
+    opts.set_compaction_filter("omnishard-ttl", |_level: u32, _key: &[u8], value: &[u8]| {
+        match codec::decode_value(value) {
+            Some(stored) if stored.is_expired(codec::now_ms()) => Decision::Remove,
+            _ => Decision::Keep,
+        }
+    });
+    opts
+}
+
+fn decode<'a>(key: &[u8], raw: &'a [u8]) -> Result<Stored<'a>> {
+    codec::decode_value(raw).ok_or_else(|| Error::Corrupt {
+        key: show_key(key),
+        reason: format!("value of {} bytes is shorter than the {}-byte header", raw.len(), codec::HEADER_LEN),
+    })
+}
+
+fn entry(key: Vec<u8>, stored: Stored<'_>) -> Entry {
+    Entry { key, value: stored.value.to_vec(), version: stored.version, expires_at_ms: stored.expires_at_ms }
+}

@@ -1,0 +1,202 @@
+//! Cluster harness for integration tests: real `omnishard` shard and gateway
+//! processes on loopback port 0, data in a temp folder, everything killed
+//! and removed on drop.
+//!
+//! ```no_run
+//! # async fn demo() -> anyhow::Result<()> {
+//! let cluster = omnishard_tests::Cluster::builder().shards(3).start().await?;
+//! let client = cluster.client().await?;
+//! client.put(b"k", b"v", Default::default()).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! The harness runs the `omnishard` binary next to the test executable
+//! (`target/<profile>/omnishard`), or the one named by `OMNISHARD_BIN`; build
+//! it first (`cargo build --bin omnishard`; the README's test command does).
+
+#![forbid(unsafe_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// How long a process may take to print its `listening on` line.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Builder of a test [`Cluster`].
+pub struct ClusterBuilder {
+    shards: usize,
+    gateway_toml: String,
+}
+
+/// A running cluster of separate processes.
+pub struct Cluster {
+    dir: tempfile::TempDir,
+    shards: Vec<ShardProcess>,
+    gateway: Child,
+    gateway_url: String,
+}
+
+struct ShardProcess {
+    id: String,
+    addr: String,
+    child: Option<Child>,
+}
+
+impl Cluster {
+    /// Starts describing a cluster (default: 3 shards).
+    pub fn builder() -> ClusterBuilder {
+        ClusterBuilder { shards: 3, gateway_toml: String::new() }
+    }
+
+    /// The gateway's URL.
+    pub fn gateway_url(&self) -> &str {
+        &self.gateway_url
+    }
+
+    /// A client connected to the gateway.
+    pub async fn client(&self) -> anyhow::Result<omnishard_client::Client> {
+        Ok(omnishard_client::Client::connect(&self.gateway_url).await?)
+    }
+
+    /// Shard ids in topology order.
+    pub fn shard_ids(&self) -> Vec<String> {
+        self.shards.iter().map(|s| s.id.clone()).collect()
+    }
+
+    /// Kills shard `index` with SIGKILL: no shutdown, no flush.
+    pub async fn kill_shard(&mut self, index: usize) -> anyhow::Result<()> {
+        let shard = &mut self.shards[index];
+        if let Some(mut child) = shard.child.take() {
+            child.start_kill().context("sending SIGKILL")?;
+            child.wait().await?;
+        }
+        Ok(())
+    }
+
+    /// Restarts shard `index` on its old address with its old data.
+    pub async fn restart_shard(&mut self, index: usize) -> anyhow::Result<()> {
+        let data = self.dir.path().join(&self.shards[index].id);
+        let shard = &mut self.shards[index];
+        let mut last_err = None;
+        // The old port was just released; retry briefly in case the kernel
+        // has not let go of it yet.
+        for _ in 0..50 {
+            match spawn(&["shard", "--id", &shard.id, "--listen", &shard.addr, "--data", &data.to_string_lossy()]).await {
+                Ok((child, _)) => {
+                    shard.child = Some(child);
+                    return Ok(());
+                }
+                Err(e) => last_err = Some(e),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Err(last_err.unwrap_or_else(|| anyhow::anyhow!("restart failed")))
+    }
+
+    /// Runs the CLI against this cluster's gateway and returns (exit code, stdout, stderr).
+    pub async fn cli(&self, args: &[&str]) -> anyhow::Result<(i32, String, String)> {
+        let out = Command::new(binary()?)
+            .arg("--gateway")
+            .arg(&self.gateway_url)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .await?;
+        Ok((
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ))
+    }
+
+    /// The temp folder holding every shard's data.
+    pub fn data_dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = self.gateway.start_kill();
+        for shard in &mut self.shards {
+            if let Some(child) = shard.child.as_mut() {
+                let _ = child.start_kill();
+            }
+        }
+    }
+}
+
+impl ClusterBuilder {
+    /// Number of shard processes.
+    pub fn shards(mut self, n: usize) -> Self {
+        self.shards = n;
+        self
+    }
+
+    /// Extra TOML appended to the gateway config (e.g. a `[gateway]` table).
+    pub fn gateway_toml(mut self, toml: &str) -> Self {
+        self.gateway_toml = toml.to_string();
+        self
+    }
+
+    /// Starts the shards, writes the topology, starts the gateway.
+    pub async fn start(self) -> anyhow::Result<Cluster> {
+        let dir = tempfile::tempdir()?;
+        let mut shards = Vec::new();
+        let mut topology = String::from("epoch = 1\nvnodes = 256\n");
+        for i in 1..=self.shards {
+            let id = format!("shard-{i}");
+            let data = dir.path().join(&id);
+            let (child, addr) = spawn(&["shard", "--id", &id, "--listen", "127.0.0.1:0", "--data", &data.to_string_lossy()]).await?;
+            topology.push_str(&format!("\n[[shards]]\nid = \"{id}\"\naddr = \"{addr}\"\n"));
+            shards.push(ShardProcess { id, addr, child: Some(child) });
+        }
+        topology.push_str(&self.gateway_toml);
+        let config = dir.path().join("gateway.toml");
+        std::fs::write(&config, topology)?;
+        let (gateway, addr) = spawn(&["gateway", "--config", &config.to_string_lossy(), "--listen", "127.0.0.1:0"]).await?;
+        Ok(Cluster { dir, shards, gateway, gateway_url: format!("http://{addr}") })
+    }
+}
+
+/// The `omnishard` binary under test.
+pub fn binary() -> anyhow::Result<PathBuf> {
+    if let Ok(path) = std::env::var("OMNISHARD_BIN") {
+        return Ok(PathBuf::from(path));
+    }
+    let exe = std::env::current_exe()?;
+    // target/<profile>/deps/<test> → target/<profile>/omnishard
+    let candidate = exe.parent().and_then(Path::parent).map(|dir| dir.join("omnishard"));
+    match candidate {
+        Some(path) if path.exists() => Ok(path),
+        _ => bail!("omnishard binary not found next to {}; run `cargo build --bin omnishard` first or set OMNISHARD_BIN", exe.display()),
+    }
+}
+
+/// Starts `omnishard ARGS...` and waits for its `listening on ADDR` line.
+pub async fn spawn(args: &[&str]) -> anyhow::Result<(Child, String)> {
+    let mut child = Command::new(binary()?)
+        .args(args)
+        .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting omnishard")?;
+    let mut lines = BufReader::new(child.stdout.take().context("stdout")?).lines();
+    let line = tokio::time::timeout(START_TIMEOUT, lines.next_line())
+        .await
+        .with_context(|| format!("omnishard {args:?} did not start in time"))??;
+    let Some(addr) = line.as_deref().and_then(|l| l.rsplit_once("listening on ")).map(|(_, a)| a.trim().to_string()) else {
+        let status = child.wait().await?;
+        bail!("omnishard {args:?} exited ({status}) before listening");
+    };
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Ok((child, addr))
+}
