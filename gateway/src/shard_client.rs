@@ -17,7 +17,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use failsafe::backoff::{self, Exponential};
 use failsafe::failure_policy::{self, ConsecutiveFailures};
 use failsafe::StateMachine;
 use omnishard_common::rejection::Rejection;
@@ -35,7 +34,7 @@ use crate::error::{Error, Result};
 /// Largest message exchanged with a shard.
 pub const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
 
-type Breaker = StateMachine<ConsecutiveFailures<Exponential>, ()>;
+type Breaker = StateMachine<ConsecutiveFailures<Doubling>, ()>;
 type Stack = Guard<ConcurrencyLimit<Timeout<Channel>>>;
 
 /// A cheap-to-clone handle for calling one shard.
@@ -60,7 +59,7 @@ impl ShardClient {
         let breaker = failsafe::Config::new()
             .failure_policy(failure_policy::consecutive_failures(
                 settings.breaker_failures.max(1),
-                backoff::exponential(settings.breaker_backoff, settings.breaker_max_backoff),
+                Doubling { next: settings.breaker_backoff, max: settings.breaker_max_backoff },
             ))
             .build();
         let stack = ServiceBuilder::new()
@@ -127,6 +126,24 @@ impl ShardClient {
     }
 }
 
+/// Open periods of the circuit: `next`, doubling up to `max`. (failsafe's
+/// own backoffs start at one second, too long for a shard that restarts fast.)
+#[derive(Debug, Clone)]
+pub struct Doubling {
+    next: Duration,
+    max: Duration,
+}
+
+impl Iterator for Doubling {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        let current = self.next.min(self.max);
+        self.next = (current * 2).min(self.max);
+        Some(current)
+    }
+}
+
 /// Circuit breaker and error naming in front of a shard's channel.
 #[derive(Clone)]
 pub struct Guard<S> {
@@ -187,4 +204,18 @@ fn describe(err: BoxError, timeout: Duration) -> BoxError {
         source = cause.source();
     }
     Box::new(tonic::Status::unavailable(reason))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_breaker_backoff_doubles_to_the_cap() {
+        let periods: Vec<u128> = Doubling { next: Duration::from_millis(250), max: Duration::from_secs(2) }
+            .take(6)
+            .map(|d| d.as_millis())
+            .collect();
+        assert_eq!(periods, vec![250, 500, 1000, 2000, 2000, 2000]);
+    }
 }
