@@ -4,7 +4,6 @@
 //! so runs with and without coalescing are one flag apart; `--external`
 //! drives the gateway named by `--gateway` instead.
 
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,11 +11,11 @@ use anyhow::Context;
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
 use omnishard_client::{Client, Op, PutOptions};
+use omnishard_common::process::start_role;
 use omnishard_common::topology::{ShardAddr, Topology};
 use omnishard_gateway::GatewayConfig;
 use rand::Rng;
 use serde_json::json;
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 use crate::args::{BenchCommand, BenchKvArgs, Global};
@@ -135,7 +134,13 @@ async fn run_phase(
 }
 
 /// One client: back-to-back operations on uniformly random keys until `deadline`.
-async fn drive(client: Client, is_put: bool, keys: u64, value: Arc<Vec<u8>>, deadline: Instant) -> (Histogram<u64>, u64, u64) {
+async fn drive(
+    client: Client,
+    is_put: bool,
+    keys: u64,
+    value: Arc<Vec<u8>>,
+    deadline: Instant,
+) -> (Histogram<u64>, u64, u64) {
     let mut latency = new_histogram();
     let (mut ops, mut errors) = (0u64, 0u64);
     while Instant::now() < deadline {
@@ -223,7 +228,8 @@ impl EmbeddedCluster {
             let id = format!("shard-{i}");
             let data = dir.path().join(&id);
             let (child, addr) =
-                spawn_role(&["shard", "--id", &id, "--listen", "127.0.0.1:0", "--data", &data.to_string_lossy()]).await?;
+                spawn_role(&["shard", "--id", &id, "--listen", "127.0.0.1:0", "--data", &data.to_string_lossy()])
+                    .await?;
             children.push(child);
             addrs.push(ShardAddr { id, addr });
         }
@@ -231,7 +237,8 @@ impl EmbeddedCluster {
         config.gateway.coalesce = coalesce;
         let config_path = dir.path().join("gateway.toml");
         std::fs::write(&config_path, toml::to_string_pretty(&config)?)?;
-        let (gateway, addr) = spawn_role(&["gateway", "--config", &config_path.to_string_lossy(), "--listen", "127.0.0.1:0"]).await?;
+        let (gateway, addr) =
+            spawn_role(&["gateway", "--config", &config_path.to_string_lossy(), "--listen", "127.0.0.1:0"]).await?;
         children.push(gateway);
         Ok(EmbeddedCluster { url: format!("http://{addr}"), children, _dir: dir })
     }
@@ -243,21 +250,9 @@ impl EmbeddedCluster {
     }
 }
 
-/// Starts `omnishard ARGS...` and waits for its `listening on ADDR` line.
+/// Starts `omnishard ARGS...` and waits for its address.
 async fn spawn_role(args: &[&str]) -> anyhow::Result<(Child, String)> {
-    let exe = std::env::current_exe()?;
-    let mut child = Command::new(exe)
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()?;
-    let mut lines = BufReader::new(child.stdout.take().context("child stdout")?).lines();
-    let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await??.unwrap_or_default();
-    let addr = line.rsplit_once("listening on ").map(|(_, a)| a.trim().to_string());
-    let addr = addr.with_context(|| format!("omnishard {} did not start", args[0]))?;
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    Ok((child, addr))
+    let mut command = Command::new(std::env::current_exe()?);
+    command.args(args).env("RUST_LOG", "warn");
+    start_role(command, Duration::from_secs(30)).await.with_context(|| format!("starting omnishard {}", args[0]))
 }

@@ -4,13 +4,12 @@
 //! runs the gateway in this process until Ctrl-C or SIGTERM.
 
 use std::path::Path;
-use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use omnishard_common::process::start_role;
 use omnishard_common::topology::{ShardAddr, Topology};
 use omnishard_gateway::GatewayConfig;
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 use crate::args::DevArgs;
@@ -100,33 +99,21 @@ async fn serve_gateway(
             }
         }
     };
-    omnishard_gateway::serve_cluster(cluster, listener, shutdown).await.map_err(|e| anyhow::anyhow!("gateway failed: {e}"))
+    omnishard_gateway::serve_cluster(cluster, listener, shutdown)
+        .await
+        .map_err(|e| anyhow::anyhow!("gateway failed: {e}"))
 }
 
 /// Starts `omnishard shard` on port 0 and waits for its address.
 async fn start_shard(id: &str, data: &Path) -> anyhow::Result<(Child, String)> {
     let exe = std::env::current_exe().context("locating the omnishard binary")?;
-    let mut child = Command::new(exe)
+    let mut command = Command::new(exe);
+    command
         .args(["shard", "--id", id, "--listen", "127.0.0.1:0", "--data"])
         .arg(data)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .with_context(|| format!("starting shard {id}"))?;
-    let stdout = child.stdout.take().context("shard stdout")?;
-    let mut lines = BufReader::new(stdout).lines();
-    let line = tokio::time::timeout(SHARD_START_TIMEOUT, lines.next_line())
-        .await
-        .with_context(|| format!("shard {id} did not start within {SHARD_START_TIMEOUT:?}"))??;
-    let addr = line
-        .as_deref()
-        .and_then(|l| l.rsplit_once("listening on ").map(|(_, a)| a.trim().to_string()))
-        .with_context(|| format!("shard {id} exited before listening (see its log above)"))?;
-    // Keep draining its stdout so the pipe never fills.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    Ok((child, addr))
+        // Shards log warnings only, unless the user asked for more.
+        .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()));
+    start_role(command, SHARD_START_TIMEOUT).await.with_context(|| format!("starting shard {id}"))
 }
 
 /// Resolves with the id of the first child that exits.

@@ -19,7 +19,9 @@ pub async fn run(global: &Global, cmd: KvCommand) -> anyhow::Result<()> {
             let value = if value == "-" { read_stdin()? } else { value.into_bytes() };
             let written = client.put(key.as_bytes(), &value, PutOptions { ttl, expected_version }).await?;
             if global.json {
-                output::print_json(&json!({"shard_id": written.shard_id, "version": written.version, "seq": written.seq}));
+                output::print_json(
+                    &json!({"shard_id": written.shard_id, "version": written.version, "seq": written.seq}),
+                );
             } else {
                 println!("OK version={} shard={}", written.version, written.shard_id);
             }

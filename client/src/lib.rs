@@ -33,7 +33,15 @@ pub enum Error {
     Connect { url: String, reason: String },
     /// The gateway answered with an error; inspect `code()`.
     #[error("{}: {}", code_name(.0.code()), .0.message())]
-    Status(#[from] tonic::Status),
+    Status(tonic::Status),
+}
+
+// Not `#[from]`: that would make the status the error's source as well, and
+// chained printing (`{:#}`) would repeat the message.
+impl From<tonic::Status> for Error {
+    fn from(status: tonic::Status) -> Self {
+        Error::Status(status)
+    }
 }
 
 impl Error {

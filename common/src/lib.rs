@@ -8,6 +8,7 @@
 //! * [`namespace`] — namespace names and their rules.
 //! * [`rejection`] — the typed "wrong shard / wrong epoch" error shards send.
 //! * [`telemetry`] — structured logging set-up.
+//! * [`process`] — starting role processes on port 0 and reading their address.
 //! * [`error`] — this crate's error enum.
 
 #![forbid(unsafe_code)]
@@ -16,6 +17,7 @@ pub mod error;
 pub mod limits;
 pub mod namespace;
 pub mod placement;
+pub mod process;
 pub mod rejection;
 pub mod telemetry;
 pub mod topology;

@@ -62,11 +62,7 @@ impl Limits {
         if value.len() > self.max_value_bytes {
             return Err(Error::invalid(
                 "value",
-                format!(
-                    "is {} bytes; the limit is {} (limits.max_value_bytes)",
-                    value.len(),
-                    self.max_value_bytes
-                ),
+                format!("is {} bytes; the limit is {} (limits.max_value_bytes)", value.len(), self.max_value_bytes),
             ));
         }
         Ok(())

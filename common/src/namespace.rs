@@ -23,14 +23,9 @@ pub fn resolve(namespace: &str) -> Result<&str> {
             format!("is {} bytes; the limit is {MAX_NAMESPACE_LEN}", namespace.len()),
         ));
     }
-    let ok = namespace
-        .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'-' | b'.'));
+    let ok = namespace.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'-' | b'.'));
     if !ok {
-        return Err(Error::invalid(
-            "namespace",
-            format!("{namespace:?} may only contain a-z, 0-9, '_', '-' and '.'"),
-        ));
+        return Err(Error::invalid("namespace", format!("{namespace:?} may only contain a-z, 0-9, '_', '-' and '.'")));
     }
     Ok(namespace)
 }

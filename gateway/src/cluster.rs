@@ -118,10 +118,7 @@ impl Cluster {
                     return Err(Error::ShardUnavailable {
                         shard_id,
                         addr,
-                        reason: format!(
-                            "unreachable at start-up for {:?}: {reason}",
-                            self.settings.startup_timeout
-                        ),
+                        reason: format!("unreachable at start-up for {:?}: {reason}", self.settings.startup_timeout),
                     })
                 }
                 Err(e) => return Err(e),

@@ -137,24 +137,27 @@ async fn send_reads(shard: ShardHandle, batch: Vec<PendingRead>) {
             None => by_namespace.push((item.namespace.clone(), vec![item])),
         }
     }
-    for (namespace, items) in by_namespace {
-        let keys: Vec<Vec<u8>> = items.iter().map(|i| i.key.clone()).collect();
-        let epoch = shard.epoch();
-        let result = shard
-            .call(|client| {
-                let req = ShardReadRequest { epoch, namespace: namespace.clone(), keys: keys.clone() };
-                async move { client.read(req).await }
-            })
-            .await;
-        match result {
-            Ok(response) if response.values.len() == items.len() => {
-                for (item, value) in items.into_iter().zip(response.values) {
-                    let _ = item.reply.send(Ok(value));
-                }
+    let calls = by_namespace.into_iter().map(|(namespace, items)| read_namespace(&shard, namespace, items));
+    futures::future::join_all(calls).await;
+}
+
+async fn read_namespace(shard: &ShardHandle, namespace: String, items: Vec<PendingRead>) {
+    let keys: Vec<Vec<u8>> = items.iter().map(|i| i.key.clone()).collect();
+    let epoch = shard.epoch();
+    let result = shard
+        .call(|client| {
+            let req = ShardReadRequest { epoch, namespace: namespace.clone(), keys: keys.clone() };
+            async move { client.read(req).await }
+        })
+        .await;
+    match result {
+        Ok(response) if response.values.len() == items.len() => {
+            for (item, value) in items.into_iter().zip(response.values) {
+                let _ = item.reply.send(Ok(value));
             }
-            Ok(response) => fail_all(items, protocol_error(&shard, items_len_msg(response.values.len()))),
-            Err(e) => fail_all(items, e),
         }
+        Ok(response) => fail_all(items, protocol_error(shard, items_len_msg(response.values.len()))),
+        Err(e) => fail_all(items, e),
     }
 }
 

@@ -85,8 +85,12 @@ impl Cluster {
             let (indexes, values) = result?;
             for (i, v) in indexes.into_iter().zip(values) {
                 if v.found {
-                    out[i] =
-                        Some(KeyValue { key: keys[i].clone(), value: v.value, version: v.version, expires_at_ms: v.expires_at_ms });
+                    out[i] = Some(KeyValue {
+                        key: keys[i].clone(),
+                        value: v.value,
+                        version: v.version,
+                        expires_at_ms: v.expires_at_ms,
+                    });
                 }
             }
         }
@@ -127,7 +131,8 @@ impl Cluster {
         let groups = self.group_by_shard(ns, ops.iter().map(WriteOp::key));
         let single_shard = groups.len() == 1;
         let calls = groups.into_iter().map(|(shard, indexes)| {
-            let txn = ShardTxn { namespace: ns.to_string(), ops: indexes.iter().map(|&i| shard_ops[i].clone()).collect() };
+            let txn =
+                ShardTxn { namespace: ns.to_string(), ops: indexes.iter().map(|&i| shard_ops[i].clone()).collect() };
             async move { (shard, indexes, self.apply_txn(shard, txn).await) }
         });
         let mut out: Vec<Option<Written>> = vec![None; ops.len()];
@@ -191,7 +196,10 @@ impl Cluster {
             let page = result?;
             more |= page.more;
             for e in page.entries {
-                merged.insert(e.key.clone(), KeyValue { key: e.key, value: e.value, version: e.version, expires_at_ms: e.expires_at_ms });
+                merged.insert(
+                    e.key.clone(),
+                    KeyValue { key: e.key, value: e.value, version: e.version, expires_at_ms: e.expires_at_ms },
+                );
             }
         }
         more |= merged.len() > limit;

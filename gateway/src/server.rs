@@ -130,7 +130,9 @@ impl KvService for KvGrpc {
                     ttl: ttl_from_proto(p.ttl)?,
                     expected_version: p.expected_version,
                 }),
-                Some(write_op::Op::Delete(d)) => Ok(WriteOp::Delete { key: d.key, expected_version: d.expected_version }),
+                Some(write_op::Op::Delete(d)) => {
+                    Ok(WriteOp::Delete { key: d.key, expected_version: d.expected_version })
+                }
                 None => Err(Status::invalid_argument(format!("ops[{i}]: has neither put nor delete"))),
             })
             .collect::<Result<Vec<_>, Status>>()?;

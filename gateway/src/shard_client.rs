@@ -50,7 +50,9 @@ impl ShardClient {
     /// and reconnects after failures, so a dead shard never blocks others.
     pub fn new(shard: &ShardAddr, settings: &GatewaySettings) -> Result<ShardClient> {
         let endpoint = Endpoint::from_shared(format!("http://{}", shard.addr))
-            .map_err(|e| omnishard_common::Error::Topology(format!("shard {} address {:?}: {e}", shard.id, shard.addr)))?
+            .map_err(|e| {
+                omnishard_common::Error::Topology(format!("shard {} address {:?}: {e}", shard.id, shard.addr))
+            })?
             .connect_timeout(settings.connect_timeout)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))

@@ -142,10 +142,8 @@ impl Writer {
         for job in &group {
             match job {
                 Job::Txns { txns, .. } => {
-                    let results = txns
-                        .iter()
-                        .map(|txn| self.stage(txn, &mut next_seq, &mut overlay, &mut batch, now))
-                        .collect();
+                    let results =
+                        txns.iter().map(|txn| self.stage(txn, &mut next_seq, &mut overlay, &mut batch, now)).collect();
                     outcomes.push(results);
                 }
                 Job::Meta { key, value, .. } => match self.store.cf(CF_META) {

@@ -42,10 +42,8 @@ impl Shard {
         let store = Store::open(&config)?;
         let persisted = match store.topology_bytes()? {
             Some(bytes) => {
-                let msg = InstallTopologyRequest::decode(bytes.as_slice()).map_err(|e| Error::Corrupt {
-                    key: "meta/topology".into(),
-                    reason: e.to_string(),
-                })?;
+                let msg = InstallTopologyRequest::decode(bytes.as_slice())
+                    .map_err(|e| Error::Corrupt { key: "meta/topology".into(), reason: e.to_string() })?;
                 Some(Topology::from(&msg))
             }
             None => None,
@@ -102,9 +100,7 @@ impl Shard {
         self: &Arc<Self>,
         f: impl FnOnce(&Shard) -> Result<T> + Send + 'static,
     ) -> Result<T> {
-        let _permit = self.point_permits.acquire().await.map_err(|_| Error::ShuttingDown)?;
-        let shard = self.clone();
-        tokio::task::spawn_blocking(move || f(&shard)).await.map_err(|_| Error::ShuttingDown)?
+        self.blocking(&self.point_permits, f).await
     }
 
     /// Runs a long blocking storage call off the reactor, on the scan budget.
@@ -112,7 +108,15 @@ impl Shard {
         self: &Arc<Self>,
         f: impl FnOnce(&Shard) -> Result<T> + Send + 'static,
     ) -> Result<T> {
-        let _permit = self.scan_permits.acquire().await.map_err(|_| Error::ShuttingDown)?;
+        self.blocking(&self.scan_permits, f).await
+    }
+
+    async fn blocking<T: Send + 'static>(
+        self: &Arc<Self>,
+        budget: &Semaphore,
+        f: impl FnOnce(&Shard) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let _permit = budget.acquire().await.map_err(|_| Error::ShuttingDown)?;
         let shard = self.clone();
         tokio::task::spawn_blocking(move || f(&shard)).await.map_err(|_| Error::ShuttingDown)?
     }

@@ -97,7 +97,10 @@ impl Ownership {
             let epoch = current.ring.epoch();
             let same = current.topology == *topology;
             if topology.epoch < epoch || (topology.epoch == epoch && !same) {
-                return Err(Error::Rejected(Rejection::WrongEpoch { request_epoch: topology.epoch, shard_epoch: epoch }));
+                return Err(Error::Rejected(Rejection::WrongEpoch {
+                    request_epoch: topology.epoch,
+                    shard_epoch: epoch,
+                }));
             }
         }
         Ok(ring)

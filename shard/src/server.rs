@@ -90,7 +90,9 @@ impl ShardService for ShardGrpc {
         let values = values
             .into_iter()
             .map(|entry| match entry {
-                Some(e) => ShardValue { found: true, value: e.value, version: e.version, expires_at_ms: e.expires_at_ms },
+                Some(e) => {
+                    ShardValue { found: true, value: e.value, version: e.version, expires_at_ms: e.expires_at_ms }
+                }
                 None => ShardValue::default(),
             })
             .collect();
@@ -107,7 +109,12 @@ impl ShardService for ShardGrpc {
                 Ok(c) => TxnOutcome { seq: c.seq, existed: c.existed, code: 0, message: String::new() },
                 Err(e) => {
                     let status = self.status(e);
-                    TxnOutcome { seq: 0, existed: Vec::new(), code: status.code() as i32, message: status.message().into() }
+                    TxnOutcome {
+                        seq: 0,
+                        existed: Vec::new(),
+                        code: status.code() as i32,
+                        message: status.message().into(),
+                    }
                 }
             })
             .collect();

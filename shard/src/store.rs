@@ -45,9 +45,8 @@ pub struct Store {
 impl Store {
     /// Opens (or creates) the database under `config.data_dir`.
     pub fn open(config: &ShardConfig) -> Result<Store> {
-        std::fs::create_dir_all(&config.data_dir).map_err(|e| {
-            Error::Internal(format!("cannot create {}: {e}", config.data_dir.display()))
-        })?;
+        std::fs::create_dir_all(&config.data_dir)
+            .map_err(|e| Error::Internal(format!("cannot create {}: {e}", config.data_dir.display())))?;
         // One cache for every column family and one memtable budget charged
         // to that cache: memory stays bounded however much data there is.
         let cache = Cache::new_lru_cache(config.block_cache.as_u64() as usize);
@@ -78,9 +77,7 @@ impl Store {
 
     /// A column family handle; both exist from `open` on.
     pub fn cf(&self, name: &str) -> Result<&ColumnFamily> {
-        self.db
-            .cf_handle(name)
-            .ok_or_else(|| Error::Internal(format!("column family {name} is missing")))
+        self.db.cf_handle(name).ok_or_else(|| Error::Internal(format!("column family {name} is missing")))
     }
 
     /// Reads `keys` of `namespace`; expired entries read as absent.
@@ -119,9 +116,8 @@ impl Store {
         let cf = self.cf(CF_KV)?;
         let lower = codec::encode_key(namespace, prefix);
         let mut opts = ReadOptions::default();
-        match codec::prefix_end(&lower) {
-            Some(end) => opts.set_iterate_upper_bound(end),
-            None => {}
+        if let Some(end) = codec::prefix_end(&lower) {
+            opts.set_iterate_upper_bound(end);
         }
         // Start at the later of the prefix and just past the cursor key.
         let mut start = lower.clone();

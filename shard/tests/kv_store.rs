@@ -11,7 +11,9 @@ fn topology(epoch: u64, n: usize) -> Topology {
     Topology {
         epoch,
         vnodes: 256,
-        shards: (1..=n).map(|i| ShardAddr { id: format!("shard-{i}"), addr: format!("127.0.0.1:{}", 1000 + i) }).collect(),
+        shards: (1..=n)
+            .map(|i| ShardAddr { id: format!("shard-{i}"), addr: format!("127.0.0.1:{}", 1000 + i) })
+            .collect(),
     }
 }
 
@@ -93,9 +95,17 @@ async fn test_transaction_is_all_or_nothing() {
     assert_eq!(get(&shard, "y").await, None);
     assert_eq!(get(&shard, "x").await.unwrap().0, b"old");
     // Later ops of a transaction see its earlier ops.
-    let seq = apply_one(&shard, vec![put("z", "1", Some(0)), put("z", "2", None), Op::Delete { key: "z".into(), expected_version: None }, put("z", "3", Some(0))])
-        .await
-        .unwrap();
+    let seq = apply_one(
+        &shard,
+        vec![
+            put("z", "1", Some(0)),
+            put("z", "2", None),
+            Op::Delete { key: "z".into(), expected_version: None },
+            put("z", "3", Some(0)),
+        ],
+    )
+    .await
+    .unwrap();
     assert_eq!(get(&shard, "z").await, Some((b"3".to_vec(), seq)));
 }
 
@@ -121,7 +131,8 @@ async fn test_ttl_hides_then_compaction_drops() {
     let shard = open(dir.path()).await;
     let now = omnishard_shard::codec::now_ms();
     let expired = Op::Put { key: "gone".into(), value: "v".into(), expires_at_ms: now + 50, expected_version: None };
-    let lasting = Op::Put { key: "kept".into(), value: "v".into(), expires_at_ms: now + 3_600_000, expected_version: None };
+    let lasting =
+        Op::Put { key: "kept".into(), value: "v".into(), expires_at_ms: now + 3_600_000, expected_version: None };
     apply_one(&shard, vec![expired, lasting]).await.unwrap();
     assert!(get(&shard, "gone").await.is_some());
     tokio::time::sleep(std::time::Duration::from_millis(80)).await;
@@ -130,7 +141,12 @@ async fn test_ttl_hides_then_compaction_drops() {
     assert_eq!(entries.iter().map(|e| e.key.as_slice()).collect::<Vec<_>>(), vec![b"kept".as_slice()]);
     // CAS treats an expired key as absent.
     apply_one(&shard, vec![put("gone", "again", Some(0))]).await.unwrap();
-    apply_one(&shard, vec![Op::Put { key: "gone2".into(), value: "v".into(), expires_at_ms: now + 1, expected_version: None }]).await.unwrap();
+    apply_one(
+        &shard,
+        vec![Op::Put { key: "gone2".into(), value: "v".into(), expires_at_ms: now + 1, expected_version: None }],
+    )
+    .await
+    .unwrap();
     shard.store().db().flush().unwrap();
     shard.store().compact().unwrap();
     assert_eq!(shard.store().count_raw_entries().unwrap(), 2, "the compaction filter removed the expired entry");
@@ -175,7 +191,8 @@ async fn test_misrouted_requests_are_rejected() {
     assert!(shard.install_topology(foreign).await.is_err());
     // Keys of other shards are refused under the right epoch.
     let ring = topology(2, 3).ring().unwrap();
-    let foreign_key = (0..).map(|i| format!("k{i}")).find(|k| ring.owner("default", k.as_bytes()) != "shard-1").unwrap();
+    let foreign_key =
+        (0..).map(|i| format!("k{i}")).find(|k| ring.owner("default", k.as_bytes()) != "shard-1").unwrap();
     let own_key = (0..).map(|i| format!("k{i}")).find(|k| ring.owner("default", k.as_bytes()) == "shard-1").unwrap();
     let status = shard.read(2, "default", vec![foreign_key.into()]).await.unwrap_err().to_status("shard-1");
     assert_eq!(omnishard_common::rejection::Rejection::kind_of(&status).map(|k| k.0), Some("not-owner"));

@@ -21,7 +21,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use tokio::io::{AsyncBufReadExt, BufReader};
+use omnishard_common::process::start_role;
 use tokio::process::{Child, Command};
 
 /// How long a process may take to print its `listening on` line.
@@ -86,7 +86,8 @@ impl Cluster {
         // The old port was just released; retry briefly in case the kernel
         // has not let go of it yet.
         for _ in 0..50 {
-            match spawn(&["shard", "--id", &shard.id, "--listen", &shard.addr, "--data", &data.to_string_lossy()]).await {
+            match spawn(&["shard", "--id", &shard.id, "--listen", &shard.addr, "--data", &data.to_string_lossy()]).await
+            {
                 Ok((child, _)) => {
                     shard.child = Some(child);
                     return Ok(());
@@ -152,14 +153,16 @@ impl ClusterBuilder {
         for i in 1..=self.shards {
             let id = format!("shard-{i}");
             let data = dir.path().join(&id);
-            let (child, addr) = spawn(&["shard", "--id", &id, "--listen", "127.0.0.1:0", "--data", &data.to_string_lossy()]).await?;
+            let (child, addr) =
+                spawn(&["shard", "--id", &id, "--listen", "127.0.0.1:0", "--data", &data.to_string_lossy()]).await?;
             topology.push_str(&format!("\n[[shards]]\nid = \"{id}\"\naddr = \"{addr}\"\n"));
             shards.push(ShardProcess { id, addr, child: Some(child) });
         }
         topology.push_str(&self.gateway_toml);
         let config = dir.path().join("gateway.toml");
         std::fs::write(&config, topology)?;
-        let (gateway, addr) = spawn(&["gateway", "--config", &config.to_string_lossy(), "--listen", "127.0.0.1:0"]).await?;
+        let (gateway, addr) =
+            spawn(&["gateway", "--config", &config.to_string_lossy(), "--listen", "127.0.0.1:0"]).await?;
         Ok(Cluster { dir, shards, gateway, gateway_url: format!("http://{addr}") })
     }
 }
@@ -174,29 +177,16 @@ pub fn binary() -> anyhow::Result<PathBuf> {
     let candidate = exe.parent().and_then(Path::parent).map(|dir| dir.join("omnishard"));
     match candidate {
         Some(path) if path.exists() => Ok(path),
-        _ => bail!("omnishard binary not found next to {}; run `cargo build --bin omnishard` first or set OMNISHARD_BIN", exe.display()),
+        _ => bail!(
+            "omnishard binary not found next to {}; run `cargo build --bin omnishard` first or set OMNISHARD_BIN",
+            exe.display()
+        ),
     }
 }
 
-/// Starts `omnishard ARGS...` and waits for its `listening on ADDR` line.
+/// Starts `omnishard ARGS...` and waits for its address.
 pub async fn spawn(args: &[&str]) -> anyhow::Result<(Child, String)> {
-    let mut child = Command::new(binary()?)
-        .args(args)
-        .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .context("starting omnishard")?;
-    let mut lines = BufReader::new(child.stdout.take().context("stdout")?).lines();
-    let line = tokio::time::timeout(START_TIMEOUT, lines.next_line())
-        .await
-        .with_context(|| format!("omnishard {args:?} did not start in time"))??;
-    let Some(addr) = line.as_deref().and_then(|l| l.rsplit_once("listening on ")).map(|(_, a)| a.trim().to_string()) else {
-        let status = child.wait().await?;
-        bail!("omnishard {args:?} exited ({status}) before listening");
-    };
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    Ok((child, addr))
+    let mut command = Command::new(binary()?);
+    command.args(args).env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()));
+    start_role(command, START_TIMEOUT).await.with_context(|| format!("starting omnishard {args:?}"))
 }

@@ -19,7 +19,11 @@ async fn load(client: &Client, round: &str) -> HashMap<Vec<u8>, String> {
     for chunk in (0..KEYS).collect::<Vec<_>>().chunks(500) {
         let ops: Vec<Op> = chunk
             .iter()
-            .map(|&i| Op::Put { key: key(i), value: format!("{round}-{i}").into_bytes(), options: PutOptions::default() })
+            .map(|&i| Op::Put {
+                key: key(i),
+                value: format!("{round}-{i}").into_bytes(),
+                options: PutOptions::default(),
+            })
             .collect();
         let results = client.write(ops).await.unwrap();
         for (&i, r) in chunk.iter().zip(results) {
@@ -46,10 +50,21 @@ async fn test_cluster_spreads_scans_and_survives_sigkill() {
     // Write, overwrite half with newer values, read back.
     load(&client, "first").await;
     let owners = load(&client, "second").await;
-    for i in (0..KEYS).step_by(2) {
-        client.put(&key(i), format!("third-{i}").as_bytes(), PutOptions::default()).await.unwrap();
+    // Concurrent single-key puts: these go through the gateway's coalescing.
+    let writers: Vec<_> = (0..32)
+        .map(|w| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                for i in (0..KEYS).step_by(2).skip(w).step_by(32) {
+                    client.put(&key(i), format!("third-{i}").as_bytes(), PutOptions::default()).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.await.unwrap();
     }
-    let expected = |i: usize| if i % 2 == 0 { format!("third-{i}") } else { format!("second-{i}") };
+    let expected = |i: usize| if i.is_multiple_of(2) { format!("third-{i}") } else { format!("second-{i}") };
     for (i, kv) in read_all(&client).await.into_iter().enumerate() {
         assert_eq!(kv.unwrap().value, expected(i).into_bytes());
     }
@@ -136,10 +151,14 @@ async fn test_kv_semantics_through_the_gateway() {
     // Versions and compare-and-set.
     let w1 = client.put(b"cas", b"1", PutOptions { expected_version: Some(0), ..Default::default() }).await.unwrap();
     assert!(w1.version > 0 && w1.seq >= w1.version);
-    let err = client.put(b"cas", b"2", PutOptions { expected_version: Some(0), ..Default::default() }).await.unwrap_err();
+    let err =
+        client.put(b"cas", b"2", PutOptions { expected_version: Some(0), ..Default::default() }).await.unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition, "{err}");
     assert!(err.to_string().contains("version conflict"), "{err}");
-    let w2 = client.put(b"cas", b"2", PutOptions { expected_version: Some(w1.version), ..Default::default() }).await.unwrap();
+    let w2 = client
+        .put(b"cas", b"2", PutOptions { expected_version: Some(w1.version), ..Default::default() })
+        .await
+        .unwrap();
     assert!(w2.version > w1.version);
     assert_eq!(client.delete(b"cas", Some(w1.version)).await.unwrap_err().code(), Code::FailedPrecondition);
     assert!(client.delete(b"cas", Some(w2.version)).await.unwrap());
@@ -168,7 +187,11 @@ async fn test_kv_semantics_through_the_gateway() {
     let ops = vec![
         Op::Put { key: b"{cart42}:item1".to_vec(), value: b"apple".to_vec(), options: PutOptions::default() },
         Op::Put { key: b"{cart42}:item2".to_vec(), value: b"pear".to_vec(), options: PutOptions::default() },
-        Op::Put { key: b"{cart42}:total".to_vec(), value: b"30".to_vec(), options: PutOptions { expected_version: Some(0), ..Default::default() } },
+        Op::Put {
+            key: b"{cart42}:total".to_vec(),
+            value: b"30".to_vec(),
+            options: PutOptions { expected_version: Some(0), ..Default::default() },
+        },
     ];
     assert_eq!(client.write(ops.clone()).await.unwrap_err().code(), Code::FailedPrecondition);
     assert_eq!(client.get(b"{cart42}:item1").await.unwrap_err().code(), Code::NotFound);
@@ -189,7 +212,8 @@ async fn test_kv_semantics_through_the_gateway() {
         assert_eq!(err.code(), Code::InvalidArgument, "{err}");
         assert!(err.to_string().contains(needle), "{err} should mention {needle}");
     }
-    let too_many: Vec<Op> = (0..10_001).map(|i| Op::Delete { key: format!("k{i}").into_bytes(), expected_version: None }).collect();
+    let too_many: Vec<Op> =
+        (0..10_001).map(|i| Op::Delete { key: format!("k{i}").into_bytes(), expected_version: None }).collect();
     let err = client.write(too_many).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(err.to_string().contains("limits.max_batch_ops"), "{err}");
@@ -217,4 +241,52 @@ async fn test_uncoalesced_gateway_behaves_the_same() {
         h.await.unwrap();
     }
     assert_eq!(client.scan(b"c", None, 1000).await.unwrap().entries.len(), 64);
+}
+
+/// Keys sharing a tag, written as one batch again and again while the shard
+/// is SIGKILLed: after restart every key holds the value of the same batch,
+/// at least the last acknowledged one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_sigkill_mid_batch_exposes_all_or_nothing() {
+    let mut cluster = Cluster::builder().shards(1).start().await.unwrap();
+    let client = cluster.client().await.unwrap();
+    let keys: Vec<Vec<u8>> = (0..1000).map(|i| format!("{{acct}}:{i:04}").into_bytes()).collect();
+    let writer = {
+        let client = client.clone();
+        let keys = keys.clone();
+        tokio::spawn(async move {
+            let mut acked = 0u64;
+            for round in 1u64.. {
+                let ops = keys
+                    .iter()
+                    .map(|k| Op::Put {
+                        key: k.clone(),
+                        value: round.to_string().into_bytes(),
+                        options: PutOptions::default(),
+                    })
+                    .collect();
+                match client.write(ops).await {
+                    Ok(_) => acked = round,
+                    Err(_) => return acked,
+                }
+            }
+            acked
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    cluster.kill_shard(0).await.unwrap();
+    let acked = writer.await.unwrap();
+    assert!(acked > 0, "no batch was acknowledged before the kill");
+    cluster.restart_shard(0).await.unwrap();
+    let values = loop {
+        match client.batch_get(&keys).await {
+            Ok(values) => break values,
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    };
+    let rounds: std::collections::BTreeSet<u64> =
+        values.iter().map(|v| String::from_utf8(v.clone().unwrap().value).unwrap().parse().unwrap()).collect();
+    assert_eq!(rounds.len(), 1, "a batch was half applied: {rounds:?}");
+    let survived = *rounds.iter().next().unwrap();
+    assert!(survived >= acked, "acknowledged batch {acked} lost; found {survived}");
 }

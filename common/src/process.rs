@@ -1,0 +1,48 @@
+//! Starting an `omnishard` role as a child process and learning its address.
+//!
+//! Every server role prints `... listening on ADDR` on stdout once it serves,
+//! so supervisors (`omnishard dev`, the benchmarks, the test harness) can
+//! start roles on port 0 and never race for ports.
+
+use std::io;
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// What a role prints before its address.
+pub const LISTENING_MARKER: &str = "listening on ";
+
+/// The address in a `... listening on ADDR` line.
+pub fn parse_listening(line: &str) -> Option<&str> {
+    line.rsplit_once(LISTENING_MARKER).map(|(_, addr)| addr.trim())
+}
+
+/// Spawns `command` (killed when its handle drops) and waits up to `timeout`
+/// for its listening line. Its stdout keeps being drained afterwards.
+pub async fn start_role(mut command: Command, timeout: Duration) -> io::Result<(Child, String)> {
+    let mut child = command.stdin(Stdio::null()).stdout(Stdio::piped()).kill_on_drop(true).spawn()?;
+    let stdout = child.stdout.take().ok_or_else(|| io::Error::other("child has no stdout"))?;
+    let mut lines = BufReader::new(stdout).lines();
+    let line = tokio::time::timeout(timeout, lines.next_line()).await.map_err(|_| {
+        io::Error::new(io::ErrorKind::TimedOut, format!("did not start listening within {timeout:?}"))
+    })??;
+    let Some(addr) = line.as_deref().and_then(parse_listening).map(str::to_string) else {
+        let status = child.wait().await?;
+        return Err(io::Error::other(format!("exited ({status}) before listening; see its log")));
+    };
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Ok((child, addr))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_parse_listening_line() {
+        assert_eq!(parse_listening("omnishard shard s1 listening on 127.0.0.1:4000\n"), Some("127.0.0.1:4000"));
+        assert_eq!(parse_listening("starting"), None);
+    }
+}
