@@ -160,6 +160,9 @@ pub struct BenchKvArgs {
     /// Whether the embedded cluster's gateway coalesces requests.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub coalesce: bool,
+    /// Coalesced shard calls in flight per shard in the embedded gateway (default: the gateway's own).
+    #[arg(long)]
+    pub coalesce_inflight: Option<usize>,
     /// Drive the gateway at --gateway instead of starting a cluster.
     #[arg(long)]
     pub external: bool,

@@ -44,7 +44,7 @@ async fn kv(global: &Global, args: BenchKvArgs) -> anyhow::Result<()> {
     let url = if args.external {
         global.gateway.clone()
     } else {
-        let started = EmbeddedCluster::start(args.shards, args.coalesce).await?;
+        let started = EmbeddedCluster::start(&args).await?;
         let url = started.url.clone();
         cluster = Some(started);
         url
@@ -185,17 +185,18 @@ fn report(global: &Global, args: &BenchKvArgs, results: &[PhaseResult]) {
             })
             .collect();
         output::print_json(&json!({"clients": args.clients, "value_size": args.value_size, "keys": args.keys,
-            "coalesce": args.coalesce, "external": args.external, "phases": phases}));
+            "coalesce": args.coalesce, "coalesce_inflight": args.coalesce_inflight, "external": args.external, "phases": phases}));
         return;
     }
     println!(
-        "clients={} connections={} value_size={} keys={} duration={:?} coalesce={}",
+        "clients={} connections={} value_size={} keys={} duration={:?} coalesce={} coalesce_inflight={}",
         args.clients,
         args.connections,
         args.value_size,
         args.keys,
         args.duration,
-        if args.external { "external".to_string() } else { args.coalesce.to_string() }
+        if args.external { "external".to_string() } else { args.coalesce.to_string() },
+        args.coalesce_inflight.map(|n| n.to_string()).unwrap_or_else(|| "default".into())
     );
     println!("| op  | ops/s | p50 ms | p99 ms | p99.9 ms | errors |");
     println!("|-----|------:|-------:|-------:|---------:|-------:|");
@@ -220,11 +221,11 @@ struct EmbeddedCluster {
 }
 
 impl EmbeddedCluster {
-    async fn start(shards: usize, coalesce: bool) -> anyhow::Result<EmbeddedCluster> {
+    async fn start(args: &BenchKvArgs) -> anyhow::Result<EmbeddedCluster> {
         let dir = tempfile::tempdir()?;
         let mut children = Vec::new();
         let mut addrs = Vec::new();
-        for i in 1..=shards {
+        for i in 1..=args.shards {
             let id = format!("shard-{i}");
             let data = dir.path().join(&id);
             let (child, addr) =
@@ -234,7 +235,10 @@ impl EmbeddedCluster {
             addrs.push(ShardAddr { id, addr });
         }
         let mut config = GatewayConfig::new(Topology { epoch: 1, vnodes: 256, shards: addrs });
-        config.gateway.coalesce = coalesce;
+        config.gateway.coalesce = args.coalesce;
+        if let Some(inflight) = args.coalesce_inflight {
+            config.gateway.coalesce_inflight = inflight;
+        }
         let config_path = dir.path().join("gateway.toml");
         std::fs::write(&config_path, toml::to_string_pretty(&config)?)?;
         let (gateway, addr) =

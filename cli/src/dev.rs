@@ -91,12 +91,21 @@ async fn serve_gateway(
     );
     println!("  try: omnishard kv put hello world && omnishard kv get hello");
     println!("  stop with Ctrl-C");
+    // A shard that dies stays dead, as it would in production without a
+    // supervisor: only its keys fail, the rest of the cluster keeps serving.
+    let watch_children = async {
+        let mut running: Vec<&mut (String, Child)> = children.iter_mut().collect();
+        while !running.is_empty() {
+            let (id, index) = first_exit(&mut running).await;
+            eprintln!("omnishard dev: {id} exited; its keys are unavailable until omnishard dev restarts");
+            running.remove(index);
+        }
+        std::future::pending::<()>().await
+    };
     let shutdown = async {
         tokio::select! {
             _ = shutdown_signal() => {}
-            id = first_exit(children) => {
-                eprintln!("omnishard dev: {id} exited; stopping the cluster");
-            }
+            _ = watch_children => {}
         }
     };
     omnishard_gateway::serve_cluster(cluster, listener, shutdown)
@@ -116,15 +125,16 @@ async fn start_shard(id: &str, data: &Path) -> anyhow::Result<(Child, String)> {
     start_role(command, SHARD_START_TIMEOUT).await.with_context(|| format!("starting shard {id}"))
 }
 
-/// Resolves with the id of the first child that exits.
-async fn first_exit(children: &mut [(String, Child)]) -> String {
-    let waits = children.iter_mut().map(|(id, child)| {
+/// Resolves with the id and position of the first child that exits.
+async fn first_exit(children: &mut [&mut (String, Child)]) -> (String, usize) {
+    let waits = children.iter_mut().map(|entry| {
         Box::pin(async move {
-            let _ = child.wait().await;
-            id.clone()
+            let _ = entry.1.wait().await;
+            entry.0.clone()
         })
     });
-    futures::future::select_all(waits).await.0
+    let (id, index, _) = futures::future::select_all(waits).await;
+    (id, index)
 }
 
 /// Asks every shard to stop (SIGTERM), then kills what is left after 10 s.

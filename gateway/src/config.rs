@@ -97,7 +97,7 @@ impl Default for GatewaySettings {
             coalesce: true,
             coalesce_max_batch: 256,
             coalesce_window: Duration::ZERO,
-            coalesce_inflight: 4,
+            coalesce_inflight: 2,
             startup_timeout: Duration::from_secs(10),
             allow_unavailable_shards: false,
         }

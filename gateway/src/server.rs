@@ -9,7 +9,7 @@ use omnishard_proto::v1::admin_service_server::{AdminService, AdminServiceServer
 use omnishard_proto::v1::kv_service_server::{KvService, KvServiceServer};
 use omnishard_proto::v1::*;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
 use tonic::{Request, Response, Status};
 
@@ -61,7 +61,7 @@ pub async fn serve_cluster(
         .add_service(reflection)
         .add_service(kv)
         .add_service(admin)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(incoming(listener), shutdown)
         .await?;
     tracing::info!("gateway stopped");
     Ok(())
@@ -76,7 +76,6 @@ fn server_stack() -> Server {
         .load_shed(true)
         // Timeout: a request never outlives this, whatever the shards do.
         .timeout(Duration::from_secs(60))
-        .tcp_nodelay(true)
 }
 
 fn status(err: Error) -> Status {
@@ -174,4 +173,10 @@ fn ttl_from_proto(ttl: Option<prost_types::Duration>) -> Result<Option<Duration>
     }
     let ttl = Duration::new(ttl.seconds as u64, ttl.nanos as u32);
     crate::kv::check_ttl(ttl).map(Some).map_err(status)
+}
+
+/// Accepted connections with Nagle's algorithm off: small RPCs must not wait
+/// for delayed ACKs. (`Server::tcp_nodelay` only applies when tonic binds.)
+fn incoming(listener: TcpListener) -> TcpIncoming {
+    TcpIncoming::from(listener).with_nodelay(Some(true))
 }

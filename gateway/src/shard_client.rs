@@ -201,8 +201,12 @@ fn describe(err: BoxError, timeout: Duration) -> BoxError {
     let mut reason = err.to_string();
     let mut source = err.source();
     while let Some(cause) = source {
-        reason.push_str(": ");
-        reason.push_str(&cause.to_string());
+        // Transport errors often repeat their cause's text; say it once.
+        let cause_text = cause.to_string();
+        if !reason.ends_with(&cause_text) {
+            reason.push_str(": ");
+            reason.push_str(&cause_text);
+        }
         source = cause.source();
     }
     Box::new(tonic::Status::unavailable(reason))

@@ -9,7 +9,7 @@ use omnishard_common::topology::Topology;
 use omnishard_proto::v1::shard_service_server::{ShardService, ShardServiceServer};
 use omnishard_proto::v1::*;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
 use tonic::{Request, Response, Status};
 
@@ -52,7 +52,7 @@ pub async fn serve_shard(
         .add_service(health)
         .add_service(reflection)
         .add_service(service)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(incoming(listener), shutdown)
         .await?;
     tracing::info!(shard_id = %shard.id(), "shard stopped");
     Ok(())
@@ -68,7 +68,6 @@ fn server_stack() -> Server {
         .load_shed(true)
         // Timeout: no request holds resources longer than this.
         .timeout(Duration::from_secs(30))
-        .tcp_nodelay(true)
 }
 
 /// The tonic adapter: convert, call the domain, map the error.
@@ -171,4 +170,10 @@ fn txn_from_proto(txn: ShardTxn) -> Result<Txn, Status> {
 
 fn entry_to_proto(e: Entry) -> ShardScanEntry {
     ShardScanEntry { key: e.key, value: e.value, version: e.version, expires_at_ms: e.expires_at_ms }
+}
+
+/// Accepted connections with Nagle's algorithm off: small RPCs must not wait
+/// for delayed ACKs. (`Server::tcp_nodelay` only applies when tonic binds.)
+fn incoming(listener: TcpListener) -> TcpIncoming {
+    TcpIncoming::from(listener).with_nodelay(Some(true))
 }
