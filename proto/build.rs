@@ -6,7 +6,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // prost-build finds the compiler through PROTOC.
     std::env::set_var("PROTOC", protoc);
     let out_dir = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
-    let protos = ["proto/omnishard/v1/kv.proto", "proto/omnishard/v1/admin.proto", "proto/omnishard/v1/shard.proto"];
+    let protos = [
+        "proto/omnishard/v1/kv.proto",
+        "proto/omnishard/v1/admin.proto",
+        "proto/omnishard/v1/graph.proto",
+        "proto/omnishard/v1/shard.proto",
+    ];
     tonic_prost_build::configure()
         .file_descriptor_set_path(out_dir.join("omnishard_descriptor.bin"))
         .compile_protos(&protos, &["proto"])?;

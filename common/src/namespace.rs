@@ -14,20 +14,23 @@ pub const MAX_NAMESPACE_LEN: usize = 64;
 /// Accepted names are 1–64 characters of `a-z`, `0-9`, `_`, `-`, `.`; that
 /// alphabet never contains the 0x00 byte that separates namespace and key on disk.
 pub fn resolve(namespace: &str) -> Result<&str> {
-    if namespace.is_empty() {
+    resolve_name("namespace", namespace)
+}
+
+/// The same rules for other names that prefix stored keys (graph names):
+/// empty becomes `default`.
+pub fn resolve_name<'a>(field: &'static str, name: &'a str) -> Result<&'a str> {
+    if name.is_empty() {
         return Ok(DEFAULT_NAMESPACE);
     }
-    if namespace.len() > MAX_NAMESPACE_LEN {
-        return Err(Error::invalid(
-            "namespace",
-            format!("is {} bytes; the limit is {MAX_NAMESPACE_LEN}", namespace.len()),
-        ));
+    if name.len() > MAX_NAMESPACE_LEN {
+        return Err(Error::invalid(field, format!("is {} bytes; the limit is {MAX_NAMESPACE_LEN}", name.len())));
     }
-    let ok = namespace.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'-' | b'.'));
+    let ok = name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'-' | b'.'));
     if !ok {
-        return Err(Error::invalid("namespace", format!("{namespace:?} may only contain a-z, 0-9, '_', '-' and '.'")));
+        return Err(Error::invalid(field, format!("{name:?} may only contain a-z, 0-9, '_', '-' and '.'")));
     }
-    Ok(namespace)
+    Ok(name)
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::codec;
 use crate::error::{show_key, Error, Result};
+use crate::graph::write::{self as graph_write, GraphCommitted, GraphTxn};
 use crate::store::{Store, CF_KV, CF_META, META_LAST_SEQ};
 
 /// One mutation of a transaction.
@@ -53,8 +54,20 @@ pub struct Committed {
 
 /// A unit of work for the apply thread.
 enum Job {
-    Txns { txns: Vec<Txn>, reply: oneshot::Sender<Vec<Result<Committed>>> },
-    Meta { key: &'static [u8], value: Vec<u8>, reply: oneshot::Sender<Result<()>> },
+    Txns {
+        txns: Vec<Txn>,
+        reply: oneshot::Sender<Vec<Result<Committed>>>,
+    },
+    Meta {
+        key: &'static [u8],
+        value: Vec<u8>,
+        reply: oneshot::Sender<Result<()>>,
+    },
+    /// Graph transactions commit on their own: they may scan what they delete.
+    Graph {
+        txn: GraphTxn,
+        reply: oneshot::Sender<Result<GraphCommitted>>,
+    },
 }
 
 /// Handle to the apply thread. Dropping every handle stops the thread.
@@ -89,6 +102,13 @@ impl Applier {
         outcome.await.map_err(|_| Error::ShuttingDown)
     }
 
+    /// Applies one graph transaction.
+    pub async fn apply_graph(&self, txn: GraphTxn) -> Result<GraphCommitted> {
+        let (reply, outcome) = oneshot::channel();
+        self.enqueue(Job::Graph { txn, reply })?;
+        outcome.await.map_err(|_| Error::ShuttingDown)?
+    }
+
     /// Durably writes one metadata entry through the same path as data.
     pub async fn put_meta(&self, key: &'static [u8], value: Vec<u8>) -> Result<()> {
         let (reply, outcome) = oneshot::channel();
@@ -114,13 +134,22 @@ struct Writer {
 
 impl Writer {
     fn run(self, mut jobs: mpsc::Receiver<Job>) {
-        while let Some(first) = jobs.blocking_recv() {
+        let mut next = None;
+        while let Some(first) = next.take().or_else(|| jobs.blocking_recv()) {
+            if let Job::Graph { txn, reply } = first {
+                let _ = reply.send(self.commit_graph(&txn));
+                continue;
+            }
             // Group commit: whatever queued up while the previous sync ran
-            // shares the next one.
+            // shares the next one (up to a graph job, which goes alone).
             let mut group = vec![first];
             let mut txn_count = group_txns(&group);
             while txn_count < self.max_group {
                 match jobs.try_recv() {
+                    Ok(job @ Job::Graph { .. }) => {
+                        next = Some(job);
+                        break;
+                    }
                     Ok(job) => {
                         txn_count += group_txns(std::slice::from_ref(&job));
                         group.push(job);
@@ -146,6 +175,8 @@ impl Writer {
                         txns.iter().map(|txn| self.stage(txn, &mut next_seq, &mut overlay, &mut batch, now)).collect();
                     outcomes.push(results);
                 }
+                // `run` never puts a graph job in a group.
+                Job::Graph { .. } => outcomes.push(Vec::new()),
                 Job::Meta { key, value, .. } => match self.store.cf(CF_META) {
                     Ok(cf) => {
                         batch.put_cf(cf, key, value);
@@ -162,6 +193,17 @@ impl Writer {
         for (job, results) in group.into_iter().zip(outcomes) {
             reply(job, results, &write);
         }
+    }
+
+    /// Stages and commits one graph transaction under the next sequence.
+    fn commit_graph(&self, txn: &GraphTxn) -> Result<GraphCommitted> {
+        let start_seq = self.last_seq.load(Ordering::Acquire);
+        let seq = start_seq + 1;
+        let mut batch = WriteBatch::default();
+        let committed = graph_write::stage(&self.store, txn, seq, codec::now_ms(), &mut batch)?;
+        self.write(batch, seq, start_seq)?;
+        self.last_seq.store(seq, Ordering::Release);
+        Ok(committed)
     }
 
     /// Checks one transaction against the state so far and, if every
@@ -249,6 +291,9 @@ fn reply(job: Job, results: Vec<Result<Committed>>, write: &Result<()>) {
                 Err(e) => results.into_iter().map(|_| Err(failed(e))).collect(),
             };
             let _ = reply.send(results);
+        }
+        Job::Graph { reply, .. } => {
+            let _ = reply.send(Err(Error::Internal("graph job in a KV group".into())));
         }
         Job::Meta { reply, .. } => {
             let result = match (write, results.into_iter().next()) {

@@ -14,6 +14,12 @@ pub enum Error {
     /// Compare-and-set failed; `actual` 0 means the key does not exist.
     #[error("version conflict on key {key:?}: expected version {expected}, current version {actual} (0 = absent)")]
     VersionConflict { key: String, expected: u64, actual: u64 },
+    /// A vertex or edge that must exist does not.
+    #[error("{what} not found")]
+    NotFound { what: String },
+    /// A vertex that must not exist does.
+    #[error("{what} already exists")]
+    AlreadyExists { what: String },
     /// Routed with the wrong ring epoch or to the wrong shard.
     #[error("{0:?}")]
     Rejected(Rejection),
@@ -42,6 +48,8 @@ impl Error {
             Error::InvalidArgument(e) => Status::invalid_argument(e.to_string()),
             Error::VersionConflict { .. } => Status::failed_precondition(self.to_string()),
             Error::Rejected(r) => r.to_status(shard_id),
+            Error::NotFound { .. } => Status::not_found(self.to_string()),
+            Error::AlreadyExists { .. } => Status::already_exists(self.to_string()),
             Error::Storage(_) | Error::Internal(_) => Status::internal(format!("shard {shard_id}: {self}")),
             Error::Corrupt { .. } => Status::data_loss(format!("shard {shard_id}: {self}")),
             Error::Overloaded(_) => Status::resource_exhausted(format!("shard {shard_id}: {self}")),

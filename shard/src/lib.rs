@@ -9,6 +9,7 @@
 //! * [`ownership`] — the installed ring and the misrouting checks.
 //! * [`node`] — the [`Shard`] itself and its capacity pools.
 //! * [`kv`] — key-value operations.
+//! * [`graph`] — the graph model: keys, writes, reads, local expansion.
 //! * [`server`] — the tonic adapter, health, reflection and `serve`.
 //! * [`error`] — the error enum and its gRPC mapping.
 
@@ -18,6 +19,7 @@ pub mod apply;
 pub mod codec;
 pub mod config;
 pub mod error;
+pub mod graph;
 pub mod kv;
 pub mod node;
 pub mod ownership;

@@ -148,6 +148,58 @@ impl ShardService for ShardGrpc {
         let epoch = self.shard.install_topology(topology).await.map_err(|e| self.status(e))?;
         Ok(Response::new(InstallTopologyResponse { epoch }))
     }
+
+    async fn graph_apply(
+        &self,
+        request: Request<ShardGraphApplyRequest>,
+    ) -> Result<Response<ShardGraphApplyResponse>, Status> {
+        let req = request.into_inner();
+        let done =
+            self.shard.graph_apply(req.epoch, &req.namespace, &req.graph, req.ops).await.map_err(|e| self.status(e))?;
+        Ok(Response::new(ShardGraphApplyResponse {
+            seq: done.seq,
+            vertices: done.vertices,
+            edges: done.edges,
+            removed_edges: done.removed_edges,
+            edge_halves_deleted: done.edge_halves_deleted,
+        }))
+    }
+
+    async fn graph_get(&self, request: Request<ShardGraphGetRequest>) -> Result<Response<GetVerticesResponse>, Status> {
+        let req = request.into_inner();
+        let vertices =
+            self.shard.graph_get(req.epoch, &req.namespace, &req.graph, req.ids).await.map_err(|e| self.status(e))?;
+        let vertices = vertices.into_iter().map(|v| MaybeVertex { found: v.is_some(), vertex: v }).collect();
+        Ok(Response::new(GetVerticesResponse { vertices }))
+    }
+
+    async fn graph_edges(
+        &self,
+        request: Request<ShardGraphEdgesRequest>,
+    ) -> Result<Response<NeighborsResponse>, Status> {
+        let req = request.into_inner();
+        let half = EdgeHalf::try_from(req.half).map_err(|_| Status::invalid_argument("half: must be OUT or IN"))?;
+        let page = self
+            .shard
+            .graph_edges(req.epoch, &req.namespace, &req.graph, req.id, half, req.labels, req.start_after, req.limit)
+            .await
+            .map_err(|e| self.status(e))?;
+        Ok(Response::new(NeighborsResponse { edges: page.edges, next_cursor: page.next.unwrap_or_default() }))
+    }
+
+    async fn graph_expand(
+        &self,
+        request: Request<ShardGraphExpandRequest>,
+    ) -> Result<Response<ShardGraphExpandResponse>, Status> {
+        let req = request.into_inner();
+        let expanded = self.shard.graph_expand(req.epoch, req).await.map_err(|e| self.status(e))?;
+        Ok(Response::new(ShardGraphExpandResponse {
+            reached: expanded.reached,
+            remote: expanded.remote,
+            truncated_by: expanded.truncated_by,
+            edges_read: expanded.edges_read,
+        }))
+    }
 }
 
 fn txn_from_proto(txn: ShardTxn) -> Result<Txn, Status> {

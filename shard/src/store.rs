@@ -2,6 +2,7 @@
 //!
 //! Column families:
 //! * `kv` — KV entries (layout in [`crate::codec`]), with a TTL compaction filter.
+//! * `graph` — vertices, edge halves and the label index (layout in [`crate::graph::keys`]).
 //! * `meta` — the last applied sequence and the installed topology.
 //!
 //! Writes do not happen here: they go through [`crate::apply`], the only door.
@@ -20,6 +21,8 @@ use crate::error::{show_key, Error, Result};
 
 /// Column family of KV entries.
 pub const CF_KV: &str = "kv";
+/// Column family of graph vertices, edge halves and label index.
+pub const CF_GRAPH: &str = "graph";
 /// Column family of shard metadata.
 pub const CF_META: &str = "meta";
 /// `meta` key holding the last applied sequence (u64 BE).
@@ -64,6 +67,7 @@ impl Store {
 
         let cfs = vec![
             ColumnFamilyDescriptor::new(CF_KV, kv_options(&cache)),
+            ColumnFamilyDescriptor::new(CF_GRAPH, graph_options(&cache)),
             ColumnFamilyDescriptor::new(CF_META, Options::default()),
         ];
         let db = DB::open_cf_descriptors(&db_opts, &config.data_dir, cfs)?;
@@ -210,6 +214,18 @@ fn kv_options(cache: &Cache) -> Options {
             _ => Decision::Keep,
         }
     });
+    opts
+}
+
+/// Options of the `graph` family: the shared cache, bloom filters, compression.
+fn graph_options(cache: &Cache) -> Options {
+    let mut table = BlockBasedOptions::default();
+    table.set_block_cache(cache);
+    table.set_bloom_filter(10.0, false);
+    table.set_cache_index_and_filter_blocks(true);
+    let mut opts = Options::default();
+    opts.set_block_based_table_factory(&table);
+    opts.set_compression_type(DBCompressionType::Lz4);
     opts
 }
 

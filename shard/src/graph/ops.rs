@@ -1,0 +1,174 @@
+//! Graph operations of a shard: validation and ownership checks in front of
+//! the apply path (writes) and the heavy read pool (expansion).
+
+use std::sync::Arc;
+
+use omnishard_common::namespace;
+use omnishard_proto::v1::{graph_op, EdgeHalf, FrontierEntry, GraphOp, Vertex};
+
+use super::read::{self, EdgePage, Expand, Expanded};
+use super::write::{ends, GraphCommitted, GraphTxn};
+use super::MAX_LABEL_BYTES;
+use crate::error::{Error, Result};
+use crate::node::Shard;
+
+/// A validated `(namespace, graph)` pair.
+fn names(ns: &str, graph: &str) -> Result<(String, String)> {
+    Ok((namespace::resolve(ns)?.to_string(), namespace::resolve_name("graph", graph)?.to_string()))
+}
+
+fn check_label(field: &'static str, label: &str) -> Result<()> {
+    if label.len() > MAX_LABEL_BYTES {
+        return Err(Error::InvalidArgument(omnishard_common::Error::invalid(
+            field,
+            format!("is {} bytes; the limit is {MAX_LABEL_BYTES}", label.len()),
+        )));
+    }
+    Ok(())
+}
+
+impl Shard {
+    fn check_id(&self, id: &str) -> Result<()> {
+        self.config.limits.check_key(id.as_bytes()).map_err(|e| match e {
+            omnishard_common::Error::InvalidArgument { reason, .. } => {
+                Error::InvalidArgument(omnishard_common::Error::InvalidArgument { field: "id", reason })
+            }
+            other => Error::InvalidArgument(other),
+        })
+    }
+
+    fn check_properties(&self, json: &str) -> Result<()> {
+        self.config.limits.check_value(json.as_bytes()).map_err(|_| {
+            Error::InvalidArgument(omnishard_common::Error::invalid(
+                "properties_json",
+                format!(
+                    "is {} bytes; the limit is {} (limits.max_value_bytes)",
+                    json.len(),
+                    self.config.limits.max_value_bytes
+                ),
+            ))
+        })
+    }
+
+    /// The id whose shard must hold `op`, after checking its fields.
+    fn validate_op<'a>(&self, op: &'a GraphOp) -> Result<&'a str> {
+        let missing = |f| Error::InvalidArgument(omnishard_common::Error::invalid(f, "is missing"));
+        match &op.op {
+            Some(graph_op::Op::PutVertex(v)) => {
+                self.check_id(&v.id)?;
+                check_label("label", &v.label)?;
+                self.check_properties(&v.properties_json)?;
+                Ok(&v.id)
+            }
+            Some(graph_op::Op::DeleteVertex(id)) => {
+                self.check_id(id)?;
+                Ok(id)
+            }
+            Some(graph_op::Op::PutEdgeHalf(h)) => {
+                let e = h.edge.as_ref().ok_or_else(|| missing("edge"))?;
+                self.check_id(&e.from)?;
+                self.check_id(&e.to)?;
+                check_label("label", &e.label)?;
+                self.check_properties(&e.properties_json)?;
+                Ok(ends(EdgeHalf::try_from(h.half).unwrap_or(EdgeHalf::Out), &e.from, &e.to).0)
+            }
+            Some(graph_op::Op::DeleteEdgeHalf(h)) => {
+                let e = h.edge.as_ref().ok_or_else(|| missing("edge"))?;
+                Ok(ends(EdgeHalf::try_from(h.half).unwrap_or(EdgeHalf::Out), &e.from, &e.to).0)
+            }
+            None => Err(missing("op")),
+        }
+    }
+
+    /// Applies graph mutations of one graph as one transaction.
+    pub async fn graph_apply(
+        self: &Arc<Self>,
+        epoch: u64,
+        ns: &str,
+        graph: &str,
+        ops: Vec<GraphOp>,
+    ) -> Result<GraphCommitted> {
+        let (namespace, graph) = names(ns, graph)?;
+        self.config.limits.check_batch("ops", ops.len())?;
+        let installed = self.ownership.ring_for(epoch)?;
+        let mut owners = Vec::with_capacity(ops.len());
+        for op in &ops {
+            owners.push(self.validate_op(op)?.to_string());
+        }
+        self.ownership.check_keys(&installed, &namespace, owners.iter().map(|id| id.as_bytes()))?;
+        self.applier.apply_graph(GraphTxn { namespace, graph, ops }).await
+    }
+
+    /// Reads vertices by id.
+    pub async fn graph_get(
+        self: &Arc<Self>,
+        epoch: u64,
+        ns: &str,
+        graph: &str,
+        ids: Vec<String>,
+    ) -> Result<Vec<Option<Vertex>>> {
+        let (namespace, graph) = names(ns, graph)?;
+        self.config.limits.check_batch("ids", ids.len())?;
+        for id in &ids {
+            self.check_id(id)?;
+        }
+        let installed = self.ownership.ring_for(epoch)?;
+        self.ownership.check_keys(&installed, &namespace, ids.iter().map(|id| id.as_bytes()))?;
+        self.blocking_light(move |shard| read::get_vertices(&shard.store, &namespace, &graph, &ids)).await
+    }
+
+    /// One page of the edge halves stored with `id`.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn graph_edges(
+        self: &Arc<Self>,
+        epoch: u64,
+        ns: &str,
+        graph: &str,
+        id: String,
+        half: EdgeHalf,
+        labels: Vec<String>,
+        start_after: Vec<u8>,
+        limit: u32,
+    ) -> Result<EdgePage> {
+        let (namespace, graph) = names(ns, graph)?;
+        self.check_id(&id)?;
+        let limit = self.config.limits.scan_page(limit)?;
+        let installed = self.ownership.ring_for(epoch)?;
+        self.ownership.check_keys(&installed, &namespace, [id.as_bytes()])?;
+        self.blocking_heavy(move |shard| {
+            read::edges(&shard.store, &namespace, &graph, &id, half, &labels, &start_after, limit)
+        })
+        .await
+    }
+
+    /// Expands `frontier` (all owned here) locally; see [`read::expand`].
+    pub async fn graph_expand(
+        self: &Arc<Self>,
+        epoch: u64,
+        req: omnishard_proto::v1::ShardGraphExpandRequest,
+    ) -> Result<Expanded> {
+        let (namespace, graph) = names(&req.namespace, &req.graph)?;
+        let installed = self.ownership.ring_for(epoch)?;
+        self.ownership.check_keys(&installed, &namespace, req.frontier.iter().map(|f| f.id.as_bytes()))?;
+        let shard_id = self.config.id.clone();
+        self.blocking_heavy(move |shard| {
+            let direction = omnishard_proto::v1::Direction::try_from(req.direction).unwrap_or_default();
+            let params = Expand {
+                namespace: &namespace,
+                graph: &graph,
+                direction,
+                edge_labels: &req.edge_labels,
+                vertex_labels: &req.vertex_labels,
+                max_depth: req.max_depth,
+                max_visited: req.max_visited.max(1) as usize,
+                max_fanout: req.max_fanout.max(1) as usize,
+                with_paths: req.with_paths,
+            };
+            let frontier: Vec<FrontierEntry> = req.frontier;
+            read::expand(&shard.store, &params, frontier, |id| {
+                installed.ring.owner(&namespace, id.as_bytes()) == shard_id
+            })
+        })
+        .await
+    }
+}

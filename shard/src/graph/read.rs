@@ -1,0 +1,177 @@
+//! Graph reads of one shard: vertices by id, the edge halves stored with a
+//! vertex, and local breadth-first expansion.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+
+use omnishard_proto::v1::{Direction as Dir, Edge, EdgeHalf, FrontierEntry, Reached, Vertex};
+use rocksdb::{Direction, IteratorMode, ReadOptions};
+
+use super::keys;
+use super::write::{decode_edge, decode_vertex, ends, half_tag};
+use crate::codec::prefix_end;
+use crate::error::Result;
+use crate::store::{Store, CF_GRAPH};
+
+/// Reads vertices by id; `None` for missing ones.
+pub fn get_vertices(store: &Store, namespace: &str, graph: &str, ids: &[String]) -> Result<Vec<Option<Vertex>>> {
+    let prefix = keys::graph_prefix(namespace, graph);
+    let cf = store.cf(CF_GRAPH)?;
+    let stored: Vec<Vec<u8>> = ids.iter().map(|id| keys::vertex(&prefix, id)).collect();
+    let results = store.db().batched_multi_get_cf(cf, stored.iter(), false);
+    ids.iter().zip(results).map(|(id, r)| r?.map(|raw| decode_vertex(id, &raw)).transpose()).collect()
+}
+
+/// One page of edge halves stored with `id`.
+pub struct EdgePage {
+    pub edges: Vec<Edge>,
+    /// The last key suffix returned, when more may follow.
+    pub next: Option<Vec<u8>>,
+}
+
+/// Edge halves of `id` on side `half`, optionally only `labels`, after `start_after`, at most `limit`.
+#[allow(clippy::too_many_arguments)]
+pub fn edges(
+    store: &Store,
+    namespace: &str,
+    graph: &str,
+    id: &str,
+    half: EdgeHalf,
+    labels: &[String],
+    start_after: &[u8],
+    limit: usize,
+) -> Result<EdgePage> {
+    let prefix = keys::graph_prefix(namespace, graph);
+    let all = keys::halves_prefix(&prefix, half_tag(half), id, None);
+    let mut found: Vec<(Vec<u8>, Edge)> = Vec::new();
+    // One contiguous range per label (or one for all); results ordered by (label, other id).
+    let mut ranges: Vec<Vec<u8>> = if labels.is_empty() {
+        vec![all.clone()]
+    } else {
+        labels.iter().map(|l| keys::halves_prefix(&prefix, half_tag(half), id, Some(l))).collect()
+    };
+    ranges.sort();
+    ranges.dedup();
+    let cf = store.cf(CF_GRAPH)?;
+    for range in ranges {
+        let mut start = range.clone();
+        let mut after = all.clone();
+        after.extend_from_slice(start_after);
+        if !start_after.is_empty() && after >= start {
+            after.push(0);
+            start = after;
+        }
+        let mut opts = ReadOptions::default();
+        if let Some(end) = prefix_end(&range) {
+            opts.set_iterate_upper_bound(end);
+        }
+        for item in store.db().iterator_cf_opt(cf, opts, IteratorMode::From(&start, Direction::Forward)) {
+            let (key, raw) = item?;
+            if found.len() == limit {
+                // More follow: the cursor is the key suffix of the last edge returned.
+                let next = found.last().map(|(suffix, _)| suffix.clone());
+                return Ok(EdgePage { edges: found.into_iter().map(|(_, e)| e).collect(), next });
+            }
+            found.push((key[all.len()..].to_vec(), decode_edge(&raw)?));
+        }
+    }
+    Ok(EdgePage { edges: found.into_iter().map(|(_, e)| e).collect(), next: None })
+}
+
+/// Parameters of a local expansion.
+pub struct Expand<'a> {
+    pub namespace: &'a str,
+    pub graph: &'a str,
+    pub direction: Dir,
+    pub edge_labels: &'a [String],
+    pub vertex_labels: &'a [String],
+    pub max_depth: u32,
+    pub max_visited: usize,
+    pub max_fanout: usize,
+    pub with_paths: bool,
+}
+
+/// What a local expansion found.
+#[derive(Default)]
+pub struct Expanded {
+    pub reached: Vec<Reached>,
+    pub remote: Vec<FrontierEntry>,
+    pub truncated_by: String,
+    pub edges_read: u64,
+}
+
+/// Breadth-first (by depth) expansion from `frontier`, following edges as
+/// long as the next vertex is local (`owns`), returning the entries that
+/// leave the shard. Stops at `max_depth`; budgets flag the result truncated.
+pub fn expand(
+    store: &Store,
+    params: &Expand,
+    frontier: Vec<FrontierEntry>,
+    owns: impl Fn(&str) -> bool,
+) -> Result<Expanded> {
+    let mut out = Expanded::default();
+    let mut best: HashMap<String, u32> = HashMap::new();
+    let mut remote: HashMap<String, FrontierEntry> = HashMap::new();
+    let mut queue = BinaryHeap::new();
+    for (n, entry) in frontier.into_iter().enumerate() {
+        queue.push(Reverse((entry.depth, n, entry.id, entry.path)));
+    }
+    let mut pushed = queue.len();
+    let halves: &[EdgeHalf] = match params.direction {
+        Dir::In => &[EdgeHalf::In],
+        Dir::Both => &[EdgeHalf::Out, EdgeHalf::In],
+        _ => &[EdgeHalf::Out],
+    };
+    while let Some(Reverse((depth, _, id, path))) = queue.pop() {
+        if best.get(&id).is_some_and(|&d| d <= depth) {
+            continue;
+        }
+        let Some(vertex) =
+            get_vertices(store, params.namespace, params.graph, std::slice::from_ref(&id))?.pop().flatten()
+        else {
+            continue; // deleted meanwhile, or a dangling half being repaired
+        };
+        if depth > 0 && !params.vertex_labels.is_empty() && !params.vertex_labels.contains(&vertex.label) {
+            continue;
+        }
+        best.insert(id.clone(), depth);
+        out.reached.push(Reached { vertex: Some(vertex), depth, path: path.clone() });
+        if out.reached.len() >= params.max_visited {
+            out.truncated_by = "max_visited".into();
+            break;
+        }
+        if depth >= params.max_depth {
+            continue;
+        }
+        for &half in halves {
+            let page =
+                edges(store, params.namespace, params.graph, &id, half, params.edge_labels, b"", params.max_fanout)?;
+            if page.next.is_some() {
+                out.truncated_by = "max_fanout".into();
+            }
+            out.edges_read += page.edges.len() as u64;
+            for edge in page.edges {
+                let (_, next) = ends(half, &edge.from, &edge.to);
+                let mut next_path = Vec::new();
+                if params.with_paths {
+                    next_path = path.clone();
+                    next_path.push(next.to_string());
+                }
+                if owns(next) {
+                    pushed += 1;
+                    queue.push(Reverse((depth + 1, pushed, next.to_string(), next_path)));
+                } else {
+                    let better = remote.get(next).is_none_or(|e| e.depth > depth + 1);
+                    if better {
+                        remote.insert(
+                            next.to_string(),
+                            FrontierEntry { id: next.to_string(), depth: depth + 1, path: next_path },
+                        );
+                    }
+                }
+            }
+        }
+    }
+    out.remote = remote.into_values().collect();
+    Ok(out)
+}
