@@ -16,6 +16,7 @@
 use std::time::Duration;
 
 use omnishard_proto::v1::admin_service_client::AdminServiceClient;
+use omnishard_proto::v1::graph_service_client::GraphServiceClient;
 use omnishard_proto::v1::kv_service_client::KvServiceClient;
 use omnishard_proto::v1::*;
 use tonic::transport::{Channel, Endpoint};
@@ -96,6 +97,7 @@ pub struct ScanPage {
 pub struct Client {
     kv: KvServiceClient<Channel>,
     admin: AdminServiceClient<Channel>,
+    graph: GraphServiceClient<Channel>,
     namespace: String,
 }
 
@@ -117,7 +119,10 @@ impl Client {
             kv: KvServiceClient::new(channel.clone())
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
-            admin: AdminServiceClient::new(channel),
+            admin: AdminServiceClient::new(channel.clone()),
+            graph: GraphServiceClient::new(channel)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
             namespace: String::new(),
         }
     }
@@ -191,6 +196,12 @@ impl Client {
         let page = self.kv.clone().scan(req).await?.into_inner();
         let next_cursor = (!page.next_cursor.is_empty()).then_some(page.next_cursor);
         Ok(ScanPage { entries: page.entries, next_cursor })
+    }
+
+    /// The graph API (`GraphService`) on the same connection; requests name
+    /// their namespace and graph themselves.
+    pub fn graph(&self) -> GraphServiceClient<Channel> {
+        self.graph.clone()
     }
 
     /// Shards, health, ring epoch and key counts.

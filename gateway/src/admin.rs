@@ -18,7 +18,7 @@ impl Cluster {
                 addr: shard.client.addr().to_string(),
                 ..Default::default()
             };
-            match tokio::time::timeout(STATS_TIMEOUT, shard.client.stats()).await {
+            match tokio::time::timeout(STATS_TIMEOUT, shard.client.clone().stats()).await {
                 Ok(Ok(stats)) => {
                     info.health = "serving".into();
                     info.key_count = stats.key_count;

@@ -20,6 +20,7 @@ pub struct Cluster {
     pub(crate) coalescers: Option<Vec<Coalescer>>,
     pub(crate) settings: GatewaySettings,
     pub(crate) limits: Limits,
+    pub(crate) graph: crate::config::GraphBudgets,
 }
 
 /// One shard as the gateway calls it: the client plus what is needed to
@@ -46,7 +47,7 @@ impl ShardHandle {
     {
         match call(self.client.clone()).await {
             Err(Error::Misrouted { wrong_epoch: true, shard_epoch, .. }) if shard_epoch < self.epoch() => {
-                self.client.install_topology((*self.topology).clone()).await?;
+                self.client.clone().install_topology((*self.topology).clone()).await?;
                 call(self.client.clone()).await
             }
             Err(Error::Misrouted { shard_id, wrong_epoch: true, shard_epoch, .. }) => Err(Error::Misrouted {
@@ -79,7 +80,14 @@ impl Cluster {
             .gateway
             .coalesce
             .then(|| shards.iter().map(|h| Coalescer::start(h.clone(), &config.gateway)).collect());
-        Ok(Cluster { ring, shards, coalescers, settings: config.gateway.clone(), limits: config.limits })
+        Ok(Cluster {
+            ring,
+            shards,
+            coalescers,
+            settings: config.gateway.clone(),
+            limits: config.limits,
+            graph: config.graph.clone(),
+        })
     }
 
     /// The ring epoch.
@@ -109,7 +117,7 @@ impl Cluster {
     async fn check_shard(&self, shard: &ShardHandle) -> Result<()> {
         let deadline = Instant::now() + self.settings.startup_timeout;
         let stats = loop {
-            match shard.client.stats().await {
+            match shard.client.clone().stats().await {
                 Ok(stats) => break stats,
                 Err(e) if e.is_retryable() && Instant::now() < deadline => {
                     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
@@ -133,7 +141,7 @@ impl Cluster {
             ))
             .into());
         }
-        let epoch = shard.client.install_topology((*shard.topology).clone()).await?;
+        let epoch = shard.client.clone().install_topology((*shard.topology).clone()).await?;
         tracing::info!(shard_id = %shard.client.id(), epoch, "shard ready");
         Ok(())
     }

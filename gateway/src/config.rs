@@ -40,6 +40,40 @@ pub struct GatewayConfig {
     /// Request size limits.
     #[serde(default)]
     pub limits: Limits,
+    /// Graph traversal budgets.
+    #[serde(default)]
+    pub graph: GraphBudgets,
+}
+
+/// Budgets of one graph traversal; exceeding one is `RESOURCE_EXHAUSTED`
+/// naming it, or a truncated result when the request allows partial results.
+///
+/// * `max_depth` — deepest traversal a request may ask for (default 10).
+/// * `max_visited` — vertices a traversal may visit (default 100,000).
+/// * `max_frontier` — vertices waiting to be expanded at once (default 100,000).
+/// * `max_fanout` — edges read per vertex and hop; protects against super-nodes (default 10,000).
+/// * `deadline` — wall-clock budget (default `10s`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GraphBudgets {
+    pub max_depth: u32,
+    pub max_visited: usize,
+    pub max_frontier: usize,
+    pub max_fanout: usize,
+    #[serde(with = "humantime_serde")]
+    pub deadline: Duration,
+}
+
+impl Default for GraphBudgets {
+    fn default() -> Self {
+        GraphBudgets {
+            max_depth: 10,
+            max_visited: 100_000,
+            max_frontier: 100_000,
+            max_fanout: 10_000,
+            deadline: Duration::from_secs(10),
+        }
+    }
 }
 
 fn default_vnodes() -> u32 {
@@ -113,6 +147,7 @@ impl GatewayConfig {
             shards: topology.shards,
             gateway: GatewaySettings::default(),
             limits: Limits::default(),
+            graph: GraphBudgets::default(),
         }
     }
 

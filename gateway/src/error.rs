@@ -10,9 +10,12 @@ pub enum Error {
     /// Bad input: names the field and the limit.
     #[error(transparent)]
     InvalidArgument(#[from] omnishard_common::Error),
-    /// The key does not exist (or has expired).
-    #[error("key {key:?} not found")]
-    NotFound { key: String },
+    /// A key, vertex or edge does not exist (or has expired).
+    #[error("{what} not found")]
+    NotFound { what: String },
+    /// A traversal budget was exceeded.
+    #[error("traversal stopped by budget {budget}: {detail}")]
+    Budget { budget: &'static str, detail: String },
     /// A shard cannot be reached, its circuit is open, or it is stopping.
     #[error("shard {shard_id} unavailable at {addr}: {reason}")]
     ShardUnavailable { shard_id: String, addr: String, reason: String },
@@ -40,6 +43,7 @@ impl Error {
                 omnishard_common::Error::Topology(_) => Code::FailedPrecondition,
             },
             Error::NotFound { .. } => Code::NotFound,
+            Error::Budget { .. } => Code::ResourceExhausted,
             Error::ShardUnavailable { .. } => Code::Unavailable,
             Error::ShardTimeout { .. } => Code::DeadlineExceeded,
             // The caller did nothing wrong; the gateway needs a newer ring.

@@ -60,7 +60,7 @@ impl Cluster {
         let shard = self.ring.owner_index(ns, &key);
         let value = self.with_read_retries(|| self.read_one(shard, ns, key.clone())).await?;
         if !value.found {
-            return Err(Error::NotFound { key: show(&key) });
+            return Err(Error::NotFound { what: format!("key {:?}", show(&key)) });
         }
         Ok(KeyValue { key, value: value.value, version: value.version, expires_at_ms: value.expires_at_ms })
     }
@@ -293,7 +293,7 @@ impl Cluster {
     }
 
     /// Retries an idempotent read while the error is transient.
-    async fn with_read_retries<T, F, Fut>(&self, call: F) -> Result<T>
+    pub(crate) async fn with_read_retries<T, F, Fut>(&self, call: F) -> Result<T>
     where
         F: Fn() -> Fut,
         Fut: std::future::Future<Output = Result<T>>,

@@ -9,8 +9,10 @@
 //! * [`shard_client`] — one shard's channel and tower layers (breaker, limit, timeout).
 //! * [`coalesce`] — batching concurrent point operations per shard.
 //! * [`kv`] — key-value operations: routing, fan-out, scan merge.
+//! * [`graph`] — graph writes (both edge halves) and distributed traversals.
 //! * [`admin`] — cluster status.
-//! * [`server`] — tonic adapters, health, reflection and `serve`.
+//! * [`server`] — tonic adapters (KV, admin), health, reflection and `serve`.
+//! * [`graph_server`] — the tonic adapter of `GraphService`.
 //! * [`error`] — the error enum and its gRPC mapping.
 
 #![forbid(unsafe_code)]
@@ -20,6 +22,8 @@ pub mod cluster;
 pub mod coalesce;
 pub mod config;
 pub mod error;
+pub mod graph;
+pub mod graph_server;
 pub mod kv;
 pub mod server;
 pub mod shard_client;

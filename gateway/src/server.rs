@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use omnishard_proto::v1::admin_service_server::{AdminService, AdminServiceServer};
+use omnishard_proto::v1::graph_service_server::GraphServiceServer;
 use omnishard_proto::v1::kv_service_server::{KvService, KvServiceServer};
 use omnishard_proto::v1::*;
 use tokio::net::TcpListener;
@@ -16,6 +17,7 @@ use tonic::{Request, Response, Status};
 use crate::cluster::Cluster;
 use crate::config::GatewayConfig;
 use crate::error::Error;
+use crate::graph_server::GraphGrpc;
 use crate::kv::WriteOp;
 
 /// Largest message a client may send: a full batch of large values.
@@ -47,6 +49,7 @@ pub async fn serve_cluster(
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter.set_serving::<KvServiceServer<KvGrpc>>().await;
     health_reporter.set_serving::<AdminServiceServer<AdminGrpc>>().await;
+    health_reporter.set_serving::<GraphServiceServer<GraphGrpc>>().await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(omnishard_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -55,12 +58,16 @@ pub async fn serve_cluster(
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let admin = AdminServiceServer::new(AdminGrpc { cluster: cluster.clone() });
+    let graph = GraphServiceServer::new(GraphGrpc { cluster: cluster.clone() })
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
     tracing::info!(addr = %listener.local_addr()?, epoch = cluster.epoch(), shards = cluster.shards.len(), "gateway serving");
     server_stack()
         .add_service(health)
         .add_service(reflection)
         .add_service(kv)
         .add_service(admin)
+        .add_service(graph)
         .serve_with_incoming_shutdown(incoming(listener), shutdown)
         .await?;
     tracing::info!("gateway stopped");

@@ -45,6 +45,8 @@ pub struct ShardClient {
     grpc: ShardServiceClient<Stack>,
 }
 
+// RPC methods take `self`: the client is a cheap clone, and an owned
+// receiver lets callers return the call's future from a closure.
 impl ShardClient {
     /// Creates the client without connecting; the channel connects on first use
     /// and reconnects after failures, so a dead shard never blocks others.
@@ -85,23 +87,39 @@ impl ShardClient {
         &self.addr
     }
 
-    pub async fn read(&self, req: ShardReadRequest) -> Result<ShardReadResponse> {
+    pub async fn read(self, req: ShardReadRequest) -> Result<ShardReadResponse> {
         self.grpc.clone().read(req).await.map(|r| r.into_inner()).map_err(|s| self.error(s))
     }
 
-    pub async fn apply(&self, req: ShardApplyRequest) -> Result<ShardApplyResponse> {
+    pub async fn apply(self, req: ShardApplyRequest) -> Result<ShardApplyResponse> {
         self.grpc.clone().apply(req).await.map(|r| r.into_inner()).map_err(|s| self.error(s))
     }
 
-    pub async fn scan(&self, req: ShardScanRequest) -> Result<ShardScanResponse> {
+    pub async fn scan(self, req: ShardScanRequest) -> Result<ShardScanResponse> {
         self.grpc.clone().scan(req).await.map(|r| r.into_inner()).map_err(|s| self.error(s))
     }
 
-    pub async fn stats(&self) -> Result<ShardStatsResponse> {
+    pub async fn stats(self) -> Result<ShardStatsResponse> {
         self.grpc.clone().stats(ShardStatsRequest {}).await.map(|r| r.into_inner()).map_err(|s| self.error(s))
     }
 
-    pub async fn install_topology(&self, req: InstallTopologyRequest) -> Result<u64> {
+    pub async fn graph_apply(self, req: ShardGraphApplyRequest) -> Result<ShardGraphApplyResponse> {
+        self.grpc.clone().graph_apply(req).await.map(|r| r.into_inner()).map_err(|s| self.error(s))
+    }
+
+    pub async fn graph_get(self, req: ShardGraphGetRequest) -> Result<GetVerticesResponse> {
+        self.grpc.clone().graph_get(req).await.map(|r| r.into_inner()).map_err(|s| self.error(s))
+    }
+
+    pub async fn graph_edges(self, req: ShardGraphEdgesRequest) -> Result<NeighborsResponse> {
+        self.grpc.clone().graph_edges(req).await.map(|r| r.into_inner()).map_err(|s| self.error(s))
+    }
+
+    pub async fn graph_expand(self, req: ShardGraphExpandRequest) -> Result<ShardGraphExpandResponse> {
+        self.grpc.clone().graph_expand(req).await.map(|r| r.into_inner()).map_err(|s| self.error(s))
+    }
+
+    pub async fn install_topology(self, req: InstallTopologyRequest) -> Result<u64> {
         self.grpc.clone().install_topology(req).await.map(|r| r.into_inner().epoch).map_err(|s| self.error(s))
     }
 

@@ -1,0 +1,273 @@
+//! Neighbours, k-hop traversal and shortest paths.
+//!
+//! A traversal runs in rounds. Each round sends every shard that owns part of
+//! the frontier one `GraphExpand` call, all in parallel. A shard expands
+//! breadth-first while the next vertices are its own and returns the
+//! frontier that leaves it. The gateway keeps the best (smallest) depth per
+//! vertex; a vertex reached again at a smaller depth is expanded again, so
+//! depths equal those of a single-process BFS even when a shorter path
+//! crosses shards. Budgets bound depth, visited vertices, frontier size,
+//! per-vertex fan-out and time.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Instant;
+
+use omnishard_proto::v1::{
+    Direction, Edge, EdgeHalf, FrontierEntry, NeighborsResponse, Reached, ShardGraphEdgesRequest,
+    ShardGraphExpandRequest, Vertex,
+};
+
+use crate::cluster::Cluster;
+use crate::error::{Error, Result};
+
+/// A traversal request after validation.
+#[derive(Debug, Clone, Default)]
+pub struct TraverseSpec {
+    pub start: Vec<String>,
+    pub direction: Direction,
+    pub edge_labels: Vec<String>,
+    pub vertex_labels: Vec<String>,
+    pub max_depth: u32,
+    pub with_paths: bool,
+    pub allow_partial: bool,
+    /// Stop as soon as this vertex's depth is final (shortest path).
+    pub target: Option<String>,
+}
+
+/// A shortest-path request after validation.
+#[derive(Debug, Clone, Default)]
+pub struct PathSpec {
+    pub from: String,
+    pub to: String,
+    pub direction: Direction,
+    pub edge_labels: Vec<String>,
+    pub max_depth: u32,
+}
+
+/// What a traversal found.
+#[derive(Debug, Clone, Default)]
+pub struct Traversal {
+    pub reached: Vec<Reached>,
+    pub shard_round_trips: u32,
+    pub truncated_by: Option<String>,
+}
+
+/// Best known way to a vertex.
+struct Best {
+    depth: u32,
+    path: Vec<String>,
+    vertex: Option<Vertex>,
+}
+
+impl Cluster {
+    /// One page of edges around `id` (out, in, or out then in).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn neighbors(
+        &self,
+        ns: &str,
+        graph: &str,
+        id: String,
+        direction: Direction,
+        labels: Vec<String>,
+        limit: u32,
+        cursor: &[u8],
+    ) -> Result<NeighborsResponse> {
+        let (ns, graph) = self.graph_names(ns, graph)?;
+        self.limits.check_key(id.as_bytes())?;
+        let limit = self.limits.scan_page(limit)?;
+        // Cursor: one byte for the side (0 out, 1 in), then the shard's own cursor.
+        let (mut side, mut start_after) = match cursor.split_first() {
+            None => (if direction == Direction::In { 1 } else { 0 }, Vec::new()),
+            Some((&s @ (0 | 1), rest)) => (s, rest.to_vec()),
+            Some(_) => return Err(omnishard_common::Error::invalid("cursor", "is not a cursor from Neighbors").into()),
+        };
+        let handle = &self.shards[self.vertex_owner(&ns, &id)];
+        let mut edges: Vec<Edge> = Vec::new();
+        loop {
+            let req = ShardGraphEdgesRequest {
+                epoch: handle.epoch(),
+                namespace: ns.clone(),
+                graph: graph.clone(),
+                id: id.clone(),
+                half: if side == 0 { EdgeHalf::Out as i32 } else { EdgeHalf::In as i32 },
+                labels: labels.clone(),
+                limit: (limit - edges.len()) as u32,
+                start_after: start_after.clone(),
+            };
+            let page = self
+                .with_read_retries(|| {
+                    let req = req.clone();
+                    async move { handle.call(|c| c.graph_edges(req.clone())).await }
+                })
+                .await?;
+            edges.extend(page.edges);
+            if !page.next_cursor.is_empty() {
+                let mut next = vec![side];
+                next.extend(page.next_cursor);
+                return Ok(NeighborsResponse { edges, next_cursor: next });
+            }
+            if side == 0 && direction == Direction::Both && edges.len() < limit {
+                side = 1;
+                start_after.clear();
+                continue;
+            }
+            let next_cursor = if side == 0 && direction == Direction::Both { vec![1] } else { Vec::new() };
+            return Ok(NeighborsResponse { edges, next_cursor });
+        }
+    }
+
+    /// k-hop traversal; see the module docs.
+    pub async fn traverse(&self, ns: &str, graph: &str, spec: TraverseSpec) -> Result<Traversal> {
+        let (ns, graph) = self.graph_names(ns, graph)?;
+        let budgets = self.graph.clone();
+        if spec.max_depth == 0 || spec.max_depth > budgets.max_depth {
+            return Err(omnishard_common::Error::invalid(
+                "max_depth",
+                format!("is {}; it must be between 1 and {} (graph.max_depth)", spec.max_depth, budgets.max_depth),
+            )
+            .into());
+        }
+        if spec.start.is_empty() {
+            return Err(omnishard_common::Error::invalid("start", "must name at least one vertex").into());
+        }
+        self.limits.check_batch("start", spec.start.len())?;
+        let deadline = Instant::now() + budgets.deadline;
+        let mut best: HashMap<String, Best> = HashMap::new();
+        let mut frontier: Vec<FrontierEntry> = spec
+            .start
+            .iter()
+            .map(|id| FrontierEntry {
+                id: id.clone(),
+                depth: 0,
+                path: if spec.with_paths { vec![id.clone()] } else { vec![] },
+            })
+            .collect();
+        let mut out = Traversal::default();
+        while !frontier.is_empty() {
+            if let Some(target) = &spec.target {
+                // Nothing pending can still improve the target's depth.
+                let min_pending = frontier.iter().map(|f| f.depth).min().unwrap_or(u32::MAX);
+                if best.get(target).is_some_and(|b| b.depth <= min_pending) {
+                    break;
+                }
+            }
+            if let Some(budget) = over_budget(&budgets, &best, &frontier, deadline) {
+                if spec.allow_partial {
+                    out.truncated_by = Some(budget.0.to_string());
+                    break;
+                }
+                return Err(Error::Budget { budget: budget.0, detail: budget.1 });
+            }
+            let mut by_shard: BTreeMap<usize, Vec<FrontierEntry>> = BTreeMap::new();
+            for entry in frontier.drain(..) {
+                by_shard.entry(self.vertex_owner(&ns, &entry.id)).or_default().push(entry);
+            }
+            out.shard_round_trips += by_shard.len() as u32;
+            let visit_budget = (budgets.max_visited.saturating_sub(best.len())).max(1) as u32;
+            let calls = by_shard.into_iter().map(|(shard, entries)| {
+                let handle = &self.shards[shard];
+                let req = ShardGraphExpandRequest {
+                    epoch: handle.epoch(),
+                    namespace: ns.clone(),
+                    graph: graph.clone(),
+                    frontier: entries,
+                    direction: spec.direction as i32,
+                    edge_labels: spec.edge_labels.clone(),
+                    vertex_labels: spec.vertex_labels.clone(),
+                    max_depth: spec.max_depth,
+                    max_visited: visit_budget,
+                    max_fanout: budgets.max_fanout as u32,
+                    with_paths: spec.with_paths,
+                };
+                async move { handle.call(|c| c.graph_expand(req.clone())).await }
+            });
+            let mut next: HashMap<String, FrontierEntry> = HashMap::new();
+            for result in futures::future::join_all(calls).await {
+                let expanded = result?;
+                if !expanded.truncated_by.is_empty() {
+                    if !spec.allow_partial {
+                        return Err(Error::Budget {
+                            budget: if expanded.truncated_by == "max_fanout" { "max_fanout" } else { "max_visited" },
+                            detail: format!("a shard stopped expanding ({})", expanded.truncated_by),
+                        });
+                    }
+                    out.truncated_by.get_or_insert(expanded.truncated_by.clone());
+                }
+                for r in expanded.reached {
+                    let Some(vertex) = r.vertex else { continue };
+                    let improves = best.get(&vertex.id).is_none_or(|b| r.depth < b.depth || b.vertex.is_none());
+                    if improves {
+                        best.insert(vertex.id.clone(), Best { depth: r.depth, path: r.path, vertex: Some(vertex) });
+                    }
+                }
+                for entry in expanded.remote {
+                    let known = best.get(&entry.id).map(|b| b.depth).unwrap_or(u32::MAX);
+                    let queued = next.get(&entry.id).map(|e| e.depth).unwrap_or(u32::MAX);
+                    if entry.depth < known && entry.depth < queued && entry.depth <= spec.max_depth {
+                        next.insert(entry.id.clone(), entry);
+                    }
+                }
+            }
+            frontier = next.into_values().collect();
+        }
+        let mut reached: Vec<Reached> = best
+            .into_values()
+            .filter_map(|b| b.vertex.map(|v| Reached { vertex: Some(v), depth: b.depth, path: b.path }))
+            .collect();
+        reached.sort_by(|a, b| (a.depth, vertex_id(a)).cmp(&(b.depth, vertex_id(b))));
+        out.reached = reached;
+        Ok(out)
+    }
+
+    /// Unweighted shortest path: a traversal that stops once the target's depth is final.
+    /// `max_depth` 0 means the `graph.max_depth` budget.
+    pub async fn shortest_path(&self, ns: &str, graph: &str, path: PathSpec) -> Result<(Option<Vec<String>>, u32)> {
+        let max_depth = if path.max_depth == 0 { self.graph.max_depth } else { path.max_depth };
+        let to = path.to;
+        let spec = TraverseSpec {
+            start: vec![path.from],
+            direction: path.direction,
+            edge_labels: path.edge_labels,
+            max_depth,
+            with_paths: true,
+            target: Some(to.clone()),
+            ..Default::default()
+        };
+        let found = self.traverse(ns, graph, spec).await?;
+        let path = found.reached.into_iter().find(|r| vertex_id(r) == to).map(|r| r.path);
+        Ok((path, found.shard_round_trips))
+    }
+}
+
+fn vertex_id(r: &Reached) -> &str {
+    r.vertex.as_ref().map(|v| v.id.as_str()).unwrap_or_default()
+}
+
+/// The first budget the traversal has run over, with a message.
+fn over_budget(
+    budgets: &crate::config::GraphBudgets,
+    best: &HashMap<String, Best>,
+    frontier: &[FrontierEntry],
+    deadline: Instant,
+) -> Option<(&'static str, String)> {
+    if best.len() >= budgets.max_visited {
+        return Some((
+            "max_visited",
+            format!("visited {} vertices; the limit is {} (graph.max_visited)", best.len(), budgets.max_visited),
+        ));
+    }
+    if frontier.len() > budgets.max_frontier {
+        return Some((
+            "max_frontier",
+            format!(
+                "{} vertices to expand; the limit is {} (graph.max_frontier)",
+                frontier.len(),
+                budgets.max_frontier
+            ),
+        ));
+    }
+    if Instant::now() > deadline {
+        return Some(("deadline", format!("took longer than {:?} (graph.deadline)", budgets.deadline)));
+    }
+    None
+}

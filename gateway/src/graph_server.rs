@@ -1,0 +1,137 @@
+//! Tonic adapter for `GraphService`: convert, call the [`Cluster`], map errors.
+
+use std::sync::Arc;
+
+use omnishard_proto::v1::graph_service_server::GraphService;
+use omnishard_proto::v1::*;
+use tonic::{Request, Response, Status};
+
+use crate::cluster::Cluster;
+use crate::graph::traverse::{PathSpec, TraverseSpec};
+
+/// Adapter for `GraphService`.
+pub struct GraphGrpc {
+    pub(crate) cluster: Arc<Cluster>,
+}
+
+fn status(err: crate::Error) -> Status {
+    err.to_status()
+}
+
+/// A direction from the wire; unspecified means out.
+fn direction(raw: i32) -> Result<Direction, Status> {
+    match Direction::try_from(raw) {
+        Ok(Direction::Unspecified) => Ok(Direction::Out),
+        Ok(d) => Ok(d),
+        Err(_) => Err(Status::invalid_argument(format!("direction: {raw} is not one of OUT, IN, BOTH"))),
+    }
+}
+
+#[tonic::async_trait]
+impl GraphService for GraphGrpc {
+    async fn write_vertices(
+        &self,
+        request: Request<WriteVerticesRequest>,
+    ) -> Result<Response<WriteVerticesResponse>, Status> {
+        let req = request.into_inner();
+        let vertices = self.cluster.write_vertices(&req.namespace, &req.graph, req.vertices).await.map_err(status)?;
+        Ok(Response::new(WriteVerticesResponse { vertices }))
+    }
+
+    async fn get_vertices(
+        &self,
+        request: Request<GetVerticesRequest>,
+    ) -> Result<Response<GetVerticesResponse>, Status> {
+        let req = request.into_inner();
+        let found = self.cluster.get_vertices(&req.namespace, &req.graph, &req.ids).await.map_err(status)?;
+        let vertices = found.into_iter().map(|v| MaybeVertex { found: v.is_some(), vertex: v }).collect();
+        Ok(Response::new(GetVerticesResponse { vertices }))
+    }
+
+    async fn delete_vertices(
+        &self,
+        request: Request<DeleteVerticesRequest>,
+    ) -> Result<Response<DeleteVerticesResponse>, Status> {
+        let req = request.into_inner();
+        let (vertices_deleted, edges_deleted) =
+            self.cluster.delete_vertices(&req.namespace, &req.graph, req.ids).await.map_err(status)?;
+        Ok(Response::new(DeleteVerticesResponse { vertices_deleted, edges_deleted }))
+    }
+
+    async fn write_edges(&self, request: Request<WriteEdgesRequest>) -> Result<Response<WriteEdgesResponse>, Status> {
+        let req = request.into_inner();
+        let edges = self.cluster.write_edges(&req.namespace, &req.graph, req.edges).await.map_err(status)?;
+        Ok(Response::new(WriteEdgesResponse { edges }))
+    }
+
+    async fn delete_edges(
+        &self,
+        request: Request<DeleteEdgesRequest>,
+    ) -> Result<Response<DeleteEdgesResponse>, Status> {
+        let req = request.into_inner();
+        let edges_deleted = self.cluster.delete_edges(&req.namespace, &req.graph, req.edges).await.map_err(status)?;
+        Ok(Response::new(DeleteEdgesResponse { edges_deleted }))
+    }
+
+    async fn neighbors(&self, request: Request<NeighborsRequest>) -> Result<Response<NeighborsResponse>, Status> {
+        let req = request.into_inner();
+        let direction = direction(req.direction)?;
+        let page = self
+            .cluster
+            .neighbors(&req.namespace, &req.graph, req.id, direction, req.labels, req.limit, &req.cursor)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(page))
+    }
+
+    async fn find_vertices(
+        &self,
+        _request: Request<FindVerticesRequest>,
+    ) -> Result<Response<FindVerticesResponse>, Status> {
+        Err(Status::unimplemented("FindVertices (vertices by label and property) is not available yet"))
+    }
+
+    async fn traverse(&self, request: Request<TraverseRequest>) -> Result<Response<TraverseResponse>, Status> {
+        let req = request.into_inner();
+        let spec = TraverseSpec {
+            start: req.start,
+            direction: direction(req.direction)?,
+            edge_labels: req.edge_labels,
+            vertex_labels: req.vertex_labels,
+            max_depth: req.max_depth,
+            with_paths: req.return_paths,
+            allow_partial: req.allow_partial,
+            target: None,
+        };
+        let found = self.cluster.traverse(&req.namespace, &req.graph, spec).await.map_err(status)?;
+        Ok(Response::new(TraverseResponse {
+            reached: found.reached,
+            shard_round_trips: found.shard_round_trips,
+            truncated: found.truncated_by.is_some(),
+            truncated_by: found.truncated_by.unwrap_or_default(),
+        }))
+    }
+
+    async fn shortest_path(
+        &self,
+        request: Request<ShortestPathRequest>,
+    ) -> Result<Response<ShortestPathResponse>, Status> {
+        let req = request.into_inner();
+        if req.weighted {
+            return Err(Status::unimplemented("weighted shortest paths are not available yet; omit weighted"));
+        }
+        let spec = PathSpec {
+            from: req.from,
+            to: req.to,
+            direction: direction(req.direction)?,
+            edge_labels: req.edge_labels,
+            max_depth: req.max_depth,
+        };
+        let (path, shard_round_trips) =
+            self.cluster.shortest_path(&req.namespace, &req.graph, spec).await.map_err(status)?;
+        let found = path.is_some();
+        let path = path.unwrap_or_default();
+        let cost = path.len().saturating_sub(1) as f64;
+        Ok(Response::new(ShortestPathResponse { found, path, cost: if found { cost } else { 0.0 }, shard_round_trips }))
+    }
+}

@@ -1,0 +1,255 @@
+//! Graph model end to end: the same random graphs loaded into clusters of
+//! 1, 3 and 5 shards give the answers of an in-test reference BFS.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+
+use omnishard_proto::v1::*;
+use omnishard_tests::Cluster;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tonic::Code;
+
+/// A random graph with cycles, self-loops and parallel edges of different labels.
+struct TestGraph {
+    vertices: Vec<String>,
+    edges: BTreeSet<(String, String, String)>,
+}
+
+fn random_graph(seed: u64, n: usize, m: usize) -> TestGraph {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let vertices: Vec<String> = (0..n).map(|i| format!("v{i}")).collect();
+    let mut edges = BTreeSet::new();
+    while edges.len() < m {
+        let from = vertices[rng.random_range(0..n)].clone();
+        let to = if rng.random_bool(0.05) { from.clone() } else { vertices[rng.random_range(0..n)].clone() };
+        let label = ["knows", "cites"][rng.random_range(0..2)].to_string();
+        edges.insert((from, to, label));
+    }
+    TestGraph { vertices, edges }
+}
+
+/// Reference BFS depths from `start`.
+fn reference_bfs(g: &TestGraph, start: &str, dir: Direction, labels: &[&str], max_depth: u32) -> BTreeMap<String, u32> {
+    let mut adj: HashMap<&str, Vec<&str>> = HashMap::new();
+    for (f, t, l) in &g.edges {
+        if !labels.is_empty() && !labels.contains(&l.as_str()) {
+            continue;
+        }
+        if matches!(dir, Direction::Out | Direction::Both) {
+            adj.entry(f).or_default().push(t);
+        }
+        if matches!(dir, Direction::In | Direction::Both) {
+            adj.entry(t).or_default().push(f);
+        }
+    }
+    let mut depth = BTreeMap::from([(start.to_string(), 0)]);
+    let mut queue = VecDeque::from([start]);
+    while let Some(v) = queue.pop_front() {
+        let d = depth[v];
+        if d == max_depth {
+            continue;
+        }
+        for &next in adj.get(v).map(Vec::as_slice).unwrap_or_default() {
+            if !depth.contains_key(next) {
+                depth.insert(next.to_string(), d + 1);
+                queue.push_back(next);
+            }
+        }
+    }
+    depth
+}
+
+async fn load(client: &omnishard_client::Client, graph: &str, g: &TestGraph) {
+    let mut api = client.graph();
+    let vertices = g
+        .vertices
+        .iter()
+        .map(|id| VertexWrite {
+            id: id.clone(),
+            label: "node".into(),
+            properties_json: format!(r#"{{"name":"{id}"}}"#),
+            ..Default::default()
+        })
+        .collect();
+    api.write_vertices(WriteVerticesRequest { graph: graph.into(), vertices, ..Default::default() }).await.unwrap();
+    let edges = g
+        .edges
+        .iter()
+        .map(|(f, t, l)| EdgeWrite {
+            from: f.clone(),
+            to: t.clone(),
+            label: l.clone(),
+            weight: 1.0,
+            ..Default::default()
+        })
+        .collect();
+    api.write_edges(WriteEdgesRequest { graph: graph.into(), edges, ..Default::default() }).await.unwrap();
+}
+
+async fn traverse(
+    client: &omnishard_client::Client,
+    graph: &str,
+    start: &str,
+    dir: Direction,
+    labels: &[&str],
+    depth: u32,
+) -> (BTreeMap<String, u32>, TraverseResponse) {
+    let req = TraverseRequest {
+        graph: graph.into(),
+        start: vec![start.into()],
+        direction: dir as i32,
+        edge_labels: labels.iter().map(|l| l.to_string()).collect(),
+        max_depth: depth,
+        return_paths: true,
+        ..Default::default()
+    };
+    let resp = client.graph().traverse(req).await.unwrap().into_inner();
+    let depths = resp.reached.iter().map(|r| (r.vertex.as_ref().unwrap().id.clone(), r.depth)).collect();
+    (depths, resp)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_traversals_match_reference_bfs_on_1_3_and_5_shards() {
+    let graphs: Vec<TestGraph> = (0..3).map(|seed| random_graph(seed, 40, 110)).collect();
+    for shards in [1, 3, 5] {
+        let cluster = Cluster::builder().shards(shards).start().await.unwrap();
+        let client = cluster.client().await.unwrap();
+        for (n, g) in graphs.iter().enumerate() {
+            let name = format!("g{n}");
+            load(&client, &name, g).await;
+            for start in ["v0", "v7", "v13"] {
+                for dir in [Direction::Out, Direction::In, Direction::Both] {
+                    for (labels, depth) in [(vec![], 1), (vec![], 3), (vec!["knows"], 4)] {
+                        let expected = reference_bfs(g, start, dir, &labels, depth);
+                        let (got, resp) = traverse(&client, &name, start, dir, &labels, depth).await;
+                        assert_eq!(
+                            got, expected,
+                            "{shards} shards, graph {n}, {start} {dir:?} {labels:?} depth {depth}"
+                        );
+                        // Every returned path is a real walk of the reported length.
+                        for r in &resp.reached {
+                            assert_eq!(r.path.len() as u32, r.depth + 1);
+                            assert_eq!(r.path.first().map(String::as_str), Some(start));
+                        }
+                        if shards == 1 {
+                            assert!(resp.shard_round_trips <= 1, "one shard expands everything locally");
+                        }
+                    }
+                }
+                // Shortest paths have the reference length.
+                let all = reference_bfs(g, start, Direction::Out, &[], 10);
+                for target in ["v1", "v20", "v39"] {
+                    let resp = client
+                        .graph()
+                        .shortest_path(ShortestPathRequest {
+                            graph: name.clone(),
+                            from: start.into(),
+                            to: target.into(),
+                            direction: Direction::Out as i32,
+                            max_depth: 10,
+                            ..Default::default()
+                        })
+                        .await
+                        .unwrap()
+                        .into_inner();
+                    match all.get(target) {
+                        Some(&d) => {
+                            assert!(resp.found);
+                            assert_eq!(resp.path.len() as u32, d + 1, "{start} -> {target}");
+                            for pair in resp.path.windows(2) {
+                                assert!(
+                                    g.edges.iter().any(|(f, t, _)| *f == pair[0] && *t == pair[1]),
+                                    "not an edge: {pair:?}"
+                                );
+                            }
+                        }
+                        None => assert!(!resp.found),
+                    }
+                }
+            }
+            // Neighbours: out-edges of v0 equal the reference.
+            let resp = client
+                .graph()
+                .neighbors(NeighborsRequest {
+                    graph: name.clone(),
+                    id: "v0".into(),
+                    direction: Direction::Out as i32,
+                    limit: 1000,
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            let got: BTreeSet<(String, String)> = resp.edges.into_iter().map(|e| (e.to, e.label)).collect();
+            let want: BTreeSet<(String, String)> =
+                g.edges.iter().filter(|(f, _, _)| f == "v0").map(|(_, t, l)| (t.clone(), l.clone())).collect();
+            assert_eq!(got, want);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_graph_bad_input_and_deletes() {
+    let cluster = Cluster::builder().shards(3).start().await.unwrap();
+    let client = cluster.client().await.unwrap();
+    let mut api = client.graph();
+    let g = TestGraph {
+        vertices: vec!["a".into(), "b".into(), "c".into()],
+        edges: BTreeSet::from([
+            ("a".into(), "b".into(), "x".into()),
+            ("b".into(), "c".into(), "x".into()),
+            ("c".into(), "a".into(), "x".into()),
+        ]),
+    };
+    load(&client, "", &g).await;
+    // Edge to a missing vertex is rejected and leaves nothing behind.
+    let err = api
+        .write_edges(WriteEdgesRequest {
+            edges: vec![EdgeWrite { from: "a".into(), to: "zzz".into(), label: "x".into(), ..Default::default() }],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    assert!(err.message().contains("zzz"));
+    let dup = vec![
+        VertexWrite { id: "d".into(), ..Default::default() },
+        VertexWrite { id: "d".into(), ..Default::default() },
+    ];
+    assert_eq!(
+        api.write_vertices(WriteVerticesRequest { vertices: dup, ..Default::default() }).await.unwrap_err().code(),
+        Code::InvalidArgument
+    );
+    let bad_json = vec![VertexWrite { id: "d".into(), properties_json: "{nope".into(), ..Default::default() }];
+    let err = api.write_vertices(WriteVerticesRequest { vertices: bad_json, ..Default::default() }).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("properties_json"), "{err:?}");
+    let trav = |depth, direction| TraverseRequest {
+        start: vec!["a".into()],
+        max_depth: depth,
+        direction,
+        ..Default::default()
+    };
+    assert_eq!(api.traverse(trav(0, 1)).await.unwrap_err().code(), Code::InvalidArgument);
+    let err = api.traverse(trav(11, 1)).await.unwrap_err();
+    assert!(err.message().contains("graph.max_depth"), "{err:?}");
+    assert_eq!(api.traverse(trav(2, 9)).await.unwrap_err().code(), Code::InvalidArgument);
+    // A cycle terminates.
+    let resp = api.traverse(trav(10, Direction::Out as i32)).await.unwrap().into_inner();
+    assert_eq!(resp.reached.len(), 3);
+    // Deleting a vertex removes both halves of its edges everywhere.
+    let resp = api
+        .delete_vertices(DeleteVerticesRequest { ids: vec!["b".into()], ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((resp.vertices_deleted, resp.edges_deleted), (1, 2));
+    for (id, dir) in [("a", Direction::Out), ("c", Direction::In)] {
+        let n = api
+            .neighbors(NeighborsRequest { id: id.into(), direction: dir as i32, limit: 10, ..Default::default() })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(n.edges.is_empty(), "{id} still sees b: {:?}", n.edges);
+    }
+}
