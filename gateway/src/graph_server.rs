@@ -86,9 +86,9 @@ impl GraphService for GraphGrpc {
 
     async fn find_vertices(
         &self,
-        _request: Request<FindVerticesRequest>,
+        request: Request<FindVerticesRequest>,
     ) -> Result<Response<FindVerticesResponse>, Status> {
-        Err(Status::unimplemented("FindVertices (vertices by label and property) is not available yet"))
+        Ok(Response::new(self.cluster.find_vertices(request.into_inner()).await.map_err(status)?))
     }
 
     async fn traverse(&self, request: Request<TraverseRequest>) -> Result<Response<TraverseResponse>, Status> {

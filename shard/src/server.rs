@@ -187,6 +187,18 @@ impl ShardService for ShardGrpc {
         Ok(Response::new(NeighborsResponse { edges: page.edges, next_cursor: page.next.unwrap_or_default() }))
     }
 
+    async fn graph_find(
+        &self,
+        request: Request<ShardGraphFindRequest>,
+    ) -> Result<Response<FindVerticesResponse>, Status> {
+        let (vertices, more) = self.shard.graph_find(request.into_inner()).await.map_err(|e| self.status(e))?;
+        let next_cursor = match vertices.last() {
+            Some(last) if more => last.id.clone().into_bytes(),
+            _ => Vec::new(),
+        };
+        Ok(Response::new(FindVerticesResponse { vertices, next_cursor }))
+    }
+
     async fn graph_expand(
         &self,
         request: Request<ShardGraphExpandRequest>,

@@ -202,6 +202,25 @@ async fn test_graph_bad_input_and_deletes() {
         ]),
     };
     load(&client, "", &g).await;
+    // Vertices by label, merged across shards in id order and paged.
+    let find = |cursor: Vec<u8>, property: &str, value: &str| FindVerticesRequest {
+        label: "node".into(),
+        property: property.into(),
+        value_json: value.into(),
+        limit: 2,
+        cursor,
+        ..Default::default()
+    };
+    let first = api.find_vertices(find(vec![], "", "")).await.unwrap().into_inner();
+    let ids: Vec<&str> = first.vertices.iter().map(|v| v.id.as_str()).collect();
+    assert_eq!(ids, vec!["a", "b"]);
+    let rest = api.find_vertices(find(first.next_cursor, "", "")).await.unwrap().into_inner();
+    assert_eq!(rest.vertices.iter().map(|v| v.id.as_str()).collect::<Vec<_>>(), vec!["c"]);
+    assert!(rest.next_cursor.is_empty());
+    let by_name = api.find_vertices(find(vec![], "name", "\"c\"")).await.unwrap().into_inner();
+    assert_eq!(by_name.vertices.len(), 1);
+    assert_eq!(api.find_vertices(find(vec![], "name", "{bad")).await.unwrap_err().code(), Code::InvalidArgument);
+
     // Edge to a missing vertex is rejected and leaves nothing behind.
     let err = api
         .write_edges(WriteEdgesRequest {

@@ -1,4 +1,4 @@
-//! Neighbours, k-hop traversal and shortest paths.
+//! Neighbours, vertices by label, k-hop traversal and shortest paths.
 //!
 //! A traversal runs in rounds. Each round sends every shard that owns part of
 //! the frontier one `GraphExpand` call, all in parallel. A shard expands
@@ -13,8 +13,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
 
 use omnishard_proto::v1::{
-    Direction, Edge, EdgeHalf, FrontierEntry, NeighborsResponse, Reached, ShardGraphEdgesRequest,
-    ShardGraphExpandRequest, Vertex,
+    Direction, Edge, EdgeHalf, FindVerticesRequest, FindVerticesResponse, FrontierEntry, NeighborsResponse, Reached,
+    ShardGraphEdgesRequest, ShardGraphExpandRequest, ShardGraphFindRequest, Vertex,
 };
 
 use crate::cluster::Cluster;
@@ -114,6 +114,46 @@ impl Cluster {
             let next_cursor = if side == 0 && direction == Direction::Both { vec![1] } else { Vec::new() };
             return Ok(NeighborsResponse { edges, next_cursor });
         }
+    }
+
+    /// Vertices with `label` (and a property value, when given) from every
+    /// shard, merged in id order, paged by the last id.
+    pub async fn find_vertices(&self, req: FindVerticesRequest) -> Result<FindVerticesResponse> {
+        let (ns, graph) = self.graph_names(&req.namespace, &req.graph)?;
+        let limit = self.limits.scan_page(req.limit)?;
+        let start_after = String::from_utf8(req.cursor)
+            .map_err(|_| omnishard_common::Error::invalid("cursor", "is not a cursor from FindVertices"))?;
+        let calls = self.shards.iter().map(|handle| {
+            let shard_req = ShardGraphFindRequest {
+                epoch: handle.epoch(),
+                namespace: ns.clone(),
+                graph: graph.clone(),
+                label: req.label.clone(),
+                property: req.property.clone(),
+                value_json: req.value_json.clone(),
+                limit: limit as u32,
+                start_after: start_after.clone(),
+            };
+            self.with_read_retries(move || {
+                let shard_req = shard_req.clone();
+                async move { handle.call(|c| c.graph_find(shard_req.clone())).await }
+            })
+        });
+        let mut merged: BTreeMap<String, Vertex> = BTreeMap::new();
+        let mut more = false;
+        for result in futures::future::join_all(calls).await {
+            let page = result?;
+            more |= !page.next_cursor.is_empty();
+            merged.extend(page.vertices.into_iter().map(|v| (v.id.clone(), v)));
+        }
+        // Each shard gave its first `limit` matches: the first `limit` of the union are the global page.
+        more |= merged.len() > limit;
+        let vertices: Vec<Vertex> = merged.into_values().take(limit).collect();
+        let next_cursor = match vertices.last() {
+            Some(last) if more => last.id.clone().into_bytes(),
+            _ => Vec::new(),
+        };
+        Ok(FindVerticesResponse { vertices, next_cursor })
     }
 
     /// k-hop traversal; see the module docs.

@@ -141,6 +141,32 @@ impl Shard {
         .await
     }
 
+    /// Vertices of a label on this shard, optionally filtered by one property value.
+    pub async fn graph_find(
+        self: &Arc<Self>,
+        req: omnishard_proto::v1::ShardGraphFindRequest,
+    ) -> Result<(Vec<Vertex>, bool)> {
+        let (namespace, graph) = names(&req.namespace, &req.graph)?;
+        check_label("label", &req.label)?;
+        let limit = self.config.limits.scan_page(req.limit)?;
+        let value: Option<serde_json::Value> = if req.property.is_empty() {
+            None
+        } else {
+            Some(serde_json::from_str(&req.value_json).map_err(|e| {
+                Error::InvalidArgument(omnishard_common::Error::invalid(
+                    "value_json",
+                    format!("is not valid JSON: {e}"),
+                ))
+            })?)
+        };
+        self.ownership.ring_for(req.epoch)?;
+        self.blocking_heavy(move |shard| {
+            let property = value.as_ref().map(|v| (req.property.as_str(), v));
+            read::find(&shard.store, &namespace, &graph, &req.label, property, &req.start_after, limit)
+        })
+        .await
+    }
+
     /// Expands `frontier` (all owned here) locally; see [`read::expand`].
     pub async fn graph_expand(
         self: &Arc<Self>,

@@ -22,6 +22,52 @@ pub fn get_vertices(store: &Store, namespace: &str, graph: &str, ids: &[String])
     ids.iter().zip(results).map(|(id, r)| r?.map(|raw| decode_vertex(id, &raw)).transpose()).collect()
 }
 
+/// Up to `limit` vertices with `label` (and `property` equal to `value`, when
+/// given) whose id is greater than `start_after`, in id order; the flag says
+/// whether the label index has more entries.
+#[allow(clippy::too_many_arguments)]
+pub fn find(
+    store: &Store,
+    namespace: &str,
+    graph: &str,
+    label: &str,
+    property: Option<(&str, &serde_json::Value)>,
+    start_after: &str,
+    limit: usize,
+) -> Result<(Vec<Vertex>, bool)> {
+    let prefix = keys::graph_prefix(namespace, graph);
+    let index = keys::label_prefix(&prefix, label);
+    let mut start = index.clone();
+    if !start_after.is_empty() {
+        start.extend_from_slice(start_after.as_bytes());
+        start.push(0);
+    }
+    let mut opts = ReadOptions::default();
+    if let Some(end) = prefix_end(&index) {
+        opts.set_iterate_upper_bound(end);
+    }
+    let cf = store.cf(CF_GRAPH)?;
+    let mut found = Vec::new();
+    for item in store.db().iterator_cf_opt(cf, opts, IteratorMode::From(&start, Direction::Forward)) {
+        let (key, _) = item?;
+        let id = String::from_utf8_lossy(&key[index.len()..]).into_owned();
+        let Some(vertex) = get_vertices(store, namespace, graph, std::slice::from_ref(&id))?.pop().flatten() else {
+            continue;
+        };
+        if let Some((name, value)) = property {
+            let props: serde_json::Value = serde_json::from_str(&vertex.properties_json).unwrap_or_default();
+            if props.get(name) != Some(value) {
+                continue;
+            }
+        }
+        if found.len() == limit {
+            return Ok((found, true));
+        }
+        found.push(vertex);
+    }
+    Ok((found, false))
+}
+
 /// One page of edge halves stored with `id`.
 pub struct EdgePage {
     pub edges: Vec<Edge>,
