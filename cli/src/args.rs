@@ -43,6 +43,8 @@ pub enum Command {
     /// Key-value commands.
     #[command(subcommand)]
     Kv(KvCommand),
+    /// Graph commands: vertices, edges, bulk load, traversals.
+    Graph(GraphArgs),
     /// Operator commands.
     #[command(subcommand)]
     Admin(AdminCommand),
@@ -174,4 +176,122 @@ fn parse_ttl(text: &str) -> Result<Duration, String> {
         return Err("must be positive".into());
     }
     Ok(ttl)
+}
+
+#[derive(Debug, Args)]
+pub struct GraphArgs {
+    /// Named graph inside the namespace.
+    #[arg(long, global = true, default_value = "default")]
+    pub graph: String,
+    #[command(subcommand)]
+    pub command: GraphCommand,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum DirectionArg {
+    Out,
+    In,
+    Both,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GraphCommand {
+    /// Create, read or delete a vertex.
+    #[command(subcommand)]
+    Vertex(VertexCommand),
+    /// Create or delete an edge.
+    #[command(subcommand)]
+    Edge(EdgeCommand),
+    /// Bulk-load JSON lines: {"vertex": {"id", "label", "properties"}} or {"edge": {"from", "to", "label", "properties", "weight"}}.
+    Load { file: PathBuf },
+    /// Edges around a vertex.
+    Neighbors {
+        id: String,
+        #[arg(long, value_enum, default_value = "out")]
+        direction: DirectionArg,
+        /// Only edges with this label (repeatable).
+        #[arg(long)]
+        label: Vec<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// Every vertex reachable within --depth hops, with its depth.
+    Traverse {
+        #[arg(required = true)]
+        start: Vec<String>,
+        #[arg(long, value_enum, default_value = "out")]
+        direction: DirectionArg,
+        #[arg(long, default_value_t = 2)]
+        depth: u32,
+        /// Only edges with this label (repeatable).
+        #[arg(long)]
+        label: Vec<String>,
+        /// Print one path to each vertex.
+        #[arg(long)]
+        paths: bool,
+    },
+    /// Shortest path between two vertices (fewest hops).
+    Path {
+        from: String,
+        to: String,
+        #[arg(long, value_enum, default_value = "out")]
+        direction: DirectionArg,
+        /// Longest path considered; 0 = the gateway's graph.max_depth.
+        #[arg(long, default_value_t = 0)]
+        max_depth: u32,
+    },
+    /// Vertices with a label, optionally with --property NAME --value JSON.
+    Find {
+        label: String,
+        #[arg(long, requires = "value")]
+        property: Option<String>,
+        #[arg(long, requires = "property")]
+        value: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum VertexCommand {
+    /// Create or update a vertex.
+    Put {
+        id: String,
+        #[arg(long, default_value = "")]
+        label: String,
+        /// Properties as a JSON object.
+        #[arg(long, default_value = "{}")]
+        props: String,
+        /// upsert, create (fail if it exists), merge or replace (fail if it does not).
+        #[arg(long, default_value = "upsert")]
+        mode: String,
+        #[arg(long)]
+        expected_version: Option<u64>,
+    },
+    /// Print a vertex.
+    Get { id: String },
+    /// Delete a vertex and all its edges.
+    Del { id: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EdgeCommand {
+    /// Create or update an edge; both vertices must exist.
+    Put {
+        from: String,
+        to: String,
+        #[arg(long, default_value = "")]
+        label: String,
+        #[arg(long, default_value = "{}")]
+        props: String,
+        #[arg(long, default_value_t = 1.0)]
+        weight: f64,
+    },
+    /// Delete an edge (both halves).
+    Del {
+        from: String,
+        to: String,
+        #[arg(long, default_value = "")]
+        label: String,
+    },
 }

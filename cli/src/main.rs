@@ -7,6 +7,7 @@
 //! * `roles` — `omnishard shard` and `omnishard gateway`.
 //! * `dev` — `omnishard dev`: a gateway and N shard child processes.
 //! * `kv` — `omnishard kv ...`.
+//! * `graph` — `omnishard graph ...`.
 //! * `admin` — `omnishard admin ...`.
 //! * `bench` — `omnishard bench kv`.
 //! * `output` — human and `--json` printing, and the error line.
@@ -17,6 +18,7 @@ mod admin;
 mod args;
 mod bench;
 mod dev;
+mod graph;
 mod kv;
 mod output;
 mod roles;
@@ -44,6 +46,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Gateway(args) => roles::gateway(args).await,
         Command::Dev(args) => dev::run(args).await,
         Command::Kv(cmd) => kv::run(&global, cmd).await,
+        Command::Graph(args) => graph::run(&global, args).await,
         Command::Admin(cmd) => admin::run(&global, cmd).await,
         Command::Bench(cmd) => bench::run(&global, cmd).await,
     }

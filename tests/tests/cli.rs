@@ -100,3 +100,41 @@ async fn test_gateway_refuses_bad_topologies() {
     let err = gateway_fails_with(&format!("epoch = 2\n[[shards]]\nid = \"shard-9\"\naddr = \"{addr}\"\n")).await;
     assert!(err.contains("shard-9") && err.contains("shard-1"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_cli_graph_commands() {
+    let cluster = Cluster::builder().shards(3).start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("g.jsonl");
+    std::fs::write(
+        &file,
+        r#"{"vertex": {"id": "alice", "label": "agent", "properties": {"role": "planner"}}}
+{"vertex": {"id": "bob", "label": "agent", "properties": {"role": "coder"}}}
+{"vertex": {"id": "doc", "label": "document"}}
+{"edge": {"from": "alice", "to": "bob", "label": "delegates"}}
+{"edge": {"from": "bob", "to": "doc", "label": "cites", "weight": 0.5}}
+"#,
+    )
+    .unwrap();
+    let (code, out, err) = cluster.cli(&["graph", "--graph", "team", "load", &file.to_string_lossy()]).await.unwrap();
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "loaded 3 vertices and 2 edges\n");
+    let (_, out, _) = cluster.cli(&["graph", "--graph", "team", "traverse", "alice", "--depth", "2"]).await.unwrap();
+    assert_eq!(out, "0\talice\n1\tbob\n2\tdoc\n");
+    let (_, out, _) = cluster.cli(&["graph", "--graph", "team", "path", "alice", "doc"]).await.unwrap();
+    assert_eq!(out, "alice -> bob -> doc\n");
+    let (_, out, _) =
+        cluster.cli(&["--json", "graph", "--graph", "team", "neighbors", "doc", "--direction", "in"]).await.unwrap();
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["edges"][0]["from"], "bob");
+    // Another graph of the same namespace is empty.
+    let (_, out, _) = cluster.cli(&["graph", "find", "agent"]).await.unwrap();
+    assert_eq!(out, "");
+    let (code, _, err) = cluster.cli(&["graph", "--graph", "team", "edge", "put", "alice", "nobody"]).await.unwrap();
+    assert_eq!(code, 3);
+    assert!(err.contains("nobody"), "{err}");
+    std::fs::write(&file, "{\"vertex\": {\"id\": 1}}\n").unwrap();
+    let (code, _, err) = cluster.cli(&["graph", "load", &file.to_string_lossy()]).await.unwrap();
+    assert_ne!(code, 0);
+    assert!(err.contains(":1: bad line"), "{err}");
+}
