@@ -240,6 +240,8 @@ pub enum GraphCommand {
         #[arg(long, default_value_t = 0)]
         max_depth: u32,
     },
+    /// Run a Gremlin-style query, e.g. "g.V('a').out('knows').values('name')".
+    Query { query: String },
     /// Vertices with a label, optionally with --property NAME --value JSON.
     Find {
         label: String,

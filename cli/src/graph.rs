@@ -28,6 +28,7 @@ pub async fn run(global: &Global, args: GraphArgs) -> anyhow::Result<()> {
         }
         GraphCommand::Path { from, to, direction, max_depth } => path(ctx, from, to, direction, max_depth).await,
         GraphCommand::Find { label, property, value, limit } => find(ctx, label, property, value, limit).await,
+        GraphCommand::Query { query } => run_query(ctx, query).await,
     }
 }
 
@@ -360,6 +361,20 @@ async fn find(
     } else {
         for v in &page.vertices {
             println!("{}\t{}\t{}", v.id, v.label, v.properties_json);
+        }
+    }
+    Ok(())
+}
+
+async fn run_query(mut ctx: Ctx, query: String) -> anyhow::Result<()> {
+    let req = QueryRequest { namespace: ctx.namespace, graph: ctx.graph, query };
+    let r = ctx.api.query(req).await.map_err(omnishard_client::Error::from)?.into_inner();
+    let results: Vec<Value> = r.results_json.iter().map(|j| serde_json::from_str(j).unwrap_or(Value::Null)).collect();
+    if ctx.json {
+        output::print_json(&json!({"results": results, "shard_round_trips": r.shard_round_trips}));
+    } else {
+        for value in &results {
+            println!("{value}");
         }
     }
     Ok(())

@@ -112,6 +112,15 @@ impl GraphService for GraphGrpc {
         }))
     }
 
+    async fn query(&self, request: Request<QueryRequest>) -> Result<Response<QueryResponse>, Status> {
+        let req = request.into_inner();
+        let out = self.cluster.query(&req.namespace, &req.graph, &req.query).await.map_err(status)?;
+        Ok(Response::new(QueryResponse {
+            results_json: out.results.iter().map(|v| v.to_string()).collect(),
+            shard_round_trips: out.shard_round_trips,
+        }))
+    }
+
     async fn shortest_path(
         &self,
         request: Request<ShortestPathRequest>,

@@ -272,3 +272,134 @@ async fn test_graph_bad_input_and_deletes() {
         assert!(n.edges.is_empty(), "{id} still sees b: {:?}", n.edges);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_gremlin_queries() {
+    let cluster = Cluster::builder().shards(3).start().await.unwrap();
+    let client = cluster.client().await.unwrap();
+    let mut api = client.graph();
+    let people = [("ann", 31, "paris"), ("bob", 25, "rome"), ("cid", 40, "oslo"), ("dee", 35, "rome")];
+    let vertices = people
+        .iter()
+        .map(|(id, age, city)| VertexWrite {
+            id: id.to_string(),
+            label: "person".into(),
+            properties_json: format!(r#"{{"name":"{id}","age":{age},"city":"{city}"}}"#),
+            ..Default::default()
+        })
+        .chain(std::iter::once(VertexWrite { id: "acme".into(), label: "company".into(), ..Default::default() }))
+        .collect();
+    api.write_vertices(WriteVerticesRequest { vertices, ..Default::default() }).await.unwrap();
+    let edges = [
+        ("ann", "bob", "knows"),
+        ("ann", "cid", "knows"),
+        ("bob", "dee", "knows"),
+        ("cid", "dee", "knows"),
+        ("ann", "acme", "works_at"),
+    ]
+    .iter()
+    .map(|(f, t, l)| EdgeWrite {
+        from: f.to_string(),
+        to: t.to_string(),
+        label: l.to_string(),
+        weight: 1.0,
+        ..Default::default()
+    })
+    .collect();
+    api.write_edges(WriteEdgesRequest { edges, ..Default::default() }).await.unwrap();
+    let q = |query: &str| QueryRequest { query: query.into(), ..Default::default() };
+    let run = |query: &'static str| {
+        let mut api = api.clone();
+        async move {
+            let r = api.query(q(query)).await.unwrap().into_inner();
+            r.results_json
+                .into_iter()
+                .map(|j| serde_json::from_str::<serde_json::Value>(&j).unwrap())
+                .collect::<Vec<_>>()
+        }
+    };
+    use serde_json::json;
+    assert_eq!(run("g.V('ann').out('knows').values('name')").await.len(), 2);
+    assert_eq!(run("g.V('ann').out('knows').out('knows').count()").await, vec![json!(2)], "dee twice, as in Gremlin");
+    assert_eq!(run("g.V('ann').out('knows').out('knows').dedup().count()").await, vec![json!(1)]);
+    assert_eq!(run("g.V('ann').repeat(out('knows')).times(2).dedup().values('name')").await, vec![json!("dee")]);
+    let mut adults = run("g.V().hasLabel('person').has('age', gte(31)).values('name')").await;
+    adults.sort_by_key(|v| v.to_string());
+    assert_eq!(adults, vec![json!("ann"), json!("cid"), json!("dee")]);
+    assert_eq!(run("g.V().hasLabel('person').has('city', within('rome','oslo')).count()").await, vec![json!(3)]);
+    assert_eq!(run("g.V('dee').in('knows').has('name', neq('bob')).values('name')").await, vec![json!("cid")]);
+    assert_eq!(run("g.V('ann').outE('works_at').count()").await, vec![json!(1)]);
+    assert_eq!(run("g.V('ann').out('knows').limit(1).count()").await, vec![json!(1)]);
+    let paths = run("g.V('ann').out('knows').out('knows').path()").await;
+    assert!(
+        paths.contains(&json!(["ann", "bob", "dee"])) && paths.contains(&json!(["ann", "cid", "dee"])),
+        "{paths:?}"
+    );
+    let err = api.query(q("g.V('ann').oot('knows')")).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("position 11"), "{err:?}");
+    assert_eq!(api.query(q("g.V().out()")).await.unwrap_err().code(), Code::InvalidArgument, "no full scans");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_budgets_trip_on_a_super_node() {
+    let cluster = Cluster::builder()
+        .shards(3)
+        .gateway_toml("\n[graph]\nmax_fanout = 500\nmax_visited = 2000\n")
+        .start()
+        .await
+        .unwrap();
+    let client = cluster.client().await.unwrap();
+    let mut api = client.graph();
+    // A hub with 3,000 followers.
+    let mut vertices = vec![VertexWrite { id: "hub".into(), label: "n".into(), ..Default::default() }];
+    vertices.extend((0..3000).map(|i| VertexWrite { id: format!("f{i}"), label: "n".into(), ..Default::default() }));
+    api.write_vertices(WriteVerticesRequest { vertices, ..Default::default() }).await.unwrap();
+    let edges: Vec<EdgeWrite> = (0..3000)
+        .map(|i| EdgeWrite {
+            from: "hub".into(),
+            to: format!("f{i}"),
+            label: "f".into(),
+            weight: 1.0,
+            ..Default::default()
+        })
+        .collect();
+    api.write_edges(WriteEdgesRequest { edges, ..Default::default() }).await.unwrap();
+    let req = |partial| TraverseRequest {
+        start: vec!["hub".into()],
+        max_depth: 1,
+        direction: Direction::Out as i32,
+        allow_partial: partial,
+        ..Default::default()
+    };
+    let err = api.traverse(req(false)).await.unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted);
+    assert!(err.message().contains("max_fanout"), "{err:?}");
+    let partial = api.traverse(req(true)).await.unwrap().into_inner();
+    assert!(partial.truncated && partial.truncated_by == "max_fanout");
+    assert!(partial.reached.len() <= 501, "fan-out cap bounds the result: {}", partial.reached.len());
+    let err = api.query(QueryRequest { query: "g.V('hub').out()".into(), ..Default::default() }).await.unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted);
+    // Neighbour paging still reads every edge of the super-node.
+    let mut cursor = Vec::new();
+    let mut total = 0;
+    loop {
+        let page = api
+            .neighbors(NeighborsRequest {
+                id: "hub".into(),
+                limit: 1000,
+                cursor,
+                direction: Direction::Out as i32,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        total += page.edges.len();
+        if page.next_cursor.is_empty() {
+            break;
+        }
+        cursor = page.next_cursor;
+    }
+    assert_eq!(total, 3000);
+}

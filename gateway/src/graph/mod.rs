@@ -4,8 +4,12 @@
 //!
 //! Layout:
 //! * [`write`] — vertex and edge writes and deletes, keeping both halves in step.
-//! * [`traverse`] — neighbours, k-hop traversal and shortest paths.
+//! * [`traverse`] — neighbours, vertices by label, k-hop traversal and shortest paths.
+//! * [`gremlin`] — the Gremlin-style query language: parser.
+//! * [`query`] — running parsed queries.
 
+pub mod gremlin;
+pub mod query;
 pub mod traverse;
 pub mod write;
 

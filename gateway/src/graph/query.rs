@@ -1,0 +1,334 @@
+//! Runs parsed Gremlin-style steps ([`super::gremlin`]) on the cluster.
+//!
+//! Traversers carry the current element (vertex or edge) and the ids walked
+//! so far. Each expansion step reads, in parallel, the edges of every current
+//! vertex from its owning shard, then fetches the new vertices batched per
+//! shard. As in Gremlin, duplicates are kept until `dedup()`. The number of
+//! traversers is bounded by `graph.max_visited`, edges per vertex by
+//! `graph.max_fanout`, and the whole query by `graph.deadline`.
+
+use std::collections::HashSet;
+use std::time::Instant;
+
+use omnishard_proto::v1::{Direction, Edge, FindVerticesRequest, Vertex};
+use serde_json::{json, Value};
+
+use super::gremlin::{self, Direction as GDir, Predicate, Step};
+use crate::cluster::Cluster;
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone)]
+enum Element {
+    Vertex(Vertex),
+    Edge(Edge),
+}
+
+#[derive(Debug, Clone)]
+struct Traverser {
+    element: Element,
+    path: Vec<String>,
+}
+
+/// Results of a query and the shard calls it took.
+pub struct QueryOutput {
+    pub results: Vec<Value>,
+    pub shard_round_trips: u32,
+}
+
+struct Run<'a> {
+    cluster: &'a Cluster,
+    ns: &'a str,
+    graph: &'a str,
+    deadline: Instant,
+    round_trips: u32,
+}
+
+impl Cluster {
+    /// Parses and runs `query`.
+    pub async fn query(&self, ns: &str, graph: &str, query: &str) -> Result<QueryOutput> {
+        let steps = gremlin::parse(query).map_err(|e| omnishard_common::Error::invalid("query", e.to_string()))?;
+        let mut run = Run { cluster: self, ns, graph, deadline: Instant::now() + self.graph.deadline, round_trips: 0 };
+        let (first, rest) = steps.split_first().ok_or_else(|| omnishard_common::Error::invalid("query", "is empty"))?;
+        let mut travs = run.start(first, rest).await?;
+        let mut rest = rest;
+        // `g.V().hasLabel(l)` was answered by the label index in `start`.
+        if matches!(first, Step::V(ids) if ids.is_empty()) {
+            rest = &rest[1..];
+        }
+        for step in rest {
+            match step {
+                Step::Count => return Ok(run.done(vec![json!(travs.len())])),
+                Step::Values(keys) => return Ok(run.done(values(&travs, keys))),
+                Step::Path => return Ok(run.done(travs.iter().map(|t| json!(t.path)).collect())),
+                _ => travs = run.step(step, travs).await?,
+            }
+        }
+        Ok(run.done(travs.iter().map(element_json).collect()))
+    }
+}
+
+impl Run<'_> {
+    fn done(&self, results: Vec<Value>) -> QueryOutput {
+        QueryOutput { results, shard_round_trips: self.round_trips }
+    }
+
+    async fn start(&mut self, first: &Step, rest: &[Step]) -> Result<Vec<Traverser>> {
+        let Step::V(ids) = first else {
+            return Err(omnishard_common::Error::invalid("query", "must start with g.V(...)").into());
+        };
+        if !ids.is_empty() {
+            let found = self.cluster.get_vertices(self.ns, self.graph, ids).await?;
+            self.round_trips += 1;
+            return Ok(found.into_iter().flatten().map(vertex_traverser).collect());
+        }
+        let Some(Step::HasLabel(labels)) = rest.first() else {
+            return Err(omnishard_common::Error::invalid(
+                "query",
+                "g.V() without ids must be followed by hasLabel(...): a full scan is not allowed",
+            )
+            .into());
+        };
+        let mut out = Vec::new();
+        for label in labels {
+            let mut cursor = Vec::new();
+            loop {
+                let req = FindVerticesRequest {
+                    namespace: self.ns.to_string(),
+                    graph: self.graph.to_string(),
+                    label: label.clone(),
+                    limit: 1000,
+                    cursor,
+                    ..Default::default()
+                };
+                let page = self.cluster.find_vertices(req).await?;
+                self.round_trips += self.cluster.shards.len() as u32;
+                out.extend(page.vertices.into_iter().map(vertex_traverser));
+                self.check_budget(out.len())?;
+                if page.next_cursor.is_empty() {
+                    break;
+                }
+                cursor = page.next_cursor;
+            }
+        }
+        Ok(out)
+    }
+
+    fn check_budget(&self, traversers: usize) -> Result<()> {
+        if traversers > self.cluster.graph.max_visited {
+            return Err(Error::Budget {
+                budget: "max_visited",
+                detail: format!(
+                    "{traversers} traversers; the limit is {} (graph.max_visited)",
+                    self.cluster.graph.max_visited
+                ),
+            });
+        }
+        if Instant::now() > self.deadline {
+            return Err(Error::Budget {
+                budget: "deadline",
+                detail: format!("the query took longer than {:?}", self.cluster.graph.deadline),
+            });
+        }
+        Ok(())
+    }
+
+    async fn step(&mut self, step: &Step, travs: Vec<Traverser>) -> Result<Vec<Traverser>> {
+        let out = match step {
+            Step::HasLabel(labels) => travs.into_iter().filter(|t| labels.contains(&label(&t.element))).collect(),
+            Step::Has(key, pred) => travs.into_iter().filter(|t| matches(&t.element, key, pred)).collect(),
+            Step::Dedup => {
+                let mut seen = HashSet::new();
+                travs.into_iter().filter(|t| seen.insert(element_key(&t.element))).collect()
+            }
+            Step::Limit(n) => travs.into_iter().take(*n as usize).collect(),
+            Step::Vertices(dir, labels) => self.expand(travs, *dir, labels, false).await?,
+            Step::Edges(dir, labels) => self.expand(travs, *dir, labels, true).await?,
+            Step::Repeat(inner, times) => {
+                let mut travs = travs;
+                for _ in 0..*times {
+                    for s in inner {
+                        travs = Box::pin(self.step(s, travs)).await?;
+                    }
+                }
+                travs
+            }
+            Step::V(_) | Step::Count | Step::Values(_) | Step::Path => {
+                return Err(omnishard_common::Error::invalid("query", format!("{step:?} can only end a query")).into())
+            }
+        };
+        self.check_budget(out.len())?;
+        Ok(out)
+    }
+
+    /// One hop from every vertex traverser: to edges (`to_edges`) or to the vertices at their other end.
+    async fn expand(
+        &mut self,
+        travs: Vec<Traverser>,
+        dir: GDir,
+        labels: &[String],
+        to_edges: bool,
+    ) -> Result<Vec<Traverser>> {
+        let direction = match dir {
+            GDir::Out => Direction::Out,
+            GDir::In => Direction::In,
+            GDir::Both => Direction::Both,
+        };
+        let fanout = self.cluster.graph.max_fanout.min(self.cluster.limits.max_scan_page) as u32;
+        let (cluster, ns, graph) = (self.cluster, self.ns, self.graph);
+        let calls = travs.iter().map(|t| async move {
+            match &t.element {
+                Element::Vertex(v) => {
+                    let page =
+                        cluster.neighbors(ns, graph, v.id.clone(), direction, labels.to_vec(), fanout, &[]).await?;
+                    if !page.next_cursor.is_empty() && page.edges.len() >= fanout as usize {
+                        return Err(Error::Budget {
+                            budget: "max_fanout",
+                            detail: format!("vertex {:?} has more than {fanout} edges (graph.max_fanout)", v.id),
+                        });
+                    }
+                    Ok(page.edges.into_iter().map(|e| (t, e)).collect::<Vec<_>>())
+                }
+                Element::Edge(_) => Ok(Vec::new()),
+            }
+        });
+        let mut hops = Vec::new();
+        for result in futures::future::join_all(calls).await {
+            hops.extend(result?);
+        }
+        self.round_trips += travs.len() as u32;
+        self.check_budget(hops.len())?;
+        if to_edges {
+            return Ok(hops
+                .into_iter()
+                .map(|(t, e)| Traverser { path: t.path.clone(), element: Element::Edge(e) })
+                .collect());
+        }
+        let next_ids: Vec<String> = hops
+            .iter()
+            .map(|(t, e)| {
+                let here = element_key(&t.element);
+                if e.from == here {
+                    e.to.clone()
+                } else {
+                    e.from.clone()
+                }
+            })
+            .collect();
+        let mut unique: Vec<String> = next_ids.clone();
+        unique.sort();
+        unique.dedup();
+        let mut vertices = std::collections::HashMap::new();
+        for chunk in unique.chunks(self.cluster.limits.max_batch_ops) {
+            let found = self.cluster.get_vertices(self.ns, self.graph, chunk).await?;
+            self.round_trips += 1;
+            vertices.extend(chunk.iter().cloned().zip(found));
+        }
+        Ok(hops
+            .into_iter()
+            .zip(next_ids)
+            .filter_map(|((t, _), id)| {
+                let v = vertices.get(&id).cloned().flatten()?;
+                let mut path = t.path.clone();
+                path.push(id);
+                Some(Traverser { element: Element::Vertex(v), path })
+            })
+            .collect())
+    }
+}
+
+fn vertex_traverser(v: Vertex) -> Traverser {
+    Traverser { path: vec![v.id.clone()], element: Element::Vertex(v) }
+}
+
+fn label(e: &Element) -> String {
+    match e {
+        Element::Vertex(v) => v.label.clone(),
+        Element::Edge(e) => e.label.clone(),
+    }
+}
+
+fn element_key(e: &Element) -> String {
+    match e {
+        Element::Vertex(v) => v.id.clone(),
+        Element::Edge(e) => format!("{}\u{0}{}\u{0}{}", e.from, e.label, e.to),
+    }
+}
+
+fn properties(e: &Element) -> Value {
+    let text = match e {
+        Element::Vertex(v) => &v.properties_json,
+        Element::Edge(e) => &e.properties_json,
+    };
+    serde_json::from_str(text).unwrap_or(Value::Null)
+}
+
+fn element_json(t: &Traverser) -> Value {
+    match &t.element {
+        Element::Vertex(v) => json!({"id": v.id, "label": v.label, "properties": properties(&t.element)}),
+        Element::Edge(e) => {
+            json!({"from": e.from, "to": e.to, "label": e.label, "weight": e.weight, "properties": properties(&t.element)})
+        }
+    }
+}
+
+fn values(travs: &[Traverser], keys: &[String]) -> Vec<Value> {
+    let mut out = Vec::new();
+    for t in travs {
+        let props = properties(&t.element);
+        for key in keys {
+            if let Some(v) = props.get(key) {
+                out.push(v.clone());
+            }
+        }
+        if keys.is_empty() {
+            if let Value::Object(map) = &props {
+                out.extend(map.values().cloned());
+            }
+        }
+    }
+    out
+}
+
+/// Whether the element's property `key` satisfies `pred`; numbers compare as numbers.
+fn matches(e: &Element, key: &str, pred: &Predicate) -> bool {
+    let props = properties(e);
+    let Some(value) = props.get(key) else { return false };
+    let cmp = |other: &Value| compare(value, other);
+    match pred {
+        Predicate::Eq(v) => cmp(v) == Some(std::cmp::Ordering::Equal),
+        Predicate::Neq(v) => cmp(v) != Some(std::cmp::Ordering::Equal),
+        Predicate::Gt(v) => cmp(v) == Some(std::cmp::Ordering::Greater),
+        Predicate::Gte(v) => matches!(cmp(v), Some(std::cmp::Ordering::Greater | std::cmp::Ordering::Equal)),
+        Predicate::Lt(v) => cmp(v) == Some(std::cmp::Ordering::Less),
+        Predicate::Lte(v) => matches!(cmp(v), Some(std::cmp::Ordering::Less | std::cmp::Ordering::Equal)),
+        Predicate::Within(vs) => vs.iter().any(|v| cmp(v) == Some(std::cmp::Ordering::Equal)),
+    }
+}
+
+fn compare(a: &Value, b: &Value) -> Option<std::cmp::Ordering> {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => x.as_f64()?.partial_cmp(&y.as_f64()?),
+        (Value::String(x), Value::String(y)) => Some(x.cmp(y)),
+        (Value::Bool(x), Value::Bool(y)) => Some(x.cmp(y)),
+        (x, y) if x == y => Some(std::cmp::Ordering::Equal),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_predicates_compare_numbers_and_strings() {
+        let v =
+            Element::Vertex(Vertex { properties_json: r#"{"age": 30, "name": "ann"}"#.into(), ..Default::default() });
+        assert!(matches(&v, "age", &Predicate::Gt(json!(29.5))));
+        assert!(matches(&v, "age", &Predicate::Lte(json!(30))));
+        assert!(!matches(&v, "age", &Predicate::Lt(json!(30))));
+        assert!(matches(&v, "name", &Predicate::Within(vec![json!("bob"), json!("ann")])));
+        assert!(matches(&v, "name", &Predicate::Neq(json!("bob"))));
+        assert!(!matches(&v, "missing", &Predicate::Neq(json!(1))));
+        assert!(!matches(&v, "age", &Predicate::Gt(json!("x"))));
+    }
+}
