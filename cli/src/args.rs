@@ -134,6 +134,27 @@ pub enum AdminCommand {
 pub enum BenchCommand {
     /// Drive the gateway with concurrent puts and gets; report ops/s and latency.
     Kv(BenchKvArgs),
+    /// Load a power-law graph, then time neighbour reads and 3-hop traversals.
+    Graph(BenchGraphArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BenchGraphArgs {
+    #[arg(long, default_value_t = 3)]
+    pub shards: usize,
+    #[arg(long, default_value_t = 100_000)]
+    pub vertices: usize,
+    #[arg(long, default_value_t = 1_000_000)]
+    pub edges: usize,
+    /// Concurrent loaders.
+    #[arg(long, default_value_t = 8)]
+    pub loaders: usize,
+    /// Concurrent clients of the throughput phase.
+    #[arg(long, default_value_t = 32)]
+    pub clients: usize,
+    /// Length of each timed phase.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+    pub duration: Duration,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -27,6 +27,7 @@ const LOAD_BATCH: u64 = 500;
 pub async fn run(global: &Global, cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Kv(args) => kv(global, args).await,
+        BenchCommand::Graph(args) => crate::bench_graph::run(global, args).await,
     }
 }
 
@@ -214,18 +215,23 @@ fn report(global: &Global, args: &BenchKvArgs, results: &[PhaseResult]) {
 }
 
 /// A throwaway cluster of separate processes in a temp folder.
-struct EmbeddedCluster {
-    url: String,
+pub struct EmbeddedCluster {
+    pub url: String,
     children: Vec<Child>,
     _dir: tempfile::TempDir,
 }
 
 impl EmbeddedCluster {
     async fn start(args: &BenchKvArgs) -> anyhow::Result<EmbeddedCluster> {
+        EmbeddedCluster::start_with(args.shards, args.coalesce, args.coalesce_inflight).await
+    }
+
+    /// `shards` shard processes and a gateway process with the given coalescing settings.
+    pub async fn start_with(shards: usize, coalesce: bool, inflight: Option<usize>) -> anyhow::Result<EmbeddedCluster> {
         let dir = tempfile::tempdir()?;
         let mut children = Vec::new();
         let mut addrs = Vec::new();
-        for i in 1..=args.shards {
+        for i in 1..=shards {
             let id = format!("shard-{i}");
             let data = dir.path().join(&id);
             let (child, addr) =
@@ -235,8 +241,8 @@ impl EmbeddedCluster {
             addrs.push(ShardAddr { id, addr });
         }
         let mut config = GatewayConfig::new(Topology { epoch: 1, vnodes: 256, shards: addrs });
-        config.gateway.coalesce = args.coalesce;
-        if let Some(inflight) = args.coalesce_inflight {
+        config.gateway.coalesce = coalesce;
+        if let Some(inflight) = inflight {
             config.gateway.coalesce_inflight = inflight;
         }
         let config_path = dir.path().join("gateway.toml");
@@ -247,7 +253,7 @@ impl EmbeddedCluster {
         Ok(EmbeddedCluster { url: format!("http://{addr}"), children, _dir: dir })
     }
 
-    async fn stop(mut self) {
+    pub async fn stop(mut self) {
         for child in &mut self.children {
             let _ = child.kill().await;
         }

@@ -9,7 +9,7 @@
 //! * `kv` — `omnishard kv ...`.
 //! * `graph` — `omnishard graph ...`.
 //! * `admin` — `omnishard admin ...`.
-//! * `bench` — `omnishard bench kv`.
+//! * `bench` — `omnishard bench kv`; `bench_graph` — `omnishard bench graph`.
 //! * `output` — human and `--json` printing, and the error line.
 
 #![forbid(unsafe_code)]
@@ -17,6 +17,7 @@
 mod admin;
 mod args;
 mod bench;
+mod bench_graph;
 mod dev;
 mod graph;
 mod kv;
