@@ -30,18 +30,42 @@ pub async fn run(global: &Global, args: BenchGraphArgs) -> anyhow::Result<()> {
     lines.push("|---|---|".into());
     let t = Instant::now();
     load_vertices(&client, "big", args.vertices, args.loaders).await?;
-    lines.push(format!("| load vertices (batches of {BATCH}) | {:.0} vertices/s |", args.vertices as f64 / t.elapsed().as_secs_f64()));
+    lines.push(format!(
+        "| load vertices (batches of {BATCH}) | {:.0} vertices/s |",
+        args.vertices as f64 / t.elapsed().as_secs_f64()
+    ));
     let t = Instant::now();
     let edges = load_edges(&client, "big", args.vertices, args.edges, args.loaders).await?;
-    lines.push(format!("| load edges (batches of {BATCH}, power-law sources) | {:.0} edges/s |", edges as f64 / t.elapsed().as_secs_f64()));
+    lines.push(format!(
+        "| load edges (batches of {BATCH}, power-law sources) | {:.0} edges/s |",
+        edges as f64 / t.elapsed().as_secs_f64()
+    ));
 
     // A vertex with exactly 1,000 neighbours.
-    let hub_edges = (0..1000).map(|i| EdgeWrite { from: "v0".into(), to: format!("v{}", i + 1), label: "hub".into(), weight: 1.0, ..Default::default() }).collect();
-    client.graph().write_edges(WriteEdgesRequest { graph: "big".into(), edges: hub_edges, ..Default::default() }).await?;
+    let hub_edges = (0..1000)
+        .map(|i| EdgeWrite {
+            from: "v0".into(),
+            to: format!("v{}", i + 1),
+            label: "hub".into(),
+            weight: 1.0,
+            ..Default::default()
+        })
+        .collect();
+    client
+        .graph()
+        .write_edges(WriteEdgesRequest { graph: "big".into(), edges: hub_edges, ..Default::default() })
+        .await?;
     let (h, trips) = time_single(args.duration, || {
         let mut api = client.graph();
         async move {
-            let req = NeighborsRequest { graph: "big".into(), id: "v0".into(), labels: vec!["hub".into()], limit: 1000, direction: Direction::Out as i32, ..Default::default() };
+            let req = NeighborsRequest {
+                graph: "big".into(),
+                id: "v0".into(),
+                labels: vec!["hub".into()],
+                limit: 1000,
+                direction: Direction::Out as i32,
+                ..Default::default()
+            };
             let n = api.neighbors(req).await?.into_inner().edges.len();
             anyhow::ensure!(n == 1000, "expected 1000 neighbours, got {n}");
             Ok(1)
@@ -55,7 +79,13 @@ pub async fn run(global: &Global, args: BenchGraphArgs) -> anyhow::Result<()> {
     let (h, trips) = time_single(args.duration, || traverse3(client.clone())).await?;
     lines.push(format!("| 3-hop traversal, 10,000 vertices / 30,000 edges, 1 client | p50 {:.2} ms, p99 {:.2} ms, {trips:.1} shard round trips |", ms(&h, 0.5), ms(&h, 0.99)));
     let (ops, h) = time_concurrent(args.clients, args.duration, &client).await?;
-    lines.push(format!("| 3-hop traversal, {} clients | {:.0} traversals/s, p50 {:.2} ms, p99 {:.2} ms |", args.clients, ops, ms(&h, 0.5), ms(&h, 0.99)));
+    lines.push(format!(
+        "| 3-hop traversal, {} clients | {:.0} traversals/s, p50 {:.2} ms, p99 {:.2} ms |",
+        args.clients,
+        ops,
+        ms(&h, 0.5),
+        ms(&h, 0.99)
+    ));
     cluster.stop().await;
     if global.json {
         output::print_json(&serde_json::json!({ "report": lines }));
@@ -85,9 +115,21 @@ async fn load_vertices(client: &Client, graph: &str, n: usize, loaders: usize) -
             let (client, graph, batches) = (client.clone(), graph.to_string(), batches.clone());
             tokio::spawn(async move {
                 loop {
-                    let Some((s, e)) = batches.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.pop() else { return Ok::<_, anyhow::Error>(()) };
-                    let vertices = (s..e).map(|i| VertexWrite { id: format!("v{i}"), label: "node".into(), properties_json: format!(r#"{{"n":{i}}}"#), ..Default::default() }).collect();
-                    client.graph().write_vertices(WriteVerticesRequest { graph: graph.clone(), vertices, ..Default::default() }).await?;
+                    let Some((s, e)) = batches.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.pop() else {
+                        return Ok::<_, anyhow::Error>(());
+                    };
+                    let vertices = (s..e)
+                        .map(|i| VertexWrite {
+                            id: format!("v{i}"),
+                            label: "node".into(),
+                            properties_json: format!(r#"{{"n":{i}}}"#),
+                            ..Default::default()
+                        })
+                        .collect();
+                    client
+                        .graph()
+                        .write_vertices(WriteVerticesRequest { graph: graph.clone(), vertices, ..Default::default() })
+                        .await?;
                 }
             })
         })
@@ -114,11 +156,20 @@ async fn load_edges(client: &Client, graph: &str, n: usize, m: usize, loaders: u
                         let from = ((n as f64) * rng.random::<f64>().powi(3)) as usize;
                         let to = rng.random_range(0..n);
                         if seen.insert((from, to)) {
-                            edges.push(EdgeWrite { from: format!("v{from}"), to: format!("v{to}"), label: "link".into(), weight: 1.0, ..Default::default() });
+                            edges.push(EdgeWrite {
+                                from: format!("v{from}"),
+                                to: format!("v{to}"),
+                                label: "link".into(),
+                                weight: 1.0,
+                                ..Default::default()
+                            });
                         }
                     }
                     written += edges.len();
-                    client.graph().write_edges(WriteEdgesRequest { graph: graph.clone(), edges, ..Default::default() }).await?;
+                    client
+                        .graph()
+                        .write_edges(WriteEdgesRequest { graph: graph.clone(), edges, ..Default::default() })
+                        .await?;
                 }
                 Ok::<_, anyhow::Error>(written)
             })
@@ -133,7 +184,13 @@ async fn load_edges(client: &Client, graph: &str, n: usize, m: usize, loaders: u
 
 async fn traverse3(client: Client) -> anyhow::Result<u32> {
     let start = format!("v{}", rand::rng().random_range(0..10_000));
-    let req = TraverseRequest { graph: "small".into(), start: vec![start], direction: Direction::Out as i32, max_depth: 3, ..Default::default() };
+    let req = TraverseRequest {
+        graph: "small".into(),
+        start: vec![start],
+        direction: Direction::Out as i32,
+        max_depth: 3,
+        ..Default::default()
+    };
     Ok(client.graph().traverse(req).await?.into_inner().shard_round_trips)
 }
 

@@ -126,9 +126,6 @@ impl GraphService for GraphGrpc {
         request: Request<ShortestPathRequest>,
     ) -> Result<Response<ShortestPathResponse>, Status> {
         let req = request.into_inner();
-        if req.weighted {
-            return Err(Status::unimplemented("weighted shortest paths are not available yet; omit weighted"));
-        }
         let spec = PathSpec {
             from: req.from,
             to: req.to,
@@ -136,11 +133,19 @@ impl GraphService for GraphGrpc {
             edge_labels: req.edge_labels,
             max_depth: req.max_depth,
         };
-        let (path, shard_round_trips) =
-            self.cluster.shortest_path(&req.namespace, &req.graph, spec).await.map_err(status)?;
-        let found = path.is_some();
-        let path = path.unwrap_or_default();
-        let cost = path.len().saturating_sub(1) as f64;
-        Ok(Response::new(ShortestPathResponse { found, path, cost: if found { cost } else { 0.0 }, shard_round_trips }))
+        let (found, shard_round_trips) = if req.weighted {
+            self.cluster.weighted_path(&req.namespace, &req.graph, spec).await.map_err(status)?
+        } else {
+            let (path, trips) = self.cluster.shortest_path(&req.namespace, &req.graph, spec).await.map_err(status)?;
+            (
+                path.map(|p| {
+                    let hops = p.len().saturating_sub(1) as f64;
+                    (p, hops)
+                }),
+                trips,
+            )
+        };
+        let (path, cost) = found.clone().unwrap_or_default();
+        Ok(Response::new(ShortestPathResponse { found: found.is_some(), path, cost, shard_round_trips }))
     }
 }

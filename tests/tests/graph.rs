@@ -403,3 +403,81 @@ async fn test_budgets_trip_on_a_super_node() {
     }
     assert_eq!(total, 3000);
 }
+
+/// Reference Dijkstra over out-edges.
+fn reference_dijkstra(edges: &[(String, String, f64)], from: &str, to: &str) -> Option<f64> {
+    let mut dist: HashMap<&str, f64> = HashMap::from([(from, 0.0)]);
+    let mut done: BTreeSet<&str> = BTreeSet::new();
+    loop {
+        let (v, d) =
+            dist.iter().filter(|(v, _)| !done.contains(*v)).min_by(|a, b| a.1.total_cmp(b.1)).map(|(v, d)| (*v, *d))?;
+        if v == to {
+            return Some(d);
+        }
+        done.insert(v);
+        for (f, t, w) in edges.iter().filter(|(f, _, _)| f == v) {
+            let _ = f;
+            let c = d + w;
+            if dist.get(t.as_str()).is_none_or(|&old| c < old) {
+                dist.insert(t, c);
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_weighted_shortest_path_matches_dijkstra() {
+    let cluster = Cluster::builder().shards(3).start().await.unwrap();
+    let client = cluster.client().await.unwrap();
+    let mut api = client.graph();
+    let mut rng = StdRng::seed_from_u64(7);
+    let n = 30;
+    let vertices = (0..n).map(|i| VertexWrite { id: format!("w{i}"), ..Default::default() }).collect();
+    api.write_vertices(WriteVerticesRequest { graph: "w".into(), vertices, ..Default::default() }).await.unwrap();
+    let mut seen = BTreeSet::new();
+    let mut edges = Vec::new();
+    while edges.len() < 90 {
+        let (f, t) = (rng.random_range(0..n), rng.random_range(0..n));
+        if seen.insert((f, t)) {
+            edges.push((format!("w{f}"), format!("w{t}"), (rng.random_range(1..20) as f64) / 4.0));
+        }
+    }
+    let writes = edges
+        .iter()
+        .map(|(f, t, w)| EdgeWrite {
+            from: f.clone(),
+            to: t.clone(),
+            label: "r".into(),
+            weight: *w,
+            ..Default::default()
+        })
+        .collect();
+    api.write_edges(WriteEdgesRequest { graph: "w".into(), edges: writes, ..Default::default() }).await.unwrap();
+    for target in ["w3", "w11", "w29"] {
+        let resp = api
+            .shortest_path(ShortestPathRequest {
+                graph: "w".into(),
+                from: "w0".into(),
+                to: target.into(),
+                weighted: true,
+                direction: Direction::Out as i32,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        match reference_dijkstra(&edges, "w0", target) {
+            Some(cost) => {
+                assert!(resp.found, "{target}");
+                assert!((resp.cost - cost).abs() < 1e-9, "{target}: {} vs {cost}", resp.cost);
+                let walked: f64 = resp
+                    .path
+                    .windows(2)
+                    .map(|p| edges.iter().find(|(f, t, _)| *f == p[0] && *t == p[1]).unwrap().2)
+                    .sum();
+                assert!((walked - cost).abs() < 1e-9, "the path's own weight is its cost");
+            }
+            None => assert!(!resp.found),
+        }
+    }
+}

@@ -1,4 +1,5 @@
-//! Neighbours, vertices by label, k-hop traversal and shortest paths.
+//! Neighbours, vertices by label, k-hop traversal and shortest paths
+//! (fewest hops, or cheapest by edge weight).
 //!
 //! A traversal runs in rounds. Each round sends every shard that owns part of
 //! the frontier one `GraphExpand` call, all in parallel. A shard expands
@@ -9,7 +10,8 @@
 //! crosses shards. Budgets bound depth, visited vertices, frontier size,
 //! per-vertex fan-out and time.
 
-use std::collections::{BTreeMap, HashMap};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
 use std::time::Instant;
 
 use omnishard_proto::v1::{
@@ -276,6 +278,87 @@ impl Cluster {
         let found = self.traverse(ns, graph, spec).await?;
         let path = found.reached.into_iter().find(|r| vertex_id(r) == to).map(|r| r.path);
         Ok((path, found.shard_round_trips))
+    }
+}
+
+impl Cluster {
+    /// Cheapest path by edge weight (Dijkstra): settles one vertex at a time,
+    /// reading its edges from the owning shard. Weights must be ≥ 0. The
+    /// visited and time budgets bound it; `max_depth` does not apply (a hop
+    /// limit would make Dijkstra inexact). Returns the path and its cost, and
+    /// the shard calls made.
+    pub async fn weighted_path(
+        &self,
+        ns: &str,
+        graph: &str,
+        spec: PathSpec,
+    ) -> Result<(Option<(Vec<String>, f64)>, u32)> {
+        let budgets = self.graph.clone();
+        let deadline = Instant::now() + budgets.deadline;
+        // Non-negative f64s order like their bit patterns, which are Ord.
+        let mut queue = BinaryHeap::from([Reverse((0f64.to_bits(), spec.from.clone()))]);
+        let mut dist: HashMap<String, f64> = HashMap::from([(spec.from.clone(), 0.0)]);
+        let mut prev: HashMap<String, String> = HashMap::new();
+        let mut settled: HashSet<String> = HashSet::new();
+        let mut round_trips = 0u32;
+        while let Some(Reverse((bits, id))) = queue.pop() {
+            if !settled.insert(id.clone()) {
+                continue;
+            }
+            let cost = f64::from_bits(bits);
+            if id == spec.to {
+                let mut path = vec![id.clone()];
+                while let Some(p) = prev.get(path.last().map(String::as_str).unwrap_or_default()) {
+                    path.push(p.clone());
+                }
+                path.reverse();
+                return Ok((Some((path, cost)), round_trips));
+            }
+            if settled.len() > budgets.max_visited {
+                return Err(Error::Budget {
+                    budget: "max_visited",
+                    detail: format!("settled more than {} vertices (graph.max_visited)", budgets.max_visited),
+                });
+            }
+            if Instant::now() > deadline {
+                return Err(Error::Budget {
+                    budget: "deadline",
+                    detail: format!("took longer than {:?} (graph.deadline)", budgets.deadline),
+                });
+            }
+            let page = self
+                .neighbors(
+                    ns,
+                    graph,
+                    id.clone(),
+                    spec.direction,
+                    spec.edge_labels.clone(),
+                    budgets.max_fanout.min(self.limits.max_scan_page) as u32,
+                    &[],
+                )
+                .await?;
+            round_trips += 1;
+            for edge in page.edges {
+                if edge.weight < 0.0 {
+                    return Err(omnishard_common::Error::invalid(
+                        "weighted",
+                        format!(
+                            "edge {} -[{}]-> {} has weight {}; weighted paths need weights >= 0",
+                            edge.from, edge.label, edge.to, edge.weight
+                        ),
+                    )
+                    .into());
+                }
+                let next = if edge.from == id { edge.to } else { edge.from };
+                let candidate = cost + edge.weight;
+                if dist.get(&next).is_none_or(|&d| candidate < d) {
+                    dist.insert(next.clone(), candidate);
+                    prev.insert(next.clone(), id.clone());
+                    queue.push(Reverse((candidate.to_bits(), next)));
+                }
+            }
+        }
+        Ok((None, round_trips))
     }
 }
 
