@@ -53,6 +53,7 @@ pub struct GatewayConfig {
 /// * `max_frontier` — vertices waiting to be expanded at once (default 100,000).
 /// * `max_fanout` — edges read per vertex and hop; protects against super-nodes (default 10,000).
 /// * `deadline` — wall-clock budget (default `10s`).
+/// * `repair_interval` — how often the gateway finishes edges whose writer died between the halves (default `2s`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct GraphBudgets {
@@ -62,6 +63,8 @@ pub struct GraphBudgets {
     pub max_fanout: usize,
     #[serde(with = "humantime_serde")]
     pub deadline: Duration,
+    #[serde(with = "humantime_serde")]
+    pub repair_interval: Duration,
 }
 
 impl Default for GraphBudgets {
@@ -72,6 +75,7 @@ impl Default for GraphBudgets {
             max_frontier: 100_000,
             max_fanout: 10_000,
             deadline: Duration::from_secs(10),
+            repair_interval: Duration::from_secs(2),
         }
     }
 }

@@ -61,6 +61,8 @@ pub async fn serve_cluster(
     let graph = GraphServiceServer::new(GraphGrpc { cluster: cluster.clone() })
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let repair =
+        tokio::spawn(cluster.clone().run_edge_repair(cluster.graph.repair_interval.max(Duration::from_millis(100))));
     tracing::info!(addr = %listener.local_addr()?, epoch = cluster.epoch(), shards = cluster.shards.len(), "gateway serving");
     server_stack()
         .add_service(health)
@@ -70,6 +72,7 @@ pub async fn serve_cluster(
         .add_service(graph)
         .serve_with_incoming_shutdown(incoming(listener), shutdown)
         .await?;
+    repair.abort();
     tracing::info!("gateway stopped");
     Ok(())
 }

@@ -115,6 +115,10 @@ impl ShardClient {
         self.grpc.clone().graph_edges(req).await.map(|r| r.into_inner()).map_err(|s| self.error(s))
     }
 
+    pub async fn graph_pending(self, req: ShardGraphPendingRequest) -> Result<ShardGraphPendingResponse> {
+        self.grpc.clone().graph_pending(req).await.map(|r| r.into_inner()).map_err(|s| self.error(s))
+    }
+
     pub async fn graph_find(self, req: ShardGraphFindRequest) -> Result<FindVerticesResponse> {
         self.grpc.clone().graph_find(req).await.map(|r| r.into_inner()).map_err(|s| self.error(s))
     }

@@ -187,6 +187,20 @@ impl ShardService for ShardGrpc {
         Ok(Response::new(NeighborsResponse { edges: page.edges, next_cursor: page.next.unwrap_or_default() }))
     }
 
+    async fn graph_pending(
+        &self,
+        request: Request<ShardGraphPendingRequest>,
+    ) -> Result<Response<ShardGraphPendingResponse>, Status> {
+        let req = request.into_inner();
+        let pending =
+            self.shard.graph_pending(req.epoch, req.older_than_ms, req.limit).await.map_err(|e| self.status(e))?;
+        let edges = pending
+            .into_iter()
+            .map(|(namespace, graph, edge)| PendingEdge { namespace, graph, edge: Some(edge) })
+            .collect();
+        Ok(Response::new(ShardGraphPendingResponse { edges }))
+    }
+
     async fn graph_find(
         &self,
         request: Request<ShardGraphFindRequest>,

@@ -481,3 +481,75 @@ async fn test_weighted_shortest_path_matches_dijkstra() {
         }
     }
 }
+
+/// The writer dies after the out-half (with its intent) is stored and while
+/// the target shard is down: after the target restarts, the repair pass
+/// stores the in-half and both directions agree.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_crash_between_edge_halves_is_repaired() {
+    use omnishard_proto::v1::shard_service_client::ShardServiceClient;
+    let mut cluster =
+        Cluster::builder().shards(3).gateway_toml("\n[graph]\nrepair_interval = \"200ms\"\n").start().await.unwrap();
+    let client = cluster.client().await.unwrap();
+    let mut api = client.graph();
+    let ids: Vec<String> = cluster.shard_ids();
+    let ring = omnishard_common::placement::Ring::new(1, 256, &ids).unwrap();
+    let owner = |v: &str| ring.owner_index("default", v.as_bytes());
+    let source = "src".to_string();
+    let target = (0..).map(|i| format!("dst{i}")).find(|t| owner(t) != owner(&source)).unwrap();
+    let vertices =
+        [&source, &target].iter().map(|id| VertexWrite { id: id.to_string(), ..Default::default() }).collect();
+    api.write_vertices(WriteVerticesRequest { vertices, ..Default::default() }).await.unwrap();
+    let info = client.cluster().await.unwrap();
+    let source_addr = format!("http://{}", info.shards[owner(&source)].addr);
+
+    // The target's shard dies; the out-half lands with its intent, the in-half never does.
+    cluster.kill_shard(owner(&target)).await.unwrap();
+    let edge = Edge { from: source.clone(), to: target.clone(), label: "x".into(), weight: 1.0, ..Default::default() };
+    let op = GraphOp {
+        op: Some(graph_op::Op::PutEdgeHalf(ShardEdgeHalf {
+            half: EdgeHalf::Out as i32,
+            edge: Some(edge),
+            pending: true,
+        })),
+    };
+    let mut shard = ShardServiceClient::connect(source_addr).await.unwrap();
+    shard.graph_apply(ShardGraphApplyRequest { epoch: 1, ops: vec![op], ..Default::default() }).await.unwrap();
+
+    cluster.restart_shard(owner(&target)).await.unwrap();
+    let in_edges = |id: String| {
+        let mut api = api.clone();
+        async move {
+            let req = NeighborsRequest { id, direction: Direction::In as i32, limit: 10, ..Default::default() };
+            api.neighbors(req).await.map(|r| r.into_inner().edges.len()).unwrap_or(0)
+        }
+    };
+    let mut waited = 0;
+    while in_edges(target.clone()).await == 0 {
+        waited += 1;
+        assert!(waited < 100, "the in-half was never repaired");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let out = api
+        .neighbors(NeighborsRequest {
+            id: source.clone(),
+            direction: Direction::Out as i32,
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(out.edges.len(), 1);
+    let traversed = api
+        .traverse(TraverseRequest {
+            start: vec![target.clone()],
+            direction: Direction::In as i32,
+            max_depth: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(traversed.reached.len(), 2, "both directions agree");
+}

@@ -7,9 +7,11 @@
 //! * [`traverse`] — neighbours, vertices by label, k-hop traversal and shortest paths.
 //! * [`gremlin`] — the Gremlin-style query language: parser.
 //! * [`query`] — running parsed queries.
+//! * [`repair`] — finishing edges whose writer died between the two halves.
 
 pub mod gremlin;
 pub mod query;
+pub mod repair;
 pub mod traverse;
 pub mod write;
 

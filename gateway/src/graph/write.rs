@@ -1,10 +1,11 @@
 //! Graph writes. Vertices go to the shard of their id. An edge is written
 //! twice: the out-half on the source's shard, then the in-half on the
 //! target's shard (copying the out-half's timestamps). Both endpoints must
-//! exist (edges to missing vertices are rejected with `NOT_FOUND`). If the
-//! in-half fails, the out-half is removed again, so neither direction stays
-//! wrong; a gateway crash between the two writes can leave an out-half
-//! without its in-half (see docs/DESIGN.md).
+//! exist (edges to missing vertices are rejected with `NOT_FOUND`). The
+//! out-half is written with an intent record in the same shard transaction;
+//! once the in-half is stored the intent is dropped. If the in-half fails the
+//! out-half is removed again; if the writer dies in between, the repair pass
+//! ([`super::repair`]) finishes the edge from the intent.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -142,7 +143,11 @@ impl Cluster {
         // Out-halves first, with their sources.
         let mut out_groups: BTreeMap<usize, Vec<GraphOp>> = BTreeMap::new();
         for e in &edges {
-            out_groups.entry(self.vertex_owner(&ns_r, &e.from)).or_default().push(put_half(EdgeHalf::Out, &edge_of(e)));
+            out_groups.entry(self.vertex_owner(&ns_r, &e.from)).or_default().push(put_half(
+                EdgeHalf::Out,
+                &edge_of(e),
+                true,
+            ));
         }
         let mut written = Vec::new();
         for (_, result) in self.graph_apply_groups(&ns_r, &graph_r, out_groups).await {
@@ -151,7 +156,7 @@ impl Cluster {
         // Then in-halves, with their targets, carrying the out-halves' timestamps.
         let mut in_groups: BTreeMap<usize, Vec<GraphOp>> = BTreeMap::new();
         for e in &written {
-            in_groups.entry(self.vertex_owner(&ns_r, &e.to)).or_default().push(put_half(EdgeHalf::In, e));
+            in_groups.entry(self.vertex_owner(&ns_r, &e.to)).or_default().push(put_half(EdgeHalf::In, e, false));
         }
         let mut failure = None;
         for (shard, result) in self.graph_apply_groups(&ns_r, &graph_r, in_groups.clone()).await {
@@ -164,10 +169,21 @@ impl Cluster {
                 failure = failure.or(Some(e));
             }
         }
-        match failure {
-            Some(e) => Err(e),
-            None => Ok(written),
+        if let Some(e) = failure {
+            return Err(e);
         }
+        // Both halves are stored: drop the intents. If this fails, the repair
+        // pass finds the intents, rewrites the (present) in-halves and drops them.
+        let mut clears: BTreeMap<usize, Vec<GraphOp>> = BTreeMap::new();
+        for e in &written {
+            clears.entry(self.vertex_owner(&ns_r, &e.from)).or_default().push(clear_pending(e));
+        }
+        for (_, result) in self.graph_apply_groups(&ns_r, &graph_r, clears).await {
+            if let Err(e) = result {
+                tracing::warn!(error = %e, "could not clear edge intents; the repair pass will");
+            }
+        }
+        Ok(written)
     }
 
     /// Deletes edges, both halves; returns how many existed.
@@ -232,10 +248,24 @@ fn edge_of(e: &EdgeWrite) -> Edge {
     }
 }
 
-fn put_half(half: EdgeHalf, edge: &Edge) -> GraphOp {
-    GraphOp { op: Some(graph_op::Op::PutEdgeHalf(ShardEdgeHalf { half: half as i32, edge: Some(edge.clone()) })) }
+/// Writes one half; an out-half written `pending` leaves an intent for the repair pass.
+pub(crate) fn put_half(half: EdgeHalf, edge: &Edge, pending: bool) -> GraphOp {
+    GraphOp {
+        op: Some(graph_op::Op::PutEdgeHalf(ShardEdgeHalf { half: half as i32, edge: Some(edge.clone()), pending })),
+    }
 }
 
-fn delete_half(half: EdgeHalf, edge: &EdgeRef) -> GraphOp {
+/// Drops the intent of an out-half whose in-half is stored.
+pub(crate) fn clear_pending(edge: &Edge) -> GraphOp {
+    GraphOp {
+        op: Some(graph_op::Op::ClearPending(EdgeRef {
+            from: edge.from.clone(),
+            to: edge.to.clone(),
+            label: edge.label.clone(),
+        })),
+    }
+}
+
+pub(crate) fn delete_half(half: EdgeHalf, edge: &EdgeRef) -> GraphOp {
     GraphOp { op: Some(graph_op::Op::DeleteEdgeHalf(ShardEdgeHalfRef { half: half as i32, edge: Some(edge.clone()) })) }
 }

@@ -18,6 +18,38 @@ pub const IN: u8 = b'i';
 /// Tag of label-index keys.
 pub const LABEL: u8 = b'l';
 
+/// First byte of intent keys. Namespaces never start with 0x01, so all
+/// intents of every graph form one range that a repair pass can scan.
+pub const PENDING: u8 = 0x01;
+
+/// Key of the intent of a pending out-half:
+/// `0x01 namespace 0x00 graph 0x00 len(from) from len(label) label to`.
+pub fn pending(prefix: &[u8], from: &str, label: &str, to: &str) -> Vec<u8> {
+    let mut out = pending_prefix(prefix, from);
+    push_lp(&mut out, label);
+    out.extend_from_slice(to.as_bytes());
+    out
+}
+
+/// Start of the intents of out-halves of `from`.
+pub fn pending_prefix(prefix: &[u8], from: &str) -> Vec<u8> {
+    let mut out = vec![PENDING];
+    out.extend_from_slice(prefix);
+    push_lp(&mut out, from);
+    out
+}
+
+/// The `(namespace, graph)` of an intent key.
+pub fn parse_pending(key: &[u8]) -> Option<(String, String)> {
+    let rest = key.strip_prefix(&[PENDING])?;
+    let ns_end = rest.iter().position(|&b| b == 0)?;
+    let graph_part = &rest[ns_end + 1..];
+    let graph_end = graph_part.iter().position(|&b| b == 0)?;
+    let ns = std::str::from_utf8(&rest[..ns_end]).ok()?;
+    let graph = std::str::from_utf8(&graph_part[..graph_end]).ok()?;
+    Some((ns.to_string(), graph.to_string()))
+}
+
 /// `namespace 0x00 graph 0x00`: the start of every key of one graph.
 pub fn graph_prefix(namespace: &str, graph: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(namespace.len() + graph.len() + 2);
@@ -88,5 +120,6 @@ mod tests {
         // "a" must not be a prefix range of "ab".
         assert!(!half(&p, OUT, "ab", "knows", "b").starts_with(&all));
         assert!(!vertex(&p, "x").starts_with(&graph_prefix("ns", "g2")));
+        assert_eq!(parse_pending(&pending(&p, "a", "l", "b")), Some(("ns".into(), "g".into())));
     }
 }

@@ -72,6 +72,7 @@ impl Shard {
                 self.check_properties(&e.properties_json)?;
                 Ok(ends(EdgeHalf::try_from(h.half).unwrap_or(EdgeHalf::Out), &e.from, &e.to).0)
             }
+            Some(graph_op::Op::ClearPending(e)) => Ok(&e.from),
             Some(graph_op::Op::DeleteEdgeHalf(h)) => {
                 let e = h.edge.as_ref().ok_or_else(|| missing("edge"))?;
                 Ok(ends(EdgeHalf::try_from(h.half).unwrap_or(EdgeHalf::Out), &e.from, &e.to).0)
@@ -139,6 +140,18 @@ impl Shard {
             read::edges(&shard.store, &namespace, &graph, &id, half, &labels, &start_after, limit)
         })
         .await
+    }
+
+    /// Pending out-half intents older than a cutoff, for the repair pass.
+    pub async fn graph_pending(
+        self: &Arc<Self>,
+        epoch: u64,
+        older_than_ms: u64,
+        limit: u32,
+    ) -> Result<Vec<(String, String, omnishard_proto::v1::Edge)>> {
+        let limit = self.config.limits.scan_page(limit)?;
+        self.ownership.ring_for(epoch)?;
+        self.blocking_heavy(move |shard| read::pending(&shard.store, older_than_ms, limit)).await
     }
 
     /// Vertices of a label on this shard, optionally filtered by one property value.

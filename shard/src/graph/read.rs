@@ -68,6 +68,26 @@ pub fn find(
     Ok((found, false))
 }
 
+/// Intents of pending out-halves last written at or before `older_than_ms`.
+pub fn pending(store: &Store, older_than_ms: u64, limit: usize) -> Result<Vec<(String, String, Edge)>> {
+    let mut opts = ReadOptions::default();
+    opts.set_iterate_upper_bound(vec![keys::PENDING + 1]);
+    let cf = store.cf(CF_GRAPH)?;
+    let mut out = Vec::new();
+    for item in store.db().iterator_cf_opt(cf, opts, IteratorMode::From(&[keys::PENDING], Direction::Forward)) {
+        let (key, raw) = item?;
+        let Some((ns, graph)) = keys::parse_pending(&key) else { continue };
+        let edge = decode_edge(&raw)?;
+        if edge.updated_ms <= older_than_ms {
+            out.push((ns, graph, edge));
+            if out.len() == limit {
+                break;
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// One page of edge halves stored with `id`.
 pub struct EdgePage {
     pub edges: Vec<Edge>,

@@ -89,12 +89,21 @@ pub fn stage(store: &Store, txn: &GraphTxn, seq: u64, now_ms: u64, batch: &mut W
             Some(graph_op::Op::DeleteVertex(id)) => delete_vertex(&mut staged, &prefix, id, &mut out)?,
             Some(graph_op::Op::PutEdgeHalf(h)) => {
                 let edge = h.edge.as_ref().ok_or_else(|| missing("put_edge_half.edge"))?;
-                out.edges.push(put_half(&mut staged, &prefix, half_of(h.half)?, edge, seq, now_ms)?);
+                let half = half_of(h.half)?;
+                let written = put_half(&mut staged, &prefix, half, edge, seq, now_ms)?;
+                if h.pending && half == EdgeHalf::Out {
+                    staged.put(keys::pending(&prefix, &edge.from, &edge.label, &edge.to), written.encode_to_vec());
+                }
+                out.edges.push(written);
             }
+            Some(graph_op::Op::ClearPending(e)) => staged.delete(keys::pending(&prefix, &e.from, &e.label, &e.to)),
             Some(graph_op::Op::DeleteEdgeHalf(h)) => {
                 let edge = h.edge.as_ref().ok_or_else(|| missing("delete_edge_half.edge"))?;
                 let (owner, other) = ends(half_of(h.half)?, &edge.from, &edge.to);
                 let key = keys::half(&prefix, half_tag(half_of(h.half)?), owner, &edge.label, other);
+                if half_of(h.half)? == EdgeHalf::Out {
+                    staged.delete(keys::pending(&prefix, &edge.from, &edge.label, &edge.to));
+                }
                 if staged.get(&key)?.is_some() {
                     staged.delete(key);
                     out.edge_halves_deleted += 1;
@@ -164,6 +173,9 @@ fn delete_vertex(staged: &mut Staged, prefix: &[u8], id: &str, out: &mut GraphCo
     let vertex = decode_vertex(id, &raw)?;
     staged.delete(keys::label_entry(prefix, &vertex.label, id));
     staged.delete(key);
+    for (intent, _) in staged.scan(&keys::pending_prefix(prefix, id))? {
+        staged.delete(intent);
+    }
     for tag in [keys::OUT, keys::IN] {
         for (half_key, raw) in staged.scan(&keys::halves_prefix(prefix, tag, id, None))? {
             let edge = decode_edge(&raw)?;
