@@ -70,11 +70,17 @@ enum Job {
     },
 }
 
-/// Handle to the apply thread. Dropping every handle stops the thread.
-#[derive(Clone)]
+/// Handle to the apply thread; [`Applier::shutdown`] (or drop) stops it.
 pub struct Applier {
     queue: mpsc::Sender<Job>,
     last_seq: Arc<AtomicU64>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Applier {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
 }
 
 impl Applier {
@@ -83,11 +89,24 @@ impl Applier {
         let last_seq = Arc::new(AtomicU64::new(store.last_seq()?));
         let (queue, jobs) = mpsc::channel(queue_len.max(1));
         let writer = Writer { store, sync, max_group: max_group.max(1), last_seq: last_seq.clone() };
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("omnishard-apply".into())
             .spawn(move || writer.run(jobs))
             .map_err(|e| Error::Internal(format!("cannot start apply thread: {e}")))?;
-        Ok(Applier { queue, last_seq })
+        Ok(Applier { queue, last_seq, thread: Some(thread) })
+    }
+
+    /// Stops taking work, lets the thread commit what is queued, and waits
+    /// for it, so the database is closed before the process exits (RocksDB
+    /// must not be torn down by exit handlers while a thread still uses it).
+    pub fn shutdown(&mut self) {
+        let (closed, _) = mpsc::channel(1);
+        drop(std::mem::replace(&mut self.queue, closed));
+        if let Some(thread) = self.thread.take() {
+            if thread.join().is_err() {
+                tracing::error!("the apply thread panicked");
+            }
+        }
     }
 
     /// The last committed sequence number.
