@@ -6,6 +6,7 @@
 //! * [`topology`] — the cluster description loaded from TOML, and its checks.
 //! * [`limits`] — size limits on keys, values, batches and pages, with checks.
 //! * [`namespace`] — namespace names and their rules.
+//! * [`predicate`] — property comparisons used by traversals and queries.
 //! * [`rejection`] — the typed "wrong shard / wrong epoch" error shards send.
 //! * [`telemetry`] — structured logging set-up.
 //! * [`process`] — starting role processes on port 0 and reading their address.
@@ -17,6 +18,7 @@ pub mod error;
 pub mod limits;
 pub mod namespace;
 pub mod placement;
+pub mod predicate;
 pub mod process;
 pub mod rejection;
 pub mod telemetry;

@@ -101,6 +101,8 @@ impl GraphService for GraphGrpc {
             max_depth: req.max_depth,
             with_paths: req.return_paths,
             allow_partial: req.allow_partial,
+            vertex_filters: req.vertex_filters,
+            edge_filters: req.edge_filters,
             target: None,
         };
         let found = self.cluster.traverse(&req.namespace, &req.graph, spec).await.map_err(status)?;

@@ -553,3 +553,73 @@ async fn test_crash_between_edge_halves_is_repaired() {
         .into_inner();
     assert_eq!(traversed.reached.len(), 2, "both directions agree");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_traversal_property_filters() {
+    let cluster = Cluster::builder().shards(3).start().await.unwrap();
+    let client = cluster.client().await.unwrap();
+    let mut api = client.graph();
+    let vertices = [("a", 50), ("b", 20), ("c", 40), ("d", 45)]
+        .iter()
+        .map(|(id, age)| VertexWrite {
+            id: id.to_string(),
+            properties_json: format!(r#"{{"age":{age}}}"#),
+            ..Default::default()
+        })
+        .collect();
+    api.write_vertices(WriteVerticesRequest { vertices, ..Default::default() }).await.unwrap();
+    // a -> b (2015), a -> c (2021), b -> d (2022), c -> d (2010)
+    let edges = [("a", "b", 2015), ("a", "c", 2021), ("b", "d", 2022), ("c", "d", 2010)]
+        .iter()
+        .map(|(f, t, y)| EdgeWrite {
+            from: f.to_string(),
+            to: t.to_string(),
+            properties_json: format!(r#"{{"since":{y}}}"#),
+            weight: 1.0,
+            ..Default::default()
+        })
+        .collect();
+    api.write_edges(WriteEdgesRequest { edges, ..Default::default() }).await.unwrap();
+    let filter = |key: &str, op: &str, v: &str| PropertyFilter { key: key.into(), op: op.into(), value_json: v.into() };
+    let run = |vf: Vec<PropertyFilter>, ef: Vec<PropertyFilter>| {
+        let mut api = api.clone();
+        async move {
+            let req = TraverseRequest {
+                start: vec!["a".into()],
+                direction: Direction::Out as i32,
+                max_depth: 2,
+                vertex_filters: vf,
+                edge_filters: ef,
+                ..Default::default()
+            };
+            let mut ids: Vec<String> = api
+                .traverse(req)
+                .await
+                .unwrap()
+                .into_inner()
+                .reached
+                .into_iter()
+                .map(|r| r.vertex.unwrap().id)
+                .collect();
+            ids.sort();
+            ids
+        }
+    };
+    assert_eq!(run(vec![], vec![]).await, vec!["a", "b", "c", "d"]);
+    assert_eq!(
+        run(vec![filter("age", "gte", "30")], vec![]).await,
+        vec!["a", "c", "d"],
+        "b is skipped, d still reached via c"
+    );
+    assert_eq!(run(vec![], vec![filter("since", "gt", "2020")]).await, vec!["a", "c"], "only recent edges");
+    assert_eq!(run(vec![filter("age", "gte", "30")], vec![filter("since", "gt", "2020")]).await, vec!["a", "c"]);
+    let bad = TraverseRequest {
+        start: vec!["a".into()],
+        max_depth: 1,
+        vertex_filters: vec![filter("age", "like", "1")],
+        ..Default::default()
+    };
+    let err = api.traverse(bad).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().starts_with("op:"), "{err:?}");
+}

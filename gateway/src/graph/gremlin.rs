@@ -9,17 +9,7 @@
 
 use serde_json::Value;
 
-/// Comparison in a `has` step.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Predicate {
-    Eq(Value),
-    Neq(Value),
-    Gt(Value),
-    Gte(Value),
-    Lt(Value),
-    Lte(Value),
-    Within(Vec<Value>),
-}
+pub use omnishard_common::predicate::Predicate;
 
 /// Which way an expansion step walks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

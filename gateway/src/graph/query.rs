@@ -13,7 +13,9 @@ use std::time::Instant;
 use omnishard_proto::v1::{Direction, Edge, FindVerticesRequest, Vertex};
 use serde_json::{json, Value};
 
-use super::gremlin::{self, Direction as GDir, Predicate, Step};
+use omnishard_common::predicate::Predicate;
+
+use super::gremlin::{self, Direction as GDir, Step};
 use crate::cluster::Cluster;
 use crate::error::{Error, Result};
 
@@ -289,46 +291,7 @@ fn values(travs: &[Traverser], keys: &[String]) -> Vec<Value> {
     out
 }
 
-/// Whether the element's property `key` satisfies `pred`; numbers compare as numbers.
+/// Whether the element's property `key` satisfies `pred`.
 fn matches(e: &Element, key: &str, pred: &Predicate) -> bool {
-    let props = properties(e);
-    let Some(value) = props.get(key) else { return false };
-    let cmp = |other: &Value| compare(value, other);
-    match pred {
-        Predicate::Eq(v) => cmp(v) == Some(std::cmp::Ordering::Equal),
-        Predicate::Neq(v) => cmp(v) != Some(std::cmp::Ordering::Equal),
-        Predicate::Gt(v) => cmp(v) == Some(std::cmp::Ordering::Greater),
-        Predicate::Gte(v) => matches!(cmp(v), Some(std::cmp::Ordering::Greater | std::cmp::Ordering::Equal)),
-        Predicate::Lt(v) => cmp(v) == Some(std::cmp::Ordering::Less),
-        Predicate::Lte(v) => matches!(cmp(v), Some(std::cmp::Ordering::Less | std::cmp::Ordering::Equal)),
-        Predicate::Within(vs) => vs.iter().any(|v| cmp(v) == Some(std::cmp::Ordering::Equal)),
-    }
-}
-
-fn compare(a: &Value, b: &Value) -> Option<std::cmp::Ordering> {
-    match (a, b) {
-        (Value::Number(x), Value::Number(y)) => x.as_f64()?.partial_cmp(&y.as_f64()?),
-        (Value::String(x), Value::String(y)) => Some(x.cmp(y)),
-        (Value::Bool(x), Value::Bool(y)) => Some(x.cmp(y)),
-        (x, y) if x == y => Some(std::cmp::Ordering::Equal),
-        _ => None,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn test_predicates_compare_numbers_and_strings() {
-        let v =
-            Element::Vertex(Vertex { properties_json: r#"{"age": 30, "name": "ann"}"#.into(), ..Default::default() });
-        assert!(matches(&v, "age", &Predicate::Gt(json!(29.5))));
-        assert!(matches(&v, "age", &Predicate::Lte(json!(30))));
-        assert!(!matches(&v, "age", &Predicate::Lt(json!(30))));
-        assert!(matches(&v, "name", &Predicate::Within(vec![json!("bob"), json!("ann")])));
-        assert!(matches(&v, "name", &Predicate::Neq(json!("bob"))));
-        assert!(!matches(&v, "missing", &Predicate::Neq(json!(1))));
-        assert!(!matches(&v, "age", &Predicate::Gt(json!("x"))));
-    }
+    pred.test(properties(e).get(key))
 }

@@ -15,8 +15,8 @@ use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
 use std::time::Instant;
 
 use omnishard_proto::v1::{
-    Direction, Edge, EdgeHalf, FindVerticesRequest, FindVerticesResponse, FrontierEntry, NeighborsResponse, Reached,
-    ShardGraphEdgesRequest, ShardGraphExpandRequest, ShardGraphFindRequest, Vertex,
+    Direction, Edge, EdgeHalf, FindVerticesRequest, FindVerticesResponse, FrontierEntry, NeighborsResponse,
+    PropertyFilter, Reached, ShardGraphEdgesRequest, ShardGraphExpandRequest, ShardGraphFindRequest, Vertex,
 };
 
 use crate::cluster::Cluster;
@@ -32,6 +32,9 @@ pub struct TraverseSpec {
     pub max_depth: u32,
     pub with_paths: bool,
     pub allow_partial: bool,
+    /// Property filters on visited vertices and on followed edges.
+    pub vertex_filters: Vec<PropertyFilter>,
+    pub edge_filters: Vec<PropertyFilter>,
     /// Stop as soon as this vertex's depth is final (shortest path).
     pub target: Option<String>,
 }
@@ -169,6 +172,9 @@ impl Cluster {
             )
             .into());
         }
+        for f in spec.vertex_filters.iter().chain(&spec.edge_filters) {
+            omnishard_common::predicate::Predicate::parse(&f.op, &f.value_json)?;
+        }
         if spec.start.is_empty() {
             return Err(omnishard_common::Error::invalid("start", "must name at least one vertex").into());
         }
@@ -220,6 +226,8 @@ impl Cluster {
                     max_visited: visit_budget,
                     max_fanout: budgets.max_fanout as u32,
                     with_paths: spec.with_paths,
+                    vertex_filters: spec.vertex_filters.clone(),
+                    edge_filters: spec.edge_filters.clone(),
                 };
                 async move { handle.call(|c| c.graph_expand(req.clone())).await }
             });

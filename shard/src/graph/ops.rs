@@ -189,6 +189,14 @@ impl Shard {
         let (namespace, graph) = names(&req.namespace, &req.graph)?;
         let installed = self.ownership.ring_for(epoch)?;
         self.ownership.check_keys(&installed, &namespace, req.frontier.iter().map(|f| f.id.as_bytes()))?;
+        let parse = |filters: &[omnishard_proto::v1::PropertyFilter]| {
+            filters
+                .iter()
+                .map(|f| Ok((f.key.clone(), omnishard_common::predicate::Predicate::parse(&f.op, &f.value_json)?)))
+                .collect::<Result<Vec<_>>>()
+        };
+        let vertex_filters = parse(&req.vertex_filters)?;
+        let edge_filters = parse(&req.edge_filters)?;
         let shard_id = self.config.id.clone();
         self.blocking_heavy(move |shard| {
             let direction = omnishard_proto::v1::Direction::try_from(req.direction).unwrap_or_default();
@@ -202,6 +210,8 @@ impl Shard {
                 max_visited: req.max_visited.max(1) as usize,
                 max_fanout: req.max_fanout.max(1) as usize,
                 with_paths: req.with_paths,
+                vertex_filters: &vertex_filters,
+                edge_filters: &edge_filters,
             };
             let frontier: Vec<FrontierEntry> = req.frontier;
             read::expand(&shard.store, &params, frontier, |id| {

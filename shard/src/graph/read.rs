@@ -4,6 +4,7 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 
+use omnishard_common::predicate::{properties_pass, Predicate};
 use omnishard_proto::v1::{Direction as Dir, Edge, EdgeHalf, FrontierEntry, Reached, Vertex};
 use rocksdb::{Direction, IteratorMode, ReadOptions};
 
@@ -155,6 +156,14 @@ pub struct Expand<'a> {
     pub max_visited: usize,
     pub max_fanout: usize,
     pub with_paths: bool,
+    /// Every visited vertex (but the start) must pass these.
+    pub vertex_filters: &'a [(String, Predicate)],
+    /// Every followed edge must pass these.
+    pub edge_filters: &'a [(String, Predicate)],
+}
+
+fn passes(properties: &str, filters: &[(String, Predicate)]) -> bool {
+    filters.is_empty() || filters.iter().all(|(key, p)| properties_pass(properties, key, p))
 }
 
 /// What a local expansion found.
@@ -197,7 +206,9 @@ pub fn expand(
         else {
             continue; // deleted meanwhile, or a dangling half being repaired
         };
-        if depth > 0 && !params.vertex_labels.is_empty() && !params.vertex_labels.contains(&vertex.label) {
+        let filtered_out = (!params.vertex_labels.is_empty() && !params.vertex_labels.contains(&vertex.label))
+            || !passes(&vertex.properties_json, params.vertex_filters);
+        if depth > 0 && filtered_out {
             continue;
         }
         best.insert(id.clone(), depth);
@@ -216,7 +227,7 @@ pub fn expand(
                 out.truncated_by = "max_fanout".into();
             }
             out.edges_read += page.edges.len() as u64;
-            for edge in page.edges {
+            for edge in page.edges.into_iter().filter(|e| passes(&e.properties_json, params.edge_filters)) {
                 let (_, next) = ends(half, &edge.from, &edge.to);
                 let mut next_path = Vec::new();
                 if params.with_paths {
