@@ -250,6 +250,9 @@ pub enum GraphCommand {
         /// Print one path to each vertex.
         #[arg(long)]
         paths: bool,
+        /// Depth-first preorder instead of breadth-first.
+        #[arg(long)]
+        dfs: bool,
     },
     /// Shortest path between two vertices (fewest hops).
     Path {

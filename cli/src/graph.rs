@@ -23,8 +23,21 @@ pub async fn run(global: &Global, args: GraphArgs) -> anyhow::Result<()> {
         GraphCommand::Edge(cmd) => edge(ctx, cmd).await,
         GraphCommand::Load { file } => load(ctx, &file).await,
         GraphCommand::Neighbors { id, direction, label, limit } => neighbors(ctx, id, direction, label, limit).await,
-        GraphCommand::Traverse { start, direction, depth, label, paths } => {
-            traverse(ctx, start, direction, depth, label, paths).await
+        GraphCommand::Traverse { start, direction, depth, label, paths, dfs } => {
+            let order = if dfs { TraversalOrder::Dfs } else { TraversalOrder::Bfs };
+            traverse(
+                ctx,
+                TraverseRequest {
+                    start,
+                    direction: direction_of(direction),
+                    max_depth: depth,
+                    edge_labels: label,
+                    return_paths: paths,
+                    order: order as i32,
+                    ..Default::default()
+                },
+            )
+            .await
         }
         GraphCommand::Path { from, to, direction, max_depth } => path(ctx, from, to, direction, max_depth).await,
         GraphCommand::Find { label, property, value, limit } => find(ctx, label, property, value, limit).await,
@@ -53,7 +66,7 @@ fn props(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or(Value::Null)
 }
 
-fn direction(d: DirectionArg) -> i32 {
+fn direction_of(d: DirectionArg) -> i32 {
     match d {
         DirectionArg::Out => Direction::Out as i32,
         DirectionArg::In => Direction::In as i32,
@@ -256,7 +269,7 @@ async fn neighbors(mut ctx: Ctx, id: String, dir: DirectionArg, labels: Vec<Stri
         namespace: ctx.namespace,
         graph: ctx.graph,
         id,
-        direction: direction(dir),
+        direction: direction_of(dir),
         labels,
         limit,
         cursor: Vec::new(),
@@ -274,24 +287,10 @@ async fn neighbors(mut ctx: Ctx, id: String, dir: DirectionArg, labels: Vec<Stri
     Ok(())
 }
 
-async fn traverse(
-    mut ctx: Ctx,
-    start: Vec<String>,
-    dir: DirectionArg,
-    depth: u32,
-    labels: Vec<String>,
-    paths: bool,
-) -> anyhow::Result<()> {
-    let req = TraverseRequest {
-        namespace: ctx.namespace,
-        graph: ctx.graph,
-        start,
-        direction: direction(dir),
-        edge_labels: labels,
-        max_depth: depth,
-        return_paths: paths,
-        ..Default::default()
-    };
+async fn traverse(mut ctx: Ctx, mut req: TraverseRequest) -> anyhow::Result<()> {
+    let paths = req.return_paths;
+    req.namespace = ctx.namespace;
+    req.graph = ctx.graph;
     let r = ctx.api.traverse(req).await.map_err(omnishard_client::Error::from)?.into_inner();
     if ctx.json {
         let reached: Vec<Value> = r
@@ -322,7 +321,7 @@ async fn path(mut ctx: Ctx, from: String, to: String, dir: DirectionArg, max_dep
         graph: ctx.graph,
         from,
         to,
-        direction: direction(dir),
+        direction: direction_of(dir),
         max_depth,
         ..Default::default()
     };

@@ -93,6 +93,9 @@ impl GraphService for GraphGrpc {
 
     async fn traverse(&self, request: Request<TraverseRequest>) -> Result<Response<TraverseResponse>, Status> {
         let req = request.into_inner();
+        if TraversalOrder::try_from(req.order).is_err() {
+            return Err(Status::invalid_argument(format!("order: {} is not BFS or DFS", req.order)));
+        }
         let spec = TraverseSpec {
             start: req.start,
             direction: direction(req.direction)?,
@@ -105,7 +108,12 @@ impl GraphService for GraphGrpc {
             edge_filters: req.edge_filters,
             target: None,
         };
-        let found = self.cluster.traverse(&req.namespace, &req.graph, spec).await.map_err(status)?;
+        let found = if req.order == TraversalOrder::Dfs as i32 {
+            self.cluster.traverse_dfs(&req.namespace, &req.graph, spec).await
+        } else {
+            self.cluster.traverse(&req.namespace, &req.graph, spec).await
+        }
+        .map_err(status)?;
         Ok(Response::new(TraverseResponse {
             reached: found.reached,
             shard_round_trips: found.shard_round_trips,

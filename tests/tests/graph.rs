@@ -623,3 +623,40 @@ async fn test_traversal_property_filters() {
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(err.message().starts_with("op:"), "{err:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_dfs_visits_in_preorder() {
+    let cluster = Cluster::builder().shards(3).start().await.unwrap();
+    let client = cluster.client().await.unwrap();
+    let mut api = client.graph();
+    // r -> a -> a1, r -> b -> b1, a1 -> r (cycle)
+    let vertices =
+        ["r", "a", "a1", "b", "b1"].iter().map(|id| VertexWrite { id: id.to_string(), ..Default::default() }).collect();
+    api.write_vertices(WriteVerticesRequest { vertices, ..Default::default() }).await.unwrap();
+    let edges = [("r", "a"), ("r", "b"), ("a", "a1"), ("b", "b1"), ("a1", "r")]
+        .iter()
+        .map(|(f, t)| EdgeWrite { from: f.to_string(), to: t.to_string(), weight: 1.0, ..Default::default() })
+        .collect();
+    api.write_edges(WriteEdgesRequest { edges, ..Default::default() }).await.unwrap();
+    let req = TraverseRequest {
+        start: vec!["r".into()],
+        max_depth: 5,
+        order: TraversalOrder::Dfs as i32,
+        return_paths: true,
+        ..Default::default()
+    };
+    let resp = api.traverse(req).await.unwrap().into_inner();
+    let order: Vec<(String, u32)> =
+        resp.reached.iter().map(|r| (r.vertex.as_ref().unwrap().id.clone(), r.depth)).collect();
+    let expected: Vec<(String, u32)> =
+        [("r", 0), ("a", 1), ("a1", 2), ("b", 1), ("b1", 2)].iter().map(|(v, d)| (v.to_string(), *d)).collect();
+    assert_eq!(order, expected);
+    assert_eq!(resp.reached[2].path, vec!["r", "a", "a1"]);
+    let shallow = TraverseRequest {
+        start: vec!["r".into()],
+        max_depth: 1,
+        order: TraversalOrder::Dfs as i32,
+        ..Default::default()
+    };
+    assert_eq!(api.traverse(shallow).await.unwrap().into_inner().reached.len(), 3);
+}

@@ -269,6 +269,81 @@ impl Cluster {
         Ok(out)
     }
 
+    /// Depth-first traversal from each start vertex in turn, in preorder.
+    /// Inherently sequential: one edge read and one vertex read per visited
+    /// vertex, each from the vertex's shard; bounded by the same budgets.
+    pub async fn traverse_dfs(&self, ns: &str, graph: &str, spec: TraverseSpec) -> Result<Traversal> {
+        let budgets = self.graph.clone();
+        if spec.max_depth == 0 || spec.max_depth > budgets.max_depth {
+            return Err(omnishard_common::Error::invalid(
+                "max_depth",
+                format!("is {}; it must be between 1 and {} (graph.max_depth)", spec.max_depth, budgets.max_depth),
+            )
+            .into());
+        }
+        let filters = |fs: &[PropertyFilter]| {
+            fs.iter()
+                .map(|f| Ok((f.key.clone(), omnishard_common::predicate::Predicate::parse(&f.op, &f.value_json)?)))
+                .collect::<Result<Vec<_>>>()
+        };
+        let (vertex_filters, edge_filters) = (filters(&spec.vertex_filters)?, filters(&spec.edge_filters)?);
+        let passes = |props: &str, fs: &[(String, omnishard_common::predicate::Predicate)]| {
+            fs.iter().all(|(k, p)| omnishard_common::predicate::properties_pass(props, k, p))
+        };
+        let deadline = Instant::now() + budgets.deadline;
+        let mut out = Traversal::default();
+        let mut visited: HashSet<String> = HashSet::new();
+        // Pushed in reverse so the first start (and first edge) is visited first.
+        let mut stack: Vec<(String, u32, Vec<String>)> =
+            spec.start.iter().rev().map(|id| (id.clone(), 0, vec![id.clone()])).collect();
+        while let Some((id, depth, path)) = stack.pop() {
+            if visited.contains(&id) {
+                continue;
+            }
+            if visited.len() >= budgets.max_visited || Instant::now() > deadline {
+                let budget = if visited.len() >= budgets.max_visited { "max_visited" } else { "deadline" };
+                if spec.allow_partial {
+                    out.truncated_by = Some(budget.into());
+                    break;
+                }
+                return Err(Error::Budget {
+                    budget,
+                    detail: format!("depth-first traversal stopped after {} vertices", visited.len()),
+                });
+            }
+            let Some(vertex) = self.get_vertices(ns, graph, std::slice::from_ref(&id)).await?.pop().flatten() else {
+                continue;
+            };
+            out.shard_round_trips += 1;
+            let label_ok = spec.vertex_labels.is_empty() || spec.vertex_labels.contains(&vertex.label);
+            if depth > 0 && !(label_ok && passes(&vertex.properties_json, &vertex_filters)) {
+                continue;
+            }
+            visited.insert(id.clone());
+            out.reached.push(Reached {
+                vertex: Some(vertex),
+                depth,
+                path: if spec.with_paths { path.clone() } else { vec![] },
+            });
+            if depth == spec.max_depth {
+                continue;
+            }
+            let fanout = budgets.max_fanout.min(self.limits.max_scan_page) as u32;
+            let page =
+                self.neighbors(ns, graph, id.clone(), spec.direction, spec.edge_labels.clone(), fanout, &[]).await?;
+            out.shard_round_trips += 1;
+            for edge in page.edges.into_iter().rev().filter(|e| passes(&e.properties_json, &edge_filters)) {
+                let next = if edge.from == id { edge.to } else { edge.from };
+                if !visited.contains(&next) {
+                    let mut next_path = path.clone();
+                    next_path.push(next.clone());
+                    stack.push((next, depth + 1, next_path));
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Unweighted shortest path: a traversal that stops once the target's depth is final.
     /// `max_depth` 0 means the `graph.max_depth` budget.
     pub async fn shortest_path(&self, ns: &str, graph: &str, path: PathSpec) -> Result<(Option<Vec<String>>, u32)> {
