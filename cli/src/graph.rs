@@ -125,7 +125,7 @@ async fn vertex(mut ctx: Ctx, cmd: VertexCommand) -> anyhow::Result<()> {
 async fn edge(mut ctx: Ctx, cmd: EdgeCommand) -> anyhow::Result<()> {
     match cmd {
         EdgeCommand::Put { from, to, label, props, weight } => {
-            let write = EdgeWrite { from, to, label, properties_json: props, weight };
+            let write = EdgeWrite { from, to, label, properties_json: props, weight, ..Default::default() };
             let req = WriteEdgesRequest { namespace: ctx.namespace, graph: ctx.graph, edges: vec![write] };
             let e = ctx.api.write_edges(req).await.map_err(omnishard_client::Error::from)?.into_inner().edges;
             let e = e.first().context("gateway returned no edge")?;
@@ -219,6 +219,7 @@ async fn load(mut ctx: Ctx, file: &std::path::Path) -> anyhow::Result<()> {
                 label: e.label,
                 properties_json: e.properties.map(|p| p.to_string()).unwrap_or_default(),
                 weight: e.weight,
+                ..Default::default()
             }),
             _ => bail!("{}:{}: a line holds either \"vertex\" or \"edge\"", file.display(), n + 1),
         }

@@ -34,7 +34,11 @@ fn vertex(id: &str, label: &str, props: &str, mode: WriteMode) -> GraphOp {
 fn half(half: EdgeHalf, from: &str, to: &str, label: &str) -> GraphOp {
     let edge = Edge { from: from.into(), to: to.into(), label: label.into(), weight: 1.0, ..Default::default() };
     GraphOp {
-        op: Some(graph_op::Op::PutEdgeHalf(ShardEdgeHalf { half: half as i32, edge: Some(edge), pending: false })),
+        op: Some(graph_op::Op::PutEdgeHalf(ShardEdgeHalf {
+            half: half as i32,
+            edge: Some(edge),
+            ..Default::default()
+        })),
     }
 }
 

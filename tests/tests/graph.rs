@@ -511,6 +511,7 @@ async fn test_crash_between_edge_halves_is_repaired() {
             half: EdgeHalf::Out as i32,
             edge: Some(edge),
             pending: true,
+            ..Default::default()
         })),
     };
     let mut shard = ShardServiceClient::connect(source_addr).await.unwrap();
@@ -659,4 +660,44 @@ async fn test_dfs_visits_in_preorder() {
         ..Default::default()
     };
     assert_eq!(api.traverse(shallow).await.unwrap().into_inner().reached.len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_edge_modes_and_compare_and_set() {
+    let cluster = Cluster::builder().shards(3).start().await.unwrap();
+    let client = cluster.client().await.unwrap();
+    let mut api = client.graph();
+    let vertices = ["p", "q"].iter().map(|id| VertexWrite { id: id.to_string(), ..Default::default() }).collect();
+    api.write_vertices(WriteVerticesRequest { vertices, ..Default::default() }).await.unwrap();
+    let edge = |mode: WriteMode, props: &str, expected: Option<u64>| EdgeWrite {
+        from: "p".into(),
+        to: "q".into(),
+        label: "l".into(),
+        properties_json: props.into(),
+        weight: 0.0,
+        mode: mode as i32,
+        expected_version: expected,
+    };
+    let write = |e: EdgeWrite| {
+        let mut api = api.clone();
+        async move { api.write_edges(WriteEdgesRequest { edges: vec![e], ..Default::default() }).await }
+    };
+    assert_eq!(write(edge(WriteMode::Merge, "{}", None)).await.unwrap_err().code(), Code::NotFound);
+    let v1 = write(edge(WriteMode::Create, r#"{"a":1}"#, None)).await.unwrap().into_inner().edges[0].version;
+    assert_eq!(write(edge(WriteMode::Create, "{}", None)).await.unwrap_err().code(), Code::AlreadyExists);
+    assert_eq!(
+        write(edge(WriteMode::Merge, r#"{"b":2}"#, Some(v1 + 1000))).await.unwrap_err().code(),
+        Code::FailedPrecondition
+    );
+    write(edge(WriteMode::Merge, r#"{"b":2}"#, Some(v1))).await.unwrap();
+    // Both halves carry the merged properties.
+    for (id, dir) in [("p", Direction::Out), ("q", Direction::In)] {
+        let n = api
+            .neighbors(NeighborsRequest { id: id.into(), direction: dir as i32, limit: 5, ..Default::default() })
+            .await
+            .unwrap()
+            .into_inner();
+        let props: serde_json::Value = serde_json::from_str(&n.edges[0].properties_json).unwrap();
+        assert_eq!(props, serde_json::json!({"a": 1, "b": 2}), "{id}");
+    }
 }

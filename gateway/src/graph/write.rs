@@ -143,11 +143,12 @@ impl Cluster {
         // Out-halves first, with their sources.
         let mut out_groups: BTreeMap<usize, Vec<GraphOp>> = BTreeMap::new();
         for e in &edges {
-            out_groups.entry(self.vertex_owner(&ns_r, &e.from)).or_default().push(put_half(
-                EdgeHalf::Out,
-                &edge_of(e),
-                true,
-            ));
+            let mut op = put_half(EdgeHalf::Out, &edge_of(e), true);
+            if let Some(graph_op::Op::PutEdgeHalf(half)) = op.op.as_mut() {
+                half.mode = e.mode;
+                half.expected_version = e.expected_version;
+            }
+            out_groups.entry(self.vertex_owner(&ns_r, &e.from)).or_default().push(op);
         }
         let mut written = Vec::new();
         for (_, result) in self.graph_apply_groups(&ns_r, &graph_r, out_groups).await {
@@ -251,7 +252,12 @@ fn edge_of(e: &EdgeWrite) -> Edge {
 /// Writes one half; an out-half written `pending` leaves an intent for the repair pass.
 pub(crate) fn put_half(half: EdgeHalf, edge: &Edge, pending: bool) -> GraphOp {
     GraphOp {
-        op: Some(graph_op::Op::PutEdgeHalf(ShardEdgeHalf { half: half as i32, edge: Some(edge.clone()), pending })),
+        op: Some(graph_op::Op::PutEdgeHalf(ShardEdgeHalf {
+            half: half as i32,
+            edge: Some(edge.clone()),
+            pending,
+            ..Default::default()
+        })),
     }
 }
 

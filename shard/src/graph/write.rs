@@ -90,7 +90,7 @@ pub fn stage(store: &Store, txn: &GraphTxn, seq: u64, now_ms: u64, batch: &mut W
             Some(graph_op::Op::PutEdgeHalf(h)) => {
                 let edge = h.edge.as_ref().ok_or_else(|| missing("put_edge_half.edge"))?;
                 let half = half_of(h.half)?;
-                let written = put_half(&mut staged, &prefix, half, edge, seq, now_ms)?;
+                let written = put_half(&mut staged, &prefix, half, edge, (h.mode, h.expected_version), seq, now_ms)?;
                 if h.pending && half == EdgeHalf::Out {
                     staged.put(keys::pending(&prefix, &edge.from, &edge.label, &edge.to), written.encode_to_vec());
                 }
@@ -187,7 +187,15 @@ fn delete_vertex(staged: &mut Staged, prefix: &[u8], id: &str, out: &mut GraphCo
     Ok(())
 }
 
-fn put_half(staged: &mut Staged, prefix: &[u8], half: EdgeHalf, e: &Edge, seq: u64, now: u64) -> Result<Edge> {
+fn put_half(
+    staged: &mut Staged,
+    prefix: &[u8],
+    half: EdgeHalf,
+    e: &Edge,
+    (mode, expected_version): (i32, Option<u64>),
+    seq: u64,
+    now: u64,
+) -> Result<Edge> {
     let (owner, other) = ends(half, &e.from, &e.to);
     // The half lives with `owner`, which must exist here: no dangling edges.
     if staged.get(&keys::vertex(prefix, owner))?.is_none() {
@@ -198,13 +206,37 @@ fn put_half(staged: &mut Staged, prefix: &[u8], half: EdgeHalf, e: &Edge, seq: u
         return Err(Error::InvalidArgument(omnishard_common::Error::invalid("weight", "must be a finite number")));
     }
     let key = keys::half(prefix, half_tag(half), owner, &e.label, other);
+    let current = staged.get(&key)?.map(|raw| decode_edge(&raw)).transpose()?;
+    let mut edge = Edge { version: seq, updated_ms: now, ..e.clone() };
+    if half == EdgeHalf::Out {
+        // The out-half decides; the gateway copies its result into the in-half.
+        let what = || format!("edge {} -[{}]-> {}", e.from, e.label, e.to);
+        let current_version = current.as_ref().map(|c| c.version).unwrap_or(0);
+        if let Some(expected) = expected_version {
+            if expected != current_version {
+                return Err(Error::VersionConflict { key: what(), expected, actual: current_version });
+            }
+        }
+        match (WriteMode::try_from(mode).unwrap_or(WriteMode::Upsert), &current) {
+            (WriteMode::Create, Some(_)) => return Err(Error::AlreadyExists { what: what() }),
+            (WriteMode::Merge | WriteMode::Replace, None) => return Err(Error::NotFound { what: what() }),
+            (WriteMode::Merge, Some(old)) => {
+                let mut merged = parse_object(&old.properties_json)?;
+                merged.extend(parse_object(&e.properties_json)?);
+                edge.properties_json = serde_json::Value::Object(merged).to_string();
+                if e.weight == 0.0 {
+                    edge.weight = old.weight;
+                }
+            }
+            _ => {}
+        }
+    }
     // Keep the first creation time; the in-half copies the out-half's.
-    let created_ms = match staged.get(&key)? {
-        Some(raw) => decode_edge(&raw)?.created_ms,
+    edge.created_ms = match &current {
+        Some(old) => old.created_ms,
         None if e.created_ms != 0 => e.created_ms,
         None => now,
     };
-    let edge = Edge { version: seq, created_ms, updated_ms: now, ..e.clone() };
     staged.put(key, edge.encode_to_vec());
     Ok(edge)
 }
