@@ -165,13 +165,7 @@ impl Cluster {
     pub async fn traverse(&self, ns: &str, graph: &str, spec: TraverseSpec) -> Result<Traversal> {
         let (ns, graph) = self.graph_names(ns, graph)?;
         let budgets = self.graph.clone();
-        if spec.max_depth == 0 || spec.max_depth > budgets.max_depth {
-            return Err(omnishard_common::Error::invalid(
-                "max_depth",
-                format!("is {}; it must be between 1 and {} (graph.max_depth)", spec.max_depth, budgets.max_depth),
-            )
-            .into());
-        }
+        check_depth(spec.max_depth, budgets.max_depth)?;
         for f in spec.vertex_filters.iter().chain(&spec.edge_filters) {
             omnishard_common::predicate::Predicate::parse(&f.op, &f.value_json)?;
         }
@@ -274,13 +268,7 @@ impl Cluster {
     /// vertex, each from the vertex's shard; bounded by the same budgets.
     pub async fn traverse_dfs(&self, ns: &str, graph: &str, spec: TraverseSpec) -> Result<Traversal> {
         let budgets = self.graph.clone();
-        if spec.max_depth == 0 || spec.max_depth > budgets.max_depth {
-            return Err(omnishard_common::Error::invalid(
-                "max_depth",
-                format!("is {}; it must be between 1 and {} (graph.max_depth)", spec.max_depth, budgets.max_depth),
-            )
-            .into());
-        }
+        check_depth(spec.max_depth, budgets.max_depth)?;
         let filters = |fs: &[PropertyFilter]| {
             fs.iter()
                 .map(|f| Ok((f.key.clone(), omnishard_common::predicate::Predicate::parse(&f.op, &f.value_json)?)))
@@ -443,6 +431,18 @@ impl Cluster {
         }
         Ok((None, round_trips))
     }
+}
+
+/// A traversal depth must be 1..=`limit` (`graph.max_depth`).
+fn check_depth(depth: u32, limit: u32) -> Result<()> {
+    if depth == 0 || depth > limit {
+        return Err(omnishard_common::Error::invalid(
+            "max_depth",
+            format!("is {depth}; it must be between 1 and {limit} (graph.max_depth)"),
+        )
+        .into());
+    }
+    Ok(())
 }
 
 fn vertex_id(r: &Reached) -> &str {
