@@ -39,6 +39,26 @@ pub struct TraverseSpec {
     pub target: Option<String>,
 }
 
+/// One direction of a bidirectional search: the ids seen with a path to each, and the newest level.
+struct Side {
+    direction: Direction,
+    seen: HashMap<String, Vec<String>>,
+    frontier: Vec<FrontierEntry>,
+    level: u32,
+}
+
+impl Side {
+    fn new(start: &str, direction: Direction) -> Side {
+        let path = vec![start.to_string()];
+        Side {
+            direction,
+            seen: HashMap::from([(start.to_string(), path.clone())]),
+            frontier: vec![FrontierEntry { id: start.to_string(), depth: 0, path }],
+            level: 0,
+        }
+    }
+}
+
 /// A shortest-path request after validation.
 #[derive(Debug, Clone, Default)]
 pub struct PathSpec {
@@ -332,23 +352,109 @@ impl Cluster {
         Ok(out)
     }
 
-    /// Unweighted shortest path: a traversal that stops once the target's depth is final.
-    /// `max_depth` 0 means the `graph.max_depth` budget.
+    /// Unweighted shortest path by bidirectional BFS: one level at a time,
+    /// always from the smaller frontier (forward from `from` along
+    /// `direction`, backward from `to` against it), until the two searches
+    /// meet. Each level is one `GraphExpand` call per shard owning part of
+    /// that frontier. `max_depth` (0 = `graph.max_depth`) bounds the length.
     pub async fn shortest_path(&self, ns: &str, graph: &str, path: PathSpec) -> Result<(Option<Vec<String>>, u32)> {
+        let (ns, graph) = self.graph_names(ns, graph)?;
         let max_depth = if path.max_depth == 0 { self.graph.max_depth } else { path.max_depth };
-        let to = path.to;
-        let spec = TraverseSpec {
-            start: vec![path.from],
-            direction: path.direction,
-            edge_labels: path.edge_labels,
-            max_depth,
-            with_paths: true,
-            target: Some(to.clone()),
-            ..Default::default()
+        check_depth(max_depth, self.graph.max_depth)?;
+        if self.get_vertices(&ns, &graph, &[path.from.clone(), path.to.clone()]).await?.iter().any(Option::is_none) {
+            return Ok((None, 1));
+        }
+        if path.from == path.to {
+            return Ok((Some(vec![path.from]), 1));
+        }
+        let backward_direction = match path.direction {
+            Direction::In => Direction::Out,
+            Direction::Out | Direction::Unspecified => Direction::In,
+            Direction::Both => Direction::Both,
         };
-        let found = self.traverse(ns, graph, spec).await?;
-        let path = found.reached.into_iter().find(|r| vertex_id(r) == to).map(|r| r.path);
-        Ok((path, found.shard_round_trips))
+        let mut sides = [Side::new(&path.from, path.direction), Side::new(&path.to, backward_direction)];
+        let mut round_trips = 1;
+        let deadline = Instant::now() + self.graph.deadline;
+        for _ in 0..max_depth {
+            let i = if sides[0].frontier.len() <= sides[1].frontier.len() { 0 } else { 1 };
+            if sides[i].frontier.is_empty() {
+                return Ok((None, round_trips));
+            }
+            if Instant::now() > deadline {
+                return Err(Error::Budget {
+                    budget: "deadline",
+                    detail: format!("path search took longer than {:?}", self.graph.deadline),
+                });
+            }
+            round_trips += self.expand_level(&ns, &graph, &path.edge_labels, &mut sides[i]).await?;
+            let (side, other) = if i == 0 { (&sides[0], &sides[1]) } else { (&sides[1], &sides[0]) };
+            let meeting = side
+                .frontier
+                .iter()
+                .filter_map(|e| other.seen.get(&e.id).map(|o| (e.path.len() + o.len(), &e.id)))
+                .min();
+            if let Some((_, id)) = meeting {
+                let (forward, backward) = (&sides[0].seen[id], &sides[1].seen[id]);
+                let mut full = forward.clone();
+                full.extend(backward.iter().rev().skip(1).cloned());
+                return Ok((Some(full), round_trips));
+            }
+            if sides[0].seen.len() + sides[1].seen.len() > self.graph.max_visited {
+                return Err(Error::Budget {
+                    budget: "max_visited",
+                    detail: format!(
+                        "path search visited more than {} vertices (graph.max_visited)",
+                        self.graph.max_visited
+                    ),
+                });
+            }
+        }
+        Ok((None, round_trips))
+    }
+
+    /// Expands one side of a bidirectional search by exactly one level; returns the shard calls made.
+    async fn expand_level(&self, ns: &str, graph: &str, edge_labels: &[String], side: &mut Side) -> Result<u32> {
+        let level = side.level;
+        let mut by_shard: BTreeMap<usize, Vec<FrontierEntry>> = BTreeMap::new();
+        for entry in side.frontier.drain(..) {
+            by_shard.entry(self.vertex_owner(ns, &entry.id)).or_default().push(entry);
+        }
+        let calls = by_shard.len() as u32;
+        let requests = by_shard.into_iter().map(|(shard, entries)| {
+            let handle = &self.shards[shard];
+            let req = ShardGraphExpandRequest {
+                epoch: handle.epoch(),
+                namespace: ns.to_string(),
+                graph: graph.to_string(),
+                frontier: entries,
+                direction: side.direction as i32,
+                edge_labels: edge_labels.to_vec(),
+                max_depth: level + 1,
+                max_visited: self.graph.max_visited as u32,
+                max_fanout: self.graph.max_fanout as u32,
+                with_paths: true,
+                ..Default::default()
+            };
+            async move { handle.call(|c| c.graph_expand(req.clone())).await }
+        });
+        let mut next = Vec::new();
+        for result in futures::future::join_all(requests).await {
+            let expanded = result?;
+            let found = expanded.reached.into_iter().map(|r| FrontierEntry {
+                id: vertex_id(&r).to_string(),
+                depth: r.depth,
+                path: r.path,
+            });
+            for entry in found.chain(expanded.remote) {
+                if entry.depth == level + 1 && !side.seen.contains_key(&entry.id) {
+                    side.seen.insert(entry.id.clone(), entry.path.clone());
+                    next.push(entry);
+                }
+            }
+        }
+        side.frontier = next;
+        side.level += 1;
+        Ok(calls)
     }
 }
 
