@@ -115,6 +115,10 @@ impl ShardClient {
         self.grpc.clone().graph_edges(req).await.map(|r| r.into_inner()).map_err(|s| self.error(s))
     }
 
+    pub async fn graph_edges_many(self, req: ShardGraphEdgesManyRequest) -> Result<ShardGraphEdgesManyResponse> {
+        self.grpc.clone().graph_edges_many(req).await.map(|r| r.into_inner()).map_err(|s| self.error(s))
+    }
+
     pub async fn graph_pending(self, req: ShardGraphPendingRequest) -> Result<ShardGraphPendingResponse> {
         self.grpc.clone().graph_pending(req).await.map(|r| r.into_inner()).map_err(|s| self.error(s))
     }

@@ -187,6 +187,14 @@ impl ShardService for ShardGrpc {
         Ok(Response::new(NeighborsResponse { edges: page.edges, next_cursor: page.next.unwrap_or_default() }))
     }
 
+    async fn graph_edges_many(
+        &self,
+        request: Request<ShardGraphEdgesManyRequest>,
+    ) -> Result<Response<ShardGraphEdgesManyResponse>, Status> {
+        let lists = self.shard.graph_edges_many(request.into_inner()).await.map_err(|e| self.status(e))?;
+        Ok(Response::new(ShardGraphEdgesManyResponse { lists }))
+    }
+
     async fn graph_pending(
         &self,
         request: Request<ShardGraphPendingRequest>,

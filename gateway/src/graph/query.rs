@@ -1,9 +1,9 @@
 //! Runs parsed Gremlin-style steps ([`super::gremlin`]) on the cluster.
 //!
 //! Traversers carry the current element (vertex or edge) and the ids walked
-//! so far. Each expansion step reads, in parallel, the edges of every current
-//! vertex from its owning shard, then fetches the new vertices batched per
-//! shard. As in Gremlin, duplicates are kept until `dedup()`. The number of
+//! so far. Each expansion step sends one `GraphEdgesMany` call per shard that
+//! owns some current vertices (all shards in parallel), then fetches the new
+//! vertices batched per shard. As in Gremlin, duplicates are kept until `dedup()`. The number of
 //! traversers is bounded by `graph.max_visited`, edges per vertex by
 //! `graph.max_fanout`, and the whole query by `graph.deadline`.
 
@@ -49,7 +49,14 @@ impl Cluster {
     /// Parses and runs `query`.
     pub async fn query(&self, ns: &str, graph: &str, query: &str) -> Result<QueryOutput> {
         let steps = gremlin::parse(query).map_err(|e| omnishard_common::Error::invalid("query", e.to_string()))?;
-        let mut run = Run { cluster: self, ns, graph, deadline: Instant::now() + self.graph.deadline, round_trips: 0 };
+        let (ns, graph) = self.graph_names(ns, graph)?;
+        let mut run = Run {
+            cluster: self,
+            ns: &ns,
+            graph: &graph,
+            deadline: Instant::now() + self.graph.deadline,
+            round_trips: 0,
+        };
         let (first, rest) = steps.split_first().ok_or_else(|| omnishard_common::Error::invalid("query", "is empty"))?;
         let mut travs = run.start(first, rest).await?;
         let mut rest = rest;
@@ -162,6 +169,53 @@ impl Run<'_> {
         Ok(out)
     }
 
+    /// The edges of every distinct current vertex: one `GraphEdgesMany` call
+    /// per shard that owns some of them, all shards in parallel.
+    async fn edges_of(
+        &mut self,
+        travs: &[Traverser],
+        direction: Direction,
+        labels: &[String],
+    ) -> Result<std::collections::HashMap<String, Vec<Edge>>> {
+        let mut by_shard: std::collections::BTreeMap<usize, Vec<String>> = std::collections::BTreeMap::new();
+        let mut seen = HashSet::new();
+        for t in travs {
+            if let Element::Vertex(v) = &t.element {
+                if seen.insert(v.id.clone()) {
+                    by_shard.entry(self.cluster.vertex_owner(self.ns, &v.id)).or_default().push(v.id.clone());
+                }
+            }
+        }
+        self.round_trips += by_shard.len() as u32;
+        let fanout = self.cluster.graph.max_fanout.min(self.cluster.limits.max_scan_page) as u32;
+        let calls = by_shard.into_iter().map(|(shard, ids)| {
+            let handle = &self.cluster.shards[shard];
+            let req = omnishard_proto::v1::ShardGraphEdgesManyRequest {
+                epoch: handle.epoch(),
+                namespace: self.ns.to_string(),
+                graph: self.graph.to_string(),
+                ids,
+                direction: direction as i32,
+                labels: labels.to_vec(),
+                max_per_vertex: fanout,
+            };
+            async move { handle.call(|c| c.graph_edges_many(req.clone())).await }
+        });
+        let mut out = std::collections::HashMap::new();
+        for result in futures::future::join_all(calls).await {
+            for list in result?.lists {
+                if list.truncated {
+                    return Err(Error::Budget {
+                        budget: "max_fanout",
+                        detail: format!("vertex {:?} has more than {fanout} edges (graph.max_fanout)", list.id),
+                    });
+                }
+                out.insert(list.id, list.edges);
+            }
+        }
+        Ok(out)
+    }
+
     /// One hop from every vertex traverser: to edges (`to_edges`) or to the vertices at their other end.
     async fn expand(
         &mut self,
@@ -175,29 +229,15 @@ impl Run<'_> {
             GDir::In => Direction::In,
             GDir::Both => Direction::Both,
         };
-        let fanout = self.cluster.graph.max_fanout.min(self.cluster.limits.max_scan_page) as u32;
-        let (cluster, ns, graph) = (self.cluster, self.ns, self.graph);
-        let calls = travs.iter().map(|t| async move {
-            match &t.element {
-                Element::Vertex(v) => {
-                    let page =
-                        cluster.neighbors(ns, graph, v.id.clone(), direction, labels.to_vec(), fanout, &[]).await?;
-                    if !page.next_cursor.is_empty() && page.edges.len() >= fanout as usize {
-                        return Err(Error::Budget {
-                            budget: "max_fanout",
-                            detail: format!("vertex {:?} has more than {fanout} edges (graph.max_fanout)", v.id),
-                        });
-                    }
-                    Ok(page.edges.into_iter().map(|e| (t, e)).collect::<Vec<_>>())
-                }
-                Element::Edge(_) => Ok(Vec::new()),
-            }
-        });
+        let edges = self.edges_of(&travs, direction, labels).await?;
         let mut hops = Vec::new();
-        for result in futures::future::join_all(calls).await {
-            hops.extend(result?);
+        for t in &travs {
+            if let Element::Vertex(v) = &t.element {
+                for e in edges.get(&v.id).map(Vec::as_slice).unwrap_or_default() {
+                    hops.push((t, e.clone()));
+                }
+            }
         }
-        self.round_trips += travs.len() as u32;
         self.check_budget(hops.len())?;
         if to_edges {
             return Ok(hops

@@ -142,6 +142,37 @@ impl Shard {
         .await
     }
 
+    /// Edges of many vertices (all owned here), per vertex at most `max_per_vertex` per side.
+    pub async fn graph_edges_many(
+        self: &Arc<Self>,
+        req: omnishard_proto::v1::ShardGraphEdgesManyRequest,
+    ) -> Result<Vec<omnishard_proto::v1::EdgeList>> {
+        let (namespace, graph) = names(&req.namespace, &req.graph)?;
+        self.config.limits.check_batch("ids", req.ids.len())?;
+        let installed = self.ownership.ring_for(req.epoch)?;
+        self.ownership.check_keys(&installed, &namespace, req.ids.iter().map(|id| id.as_bytes()))?;
+        let halves: Vec<EdgeHalf> = match omnishard_proto::v1::Direction::try_from(req.direction).unwrap_or_default() {
+            omnishard_proto::v1::Direction::In => vec![EdgeHalf::In],
+            omnishard_proto::v1::Direction::Both => vec![EdgeHalf::Out, EdgeHalf::In],
+            _ => vec![EdgeHalf::Out],
+        };
+        let limit = (req.max_per_vertex as usize).clamp(1, self.config.limits.max_scan_page);
+        self.blocking_heavy(move |shard| {
+            let mut lists = Vec::with_capacity(req.ids.len());
+            for id in req.ids {
+                let mut list = omnishard_proto::v1::EdgeList { id: id.clone(), ..Default::default() };
+                for &half in &halves {
+                    let page = read::edges(&shard.store, &namespace, &graph, &id, half, &req.labels, b"", limit)?;
+                    list.truncated |= page.next.is_some();
+                    list.edges.extend(page.edges);
+                }
+                lists.push(list);
+            }
+            Ok(lists)
+        })
+        .await
+    }
+
     /// Pending out-half intents older than a cutoff, for the repair pass.
     pub async fn graph_pending(
         self: &Arc<Self>,
