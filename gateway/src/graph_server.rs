@@ -106,7 +106,6 @@ impl GraphService for GraphGrpc {
             allow_partial: req.allow_partial,
             vertex_filters: req.vertex_filters,
             edge_filters: req.edge_filters,
-            target: None,
         };
         let found = if req.order == TraversalOrder::Dfs as i32 {
             self.cluster.traverse_dfs(&req.namespace, &req.graph, spec).await

@@ -211,11 +211,6 @@ impl Cluster {
         Ok(ScanPage { entries, next_cursor })
     }
 
-    /// Index of the shard owning `key`, and its id (tests, admin).
-    pub fn owner(&self, ns: &str, key: &[u8]) -> Result<&str> {
-        Ok(self.ring.owner(namespace::resolve(ns)?, key))
-    }
-
     fn to_shard_op(&self, op: &WriteOp, now_ms: u64) -> Result<ShardOp> {
         self.limits.check_key(op.key())?;
         let op = match op {

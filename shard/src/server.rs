@@ -162,6 +162,7 @@ impl ShardService for ShardGrpc {
             edges: done.edges,
             removed_edges: done.removed_edges,
             edge_halves_deleted: done.edge_halves_deleted,
+            vertices_deleted: done.vertices_deleted,
         }))
     }
 

@@ -67,7 +67,7 @@ impl Store {
 
         let cfs = vec![
             ColumnFamilyDescriptor::new(CF_KV, kv_options(&cache)),
-            ColumnFamilyDescriptor::new(CF_GRAPH, graph_options(&cache)),
+            ColumnFamilyDescriptor::new(CF_GRAPH, table_options(&cache)),
             ColumnFamilyDescriptor::new(CF_META, Options::default()),
         ];
         let db = DB::open_cf_descriptors(&db_opts, &config.data_dir, cfs)?;
@@ -194,9 +194,9 @@ impl Store {
     }
 }
 
-/// Options of the `kv` family: bloom filters for point reads, the shared
-/// cache, compression, and the TTL compaction filter.
-fn kv_options(cache: &Cache) -> Options {
+/// Options every data family shares: the shared cache, bloom filters for
+/// point reads, LZ4 compression.
+fn table_options(cache: &Cache) -> Options {
     let mut table = BlockBasedOptions::default();
     table.set_block_cache(cache);
     table.set_bloom_filter(10.0, false);
@@ -204,6 +204,13 @@ fn kv_options(cache: &Cache) -> Options {
     let mut opts = Options::default();
     opts.set_block_based_table_factory(&table);
     opts.set_compression_type(DBCompressionType::Lz4);
+    opts
+}
+
+/// Options of the `kv` family: the shared table options, zstd at the
+/// bottom, and the TTL compaction filter.
+fn kv_options(cache: &Cache) -> Options {
+    let mut opts = table_options(cache);
     opts.set_bottommost_compression_type(DBCompressionType::Zstd);
     // Expired entries are already invisible to reads; compaction reclaims
     // their space. RocksDB turns a removal into a tombstone, so an older
@@ -214,18 +221,6 @@ fn kv_options(cache: &Cache) -> Options {
             _ => Decision::Keep,
         }
     });
-    opts
-}
-
-/// Options of the `graph` family: the shared cache, bloom filters, compression.
-fn graph_options(cache: &Cache) -> Options {
-    let mut table = BlockBasedOptions::default();
-    table.set_block_cache(cache);
-    table.set_bloom_filter(10.0, false);
-    table.set_cache_index_and_filter_blocks(true);
-    let mut opts = Options::default();
-    opts.set_block_based_table_factory(&table);
-    opts.set_compression_type(DBCompressionType::Lz4);
     opts
 }
 

@@ -35,8 +35,6 @@ pub struct TraverseSpec {
     /// Property filters on visited vertices and on followed edges.
     pub vertex_filters: Vec<PropertyFilter>,
     pub edge_filters: Vec<PropertyFilter>,
-    /// Stop as soon as this vertex's depth is final (shortest path).
-    pub target: Option<String>,
 }
 
 /// One direction of a bidirectional search: the ids seen with a path to each, and the newest level.
@@ -206,13 +204,6 @@ impl Cluster {
             .collect();
         let mut out = Traversal::default();
         while !frontier.is_empty() {
-            if let Some(target) = &spec.target {
-                // Nothing pending can still improve the target's depth.
-                let min_pending = frontier.iter().map(|f| f.depth).min().unwrap_or(u32::MAX);
-                if best.get(target).is_some_and(|b| b.depth <= min_pending) {
-                    break;
-                }
-            }
             if let Some(budget) = over_budget(&budgets, &best, &frontier, deadline) {
                 if spec.allow_partial {
                     out.truncated_by = Some(budget.0.to_string());

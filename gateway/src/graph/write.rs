@@ -88,7 +88,7 @@ impl Cluster {
     pub async fn delete_vertices(&self, ns: &str, graph: &str, ids: Vec<String>) -> Result<(u64, u64)> {
         let (ns_r, graph_r) = self.graph_names(ns, graph)?;
         self.limits.check_batch("ids", ids.len())?;
-        let existing = self.get_vertices(ns, graph, &ids).await?.iter().filter(|v| v.is_some()).count() as u64;
+        let mut existing = 0;
         let mut groups: BTreeMap<usize, Vec<GraphOp>> = BTreeMap::new();
         for id in &ids {
             groups
@@ -100,7 +100,9 @@ impl Cluster {
         let mut other_halves: BTreeMap<usize, Vec<GraphOp>> = BTreeMap::new();
         let mut edges = HashSet::new();
         for (_, result) in self.graph_apply_groups(&ns_r, &graph_r, groups).await {
-            for e in result?.removed_edges {
+            let done = result?;
+            existing += done.vertices_deleted;
+            for e in done.removed_edges {
                 // The half stored with the vertex is gone; remove the one stored with the other end.
                 if deleted.contains(e.from.as_str()) {
                     other_halves

@@ -29,6 +29,7 @@ pub struct GraphCommitted {
     pub edges: Vec<Edge>,
     pub removed_edges: Vec<EdgeRef>,
     pub edge_halves_deleted: u64,
+    pub vertices_deleted: u64,
 }
 
 /// Pending writes of one transaction, read before the database.
@@ -171,6 +172,7 @@ fn delete_vertex(staged: &mut Staged, prefix: &[u8], id: &str, out: &mut GraphCo
     let key = keys::vertex(prefix, id);
     let Some(raw) = staged.get(&key)? else { return Ok(()) };
     let vertex = decode_vertex(id, &raw)?;
+    out.vertices_deleted += 1;
     staged.delete(keys::label_entry(prefix, &vertex.label, id));
     staged.delete(key);
     for (intent, _) in staged.scan(&keys::pending_prefix(prefix, id))? {
