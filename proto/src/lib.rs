@@ -4,6 +4,7 @@
 //! * `proto/omnishard/v1/kv.proto` — `KvService`, the public key-value API.
 //! * `proto/omnishard/v1/admin.proto` — `AdminService`, the operator API.
 //! * `proto/omnishard/v1/graph.proto` — `GraphService`, vertices, edges and traversals.
+//! * `proto/omnishard/v1/search.proto` — `SearchService`, indexes, documents and ranked queries.
 //! * `proto/omnishard/v1/shard.proto` — `ShardService`, gateway → shard only.
 //!
 //! [`FILE_DESCRIPTOR_SET`] feeds server reflection so `grpcurl` works.

@@ -19,6 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::codec;
 use crate::error::{show_key, Error, Result};
 use crate::graph::write::{self as graph_write, GraphCommitted, GraphTxn};
+use crate::search::write::{self as search_write, AdminOp, SearchTxn};
 use crate::store::{Store, CF_KV, CF_META, META_LAST_SEQ};
 
 /// One mutation of a transaction.
@@ -68,6 +69,23 @@ enum Job {
         txn: GraphTxn,
         reply: oneshot::Sender<Result<GraphCommitted>>,
     },
+    /// Document writes share group commits with KV transactions.
+    Search {
+        txn: SearchTxn,
+        reply: oneshot::Sender<Result<Committed>>,
+    },
+    /// Index definitions commit on their own.
+    SearchAdmin {
+        op: AdminOp,
+        reply: oneshot::Sender<Result<()>>,
+    },
+}
+
+impl Job {
+    /// Whether the job must commit alone rather than in a group.
+    fn goes_alone(&self) -> bool {
+        matches!(self, Job::Graph { .. } | Job::SearchAdmin { .. })
+    }
 }
 
 /// Handle to the apply thread; [`Applier::shutdown`] (or drop) stops it.
@@ -109,6 +127,11 @@ impl Applier {
         }
     }
 
+    /// The shared counter of the last committed sequence (published after each commit).
+    pub fn last_seq_handle(&self) -> Arc<AtomicU64> {
+        self.last_seq.clone()
+    }
+
     /// The last committed sequence number.
     pub fn last_seq(&self) -> u64 {
         self.last_seq.load(Ordering::Acquire)
@@ -125,6 +148,20 @@ impl Applier {
     pub async fn apply_graph(&self, txn: GraphTxn) -> Result<GraphCommitted> {
         let (reply, outcome) = oneshot::channel();
         self.enqueue(Job::Graph { txn, reply })?;
+        outcome.await.map_err(|_| Error::ShuttingDown)?
+    }
+
+    /// Applies one transaction of document writes; `existed` is left empty.
+    pub async fn apply_search(&self, txn: SearchTxn) -> Result<Committed> {
+        let (reply, outcome) = oneshot::channel();
+        self.enqueue(Job::Search { txn, reply })?;
+        outcome.await.map_err(|_| Error::ShuttingDown)?
+    }
+
+    /// Applies one index definition change.
+    pub async fn apply_search_admin(&self, op: AdminOp) -> Result<()> {
+        let (reply, outcome) = oneshot::channel();
+        self.enqueue(Job::SearchAdmin { op, reply })?;
         outcome.await.map_err(|_| Error::ShuttingDown)?
     }
 
@@ -155,17 +192,24 @@ impl Writer {
     fn run(self, mut jobs: mpsc::Receiver<Job>) {
         let mut next = None;
         while let Some(first) = next.take().or_else(|| jobs.blocking_recv()) {
-            if let Job::Graph { txn, reply } = first {
-                let _ = reply.send(self.commit_graph(&txn));
-                continue;
+            match first {
+                Job::Graph { txn, reply } => {
+                    let _ = reply.send(self.commit_graph(&txn));
+                    continue;
+                }
+                Job::SearchAdmin { op, reply } => {
+                    let _ = reply.send(self.commit_search_admin(&op));
+                    continue;
+                }
+                _ => {}
             }
             // Group commit: whatever queued up while the previous sync ran
-            // shares the next one (up to a graph job, which goes alone).
+            // shares the next one (up to a job that goes alone).
             let mut group = vec![first];
             let mut txn_count = group_txns(&group);
             while txn_count < self.max_group {
                 match jobs.try_recv() {
-                    Ok(job @ Job::Graph { .. }) => {
+                    Ok(job) if job.goes_alone() => {
                         next = Some(job);
                         break;
                     }
@@ -185,6 +229,7 @@ impl Writer {
         let mut next_seq = start_seq;
         let mut batch = WriteBatch::default();
         let mut overlay: HashMap<Vec<u8>, u64> = HashMap::new();
+        let mut search_overlay = search_write::Overlay::new();
         let mut outcomes: Vec<Vec<Result<Committed>>> = Vec::with_capacity(group.len());
         let now = codec::now_ms();
         for job in &group {
@@ -194,8 +239,16 @@ impl Writer {
                         txns.iter().map(|txn| self.stage(txn, &mut next_seq, &mut overlay, &mut batch, now)).collect();
                     outcomes.push(results);
                 }
-                // `run` never puts a graph job in a group.
-                Job::Graph { .. } => outcomes.push(Vec::new()),
+                Job::Search { txn, .. } => {
+                    let seq = next_seq + 1;
+                    let staged = search_write::stage(&self.store, txn, seq, &mut search_overlay, &mut batch);
+                    if staged.is_ok() {
+                        next_seq = seq;
+                    }
+                    outcomes.push(vec![staged.map(|_| Committed { seq, existed: Vec::new() })]);
+                }
+                // `run` never puts these in a group.
+                Job::Graph { .. } | Job::SearchAdmin { .. } => outcomes.push(Vec::new()),
                 Job::Meta { key, value, .. } => match self.store.cf(CF_META) {
                     Ok(cf) => {
                         batch.put_cf(cf, key, value);
@@ -223,6 +276,14 @@ impl Writer {
         self.write(batch, seq, start_seq)?;
         self.last_seq.store(seq, Ordering::Release);
         Ok(committed)
+    }
+
+    /// Stages and commits one index definition change (no sequence number).
+    fn commit_search_admin(&self, op: &AdminOp) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        search_write::stage_admin(&self.store, op, &mut batch)?;
+        let seq = self.last_seq.load(Ordering::Acquire);
+        self.write(batch, seq, seq)
     }
 
     /// Checks one transaction against the state so far and, if every
@@ -311,8 +372,19 @@ fn reply(job: Job, results: Vec<Result<Committed>>, write: &Result<()>) {
             };
             let _ = reply.send(results);
         }
+        Job::Search { reply, .. } => {
+            let result = match (write, results.into_iter().next()) {
+                (Err(e), _) => Err(failed(e)),
+                (Ok(()), Some(result)) => result,
+                (Ok(()), None) => Err(Error::Internal("search job without outcome".into())),
+            };
+            let _ = reply.send(result);
+        }
         Job::Graph { reply, .. } => {
             let _ = reply.send(Err(Error::Internal("graph job in a KV group".into())));
+        }
+        Job::SearchAdmin { reply, .. } => {
+            let _ = reply.send(Err(Error::Internal("index definition in a KV group".into())));
         }
         Job::Meta { reply, .. } => {
             let result = match (write, results.into_iter().next()) {

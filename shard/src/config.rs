@@ -6,6 +6,8 @@ use bytesize::ByteSize;
 use omnishard_common::limits::Limits;
 use serde::{Deserialize, Serialize};
 
+use crate::search::SearchSettings;
+
 /// Everything a shard process needs to know.
 ///
 /// * `id` — the shard id the topology uses for this shard.
@@ -18,6 +20,7 @@ use serde::{Deserialize, Serialize};
 /// * `apply_queue` — transactions waiting for the apply thread before callers get RESOURCE_EXHAUSTED (default 4096).
 /// * `point_read_concurrency` — blocking threads for point reads (default 64).
 /// * `scan_concurrency` — blocking threads for scans, kept apart so scans never starve point reads (default 4).
+/// * `search` — full-text search settings ([`SearchSettings`]).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ShardConfig {
@@ -31,6 +34,7 @@ pub struct ShardConfig {
     pub apply_queue: usize,
     pub point_read_concurrency: usize,
     pub scan_concurrency: usize,
+    pub search: SearchSettings,
 }
 
 impl Default for ShardConfig {
@@ -46,6 +50,7 @@ impl Default for ShardConfig {
             apply_queue: 4096,
             point_read_concurrency: 64,
             scan_concurrency: 4,
+            search: SearchSettings::default(),
         }
     }
 }

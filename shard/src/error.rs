@@ -20,6 +20,12 @@ pub enum Error {
     /// A vertex that must not exist does.
     #[error("{what} already exists")]
     AlreadyExists { what: String },
+    /// The request is valid but the state does not allow it (unsafe schema change).
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// A deadline passed before the work was done.
+    #[error("{0}")]
+    DeadlineExceeded(String),
     /// Routed with the wrong ring epoch or to the wrong shard.
     #[error("{0:?}")]
     Rejected(Rejection),
@@ -48,6 +54,8 @@ impl Error {
             Error::InvalidArgument(e) => Status::invalid_argument(e.to_string()),
             Error::VersionConflict { .. } => Status::failed_precondition(self.to_string()),
             Error::Rejected(r) => r.to_status(shard_id),
+            Error::FailedPrecondition(_) => Status::failed_precondition(self.to_string()),
+            Error::DeadlineExceeded(_) => Status::deadline_exceeded(format!("shard {shard_id}: {self}")),
             Error::NotFound { .. } => Status::not_found(self.to_string()),
             Error::AlreadyExists { .. } => Status::already_exists(self.to_string()),
             Error::Storage(_) | Error::Internal(_) => Status::internal(format!("shard {shard_id}: {self}")),

@@ -10,6 +10,7 @@
 //! * [`node`] — the [`Shard`] itself and its capacity pools.
 //! * [`kv`] — key-value operations.
 //! * [`graph`] — the graph model: keys, writes, reads, local expansion.
+//! * [`search`] — full-text search: documents, outbox, Tantivy indexes, queries.
 //! * [`server`] — the tonic adapter, health, reflection and `serve`.
 //! * [`error`] — the error enum and its gRPC mapping.
 
@@ -23,6 +24,7 @@ pub mod graph;
 pub mod kv;
 pub mod node;
 pub mod ownership;
+pub mod search;
 pub mod server;
 pub mod store;
 

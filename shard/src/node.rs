@@ -11,6 +11,8 @@ use crate::apply::Applier;
 use crate::config::ShardConfig;
 use crate::error::{Error, Result};
 use crate::ownership::Ownership;
+use crate::search::index::Registry;
+use crate::search::indexer::Indexer;
 use crate::store::{Store, META_TOPOLOGY};
 use omnishard_proto::v1::InstallTopologyRequest;
 
@@ -24,6 +26,12 @@ pub struct Shard {
     pub(crate) point_permits: Semaphore,
     /// Blocking-thread budget for scans, apart from point reads.
     pub(crate) scan_permits: Semaphore,
+    /// Search indexes of this shard.
+    pub(crate) search: Arc<Registry>,
+    /// Turns the search outbox into Tantivy commits.
+    pub(crate) indexer: Indexer,
+    /// Blocking-thread budget for searches, apart from point reads and scans.
+    pub(crate) search_permits: Semaphore,
 }
 
 /// What `Stats` reports.
@@ -50,7 +58,18 @@ impl Shard {
         };
         let ownership = Ownership::new(config.id.clone(), persisted)?;
         let applier = Applier::start(store.clone(), config.sync_writes, config.max_group_commit, config.apply_queue)?;
+        let search = Arc::new(Registry::open(&store, config.data_dir.join("search"))?);
+        let indexer = Indexer::start(
+            store.clone(),
+            search.clone(),
+            applier.last_seq_handle(),
+            config.search.refresh_interval,
+            config.search.writer_memory.as_u64() as usize,
+        )?;
         Ok(Arc::new(Shard {
+            search_permits: Semaphore::new(config.search.concurrency.max(1)),
+            search,
+            indexer,
             point_permits: Semaphore::new(config.point_read_concurrency.max(1)),
             scan_permits: Semaphore::new(config.scan_concurrency.max(1)),
             config,
@@ -109,6 +128,14 @@ impl Shard {
         f: impl FnOnce(&Shard) -> Result<T> + Send + 'static,
     ) -> Result<T> {
         self.blocking(&self.scan_permits, f).await
+    }
+
+    /// Runs a search step off the reactor, on the search budget.
+    pub(crate) async fn blocking_search<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&Shard) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        self.blocking(&self.search_permits, f).await
     }
 
     async fn blocking<T: Send + 'static>(

@@ -235,6 +235,78 @@ impl ShardService for ShardGrpc {
             edges_read: expanded.edges_read,
         }))
     }
+
+    async fn search_define(
+        &self,
+        request: Request<ShardSearchDefineRequest>,
+    ) -> Result<Response<ShardSearchDefineResponse>, Status> {
+        let changed = self.shard.search_define(request.into_inner()).await.map_err(|e| self.status(e))?;
+        Ok(Response::new(ShardSearchDefineResponse { changed }))
+    }
+
+    async fn search_drop(&self, request: Request<DropIndexRequest>) -> Result<Response<DropIndexResponse>, Status> {
+        let req = request.into_inner();
+        self.shard.search_drop(&req.namespace, &req.index).await.map_err(|e| self.status(e))?;
+        Ok(Response::new(DropIndexResponse {}))
+    }
+
+    async fn search_list(
+        &self,
+        request: Request<ShardSearchListRequest>,
+    ) -> Result<Response<ShardSearchListResponse>, Status> {
+        let req = request.into_inner();
+        let indexes = self.shard.search_list(&req.namespace, &req.index).await.map_err(|e| self.status(e))?;
+        Ok(Response::new(ShardSearchListResponse { indexes }))
+    }
+
+    async fn search_write(
+        &self,
+        request: Request<ShardSearchWriteRequest>,
+    ) -> Result<Response<IndexDocumentsResponse>, Status> {
+        let (written, seq) = self.shard.search_write(request.into_inner()).await.map_err(|e| self.status(e))?;
+        Ok(Response::new(IndexDocumentsResponse { written, seq }))
+    }
+
+    async fn search_get(
+        &self,
+        request: Request<ShardSearchGetRequest>,
+    ) -> Result<Response<GetDocumentsResponse>, Status> {
+        let documents = self.shard.search_get(request.into_inner()).await.map_err(|e| self.status(e))?;
+        Ok(Response::new(GetDocumentsResponse { documents }))
+    }
+
+    async fn search_stats(
+        &self,
+        request: Request<ShardSearchStatsRequest>,
+    ) -> Result<Response<ShardSearchStatsResponse>, Status> {
+        Ok(Response::new(self.shard.search_stats(request.into_inner()).await.map_err(|e| self.status(e))?))
+    }
+
+    async fn search_query(
+        &self,
+        request: Request<ShardSearchQueryRequest>,
+    ) -> Result<Response<ShardSearchQueryResponse>, Status> {
+        Ok(Response::new(self.shard.search_query(request.into_inner()).await.map_err(|e| self.status(e))?))
+    }
+
+    async fn search_fetch(
+        &self,
+        request: Request<ShardSearchFetchRequest>,
+    ) -> Result<Response<ShardSearchFetchResponse>, Status> {
+        Ok(Response::new(self.shard.search_fetch(request.into_inner()).await.map_err(|e| self.status(e))?))
+    }
+
+    async fn search_refresh(&self, request: Request<RefreshRequest>) -> Result<Response<RefreshResponse>, Status> {
+        let req = request.into_inner();
+        let searchable_seq = self.shard.search_refresh(&req.namespace, &req.index).await.map_err(|e| self.status(e))?;
+        Ok(Response::new(RefreshResponse { searchable_seq }))
+    }
+
+    async fn search_reindex(&self, request: Request<ReindexRequest>) -> Result<Response<ReindexResponse>, Status> {
+        let req = request.into_inner();
+        let documents = self.shard.search_reindex(&req.namespace, &req.index).await.map_err(|e| self.status(e))?;
+        Ok(Response::new(ReindexResponse { documents }))
+    }
 }
 
 fn txn_from_proto(txn: ShardTxn) -> Result<Txn, Status> {

@@ -3,6 +3,7 @@
 //! Column families:
 //! * `kv` — KV entries (layout in [`crate::codec`]), with a TTL compaction filter.
 //! * `graph` — vertices, edge halves and the label index (layout in [`crate::graph::keys`]).
+//! * `search` — index definitions, documents and the indexing outbox (layout in [`crate::search::keys`]).
 //! * `meta` — the last applied sequence and the installed topology.
 //!
 //! Writes do not happen here: they go through [`crate::apply`], the only door.
@@ -23,6 +24,8 @@ use crate::error::{show_key, Error, Result};
 pub const CF_KV: &str = "kv";
 /// Column family of graph vertices, edge halves and label index.
 pub const CF_GRAPH: &str = "graph";
+/// Column family of search indexes: definitions, documents, outbox.
+pub const CF_SEARCH: &str = "search";
 /// Column family of shard metadata.
 pub const CF_META: &str = "meta";
 /// `meta` key holding the last applied sequence (u64 BE).
@@ -68,6 +71,7 @@ impl Store {
         let cfs = vec![
             ColumnFamilyDescriptor::new(CF_KV, kv_options(&cache)),
             ColumnFamilyDescriptor::new(CF_GRAPH, table_options(&cache)),
+            ColumnFamilyDescriptor::new(CF_SEARCH, table_options(&cache)),
             ColumnFamilyDescriptor::new(CF_META, Options::default()),
         ];
         let db = DB::open_cf_descriptors(&db_opts, &config.data_dir, cfs)?;
@@ -82,6 +86,47 @@ impl Store {
     /// A column family handle; both exist from `open` on.
     pub fn cf(&self, name: &str) -> Result<&ColumnFamily> {
         self.db.cf_handle(name).ok_or_else(|| Error::Internal(format!("column family {name} is missing")))
+    }
+
+    /// One raw value of a column family.
+    pub fn get_cf(&self, cf: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self.db.get_cf(self.cf(cf)?, key)?)
+    }
+
+    /// Raw values of many keys of one column family.
+    pub fn multi_get_cf(&self, cf: &str, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>> {
+        let handle = self.cf(cf)?;
+        self.db
+            .batched_multi_get_cf(handle, keys.iter(), false)
+            .into_iter()
+            .map(|r| Ok(r?.map(|v| v.to_vec())))
+            .collect()
+    }
+
+    /// Calls `visit` on every entry of `cf` whose key starts with `prefix`,
+    /// from `start` (at or after the prefix) on, until it returns false.
+    /// With `snapshot`, reads that point in time.
+    pub fn scan_prefix(
+        &self,
+        cf: &str,
+        prefix: &[u8],
+        start: &[u8],
+        snapshot: Option<&rocksdb::Snapshot<'_>>,
+        mut visit: impl FnMut(&[u8], &[u8]) -> Result<bool>,
+    ) -> Result<()> {
+        let mut opts = ReadOptions::default();
+        opts.set_iterate_upper_bound(crate::search::keys::prefix_end(prefix));
+        if let Some(snapshot) = snapshot {
+            opts.set_snapshot(snapshot);
+        }
+        let from = if start > prefix { start } else { prefix };
+        for item in self.db.iterator_cf_opt(self.cf(cf)?, opts, IteratorMode::From(from, Direction::Forward)) {
+            let (key, value) = item?;
+            if !visit(&key, &value)? {
+                break;
+            }
+        }
+        Ok(())
     }
 
     /// Reads `keys` of `namespace`; expired entries read as absent.
