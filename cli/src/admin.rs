@@ -10,6 +10,7 @@ pub async fn run(global: &Global, cmd: AdminCommand) -> anyhow::Result<()> {
     let client = Client::connect(&global.gateway).await?;
     match cmd {
         AdminCommand::Cluster => cluster(global, &client).await,
+        AdminCommand::Reindex { index } => crate::search::reindex(global, &client, index).await,
     }
 }
 

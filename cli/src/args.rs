@@ -45,6 +45,9 @@ pub enum Command {
     Kv(KvCommand),
     /// Graph commands: vertices, edges, bulk load, traversals.
     Graph(GraphArgs),
+    /// Full-text search: indexes, documents, queries.
+    #[command(subcommand)]
+    Search(SearchCommand),
     /// Operator commands.
     #[command(subcommand)]
     Admin(AdminCommand),
@@ -128,6 +131,80 @@ pub enum KvCommand {
 pub enum AdminCommand {
     /// Shards, addresses, health, ring epoch and key counts.
     Cluster,
+    /// Rebuild a search index on every shard from the documents in RocksDB.
+    Reindex { index: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SearchCommand {
+    /// Create an index: --field NAME:TYPE, TYPE one of text, keyword, i64, f64, date;
+    /// text:ANALYZER picks default, en_stem, raw or whitespace.
+    Create {
+        index: String,
+        #[arg(long = "field", required = true)]
+        fields: Vec<String>,
+    },
+    /// Add fields to an existing index (online; the index is rebuilt).
+    AddFields {
+        index: String,
+        #[arg(long = "field", required = true)]
+        fields: Vec<String>,
+    },
+    /// Drop an index and its documents.
+    Drop { index: String },
+    /// Schema and per-shard figures of an index.
+    Describe { index: String },
+    /// Indexes of the namespace.
+    List,
+    /// Index documents from a JSON-lines file; each line an object with an "id".
+    Index {
+        index: String,
+        file: std::path::PathBuf,
+        /// Documents per request.
+        #[arg(long, default_value_t = 500)]
+        batch: usize,
+    },
+    /// Documents by id.
+    Get { index: String, ids: Vec<String> },
+    /// Delete documents by id.
+    Delete { index: String, ids: Vec<String> },
+    /// Set (or with null remove) fields of one document: JSON object.
+    Update { index: String, id: String, json: String },
+    /// Make every acknowledged write searchable now.
+    Refresh { index: String },
+    /// Search an index.
+    Query {
+        index: String,
+        /// Query string: terms, "phrases", AND/OR/NOT, field:term, field:[a TO b].
+        query: String,
+        /// FIELD=V1,V2 (any of), FIELD>=X, FIELD>X, FIELD<=X, FIELD<X, or FIELD=A..B.
+        #[arg(long = "filter")]
+        filters: Vec<String>,
+        /// Keyword field to count values of: FIELD or FIELD:SIZE.
+        #[arg(long = "facet")]
+        facets: Vec<String>,
+        /// Text field to highlight.
+        #[arg(long = "highlight")]
+        highlight: Vec<String>,
+        /// Sort by FIELD or FIELD:desc (default: score).
+        #[arg(long)]
+        sort: Option<String>,
+        #[arg(long, default_value_t = 0)]
+        from: u32,
+        #[arg(long, default_value_t = 10)]
+        size: u32,
+        /// Cursor printed by a previous page.
+        #[arg(long)]
+        after: Option<String>,
+        #[arg(long)]
+        min_score: Option<f32>,
+        /// Wait until writes up to this sequence number are searchable.
+        #[arg(long, default_value_t = 0)]
+        min_seq: u64,
+        /// Score with each shard's own statistics (skips a round; scores then depend on placement).
+        #[arg(long)]
+        local_stats: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -8,6 +8,7 @@
 //! * `dev` — `omnishard dev`: a gateway and N shard child processes.
 //! * `kv` — `omnishard kv ...`.
 //! * `graph` — `omnishard graph ...`.
+//! * `search` — `omnishard search ...`.
 //! * `admin` — `omnishard admin ...`.
 //! * `bench` — `omnishard bench kv`; `bench_graph` — `omnishard bench graph`.
 //! * `output` — human and `--json` printing, and the error line.
@@ -23,6 +24,7 @@ mod graph;
 mod kv;
 mod output;
 mod roles;
+mod search;
 
 use clap::Parser;
 
@@ -48,6 +50,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Dev(args) => dev::run(args).await,
         Command::Kv(cmd) => kv::run(&global, cmd).await,
         Command::Graph(args) => graph::run(&global, args).await,
+        Command::Search(cmd) => search::run(&global, cmd).await,
         Command::Admin(cmd) => admin::run(&global, cmd).await,
         Command::Bench(cmd) => bench::run(&global, cmd).await,
     }

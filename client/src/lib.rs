@@ -18,6 +18,7 @@ use std::time::Duration;
 use omnishard_proto::v1::admin_service_client::AdminServiceClient;
 use omnishard_proto::v1::graph_service_client::GraphServiceClient;
 use omnishard_proto::v1::kv_service_client::KvServiceClient;
+use omnishard_proto::v1::search_service_client::SearchServiceClient;
 use omnishard_proto::v1::*;
 use tonic::transport::{Channel, Endpoint};
 
@@ -98,6 +99,7 @@ pub struct Client {
     kv: KvServiceClient<Channel>,
     admin: AdminServiceClient<Channel>,
     graph: GraphServiceClient<Channel>,
+    search: SearchServiceClient<Channel>,
     namespace: String,
 }
 
@@ -120,7 +122,10 @@ impl Client {
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
             admin: AdminServiceClient::new(channel.clone()),
-            graph: GraphServiceClient::new(channel)
+            graph: GraphServiceClient::new(channel.clone())
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            search: SearchServiceClient::new(channel)
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
             namespace: String::new(),
@@ -202,6 +207,11 @@ impl Client {
     /// their namespace and graph themselves.
     pub fn graph(&self) -> GraphServiceClient<Channel> {
         self.graph.clone()
+    }
+
+    /// The raw `SearchService` client (indexes, documents, queries).
+    pub fn search(&self) -> SearchServiceClient<Channel> {
+        self.search.clone()
     }
 
     /// Shards, health, ring epoch and key counts.

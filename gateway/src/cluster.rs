@@ -21,6 +21,9 @@ pub struct Cluster {
     pub(crate) settings: GatewaySettings,
     pub(crate) limits: Limits,
     pub(crate) graph: crate::config::GraphBudgets,
+    pub(crate) search: crate::config::SearchLimits,
+    /// Global statistics of recent queries, with the views they describe.
+    pub(crate) statistics_cache: crate::search::query::StatisticsCache,
 }
 
 /// One shard as the gateway calls it: the client plus what is needed to
@@ -87,6 +90,8 @@ impl Cluster {
             settings: config.gateway.clone(),
             limits: config.limits,
             graph: config.graph.clone(),
+            search: config.search.clone(),
+            statistics_cache: crate::search::query::StatisticsCache::new(config.search.statistics_cache),
         })
     }
 

@@ -43,6 +43,43 @@ pub struct GatewayConfig {
     /// Graph traversal budgets.
     #[serde(default)]
     pub graph: GraphBudgets,
+    /// Search limits.
+    #[serde(default)]
+    pub search: SearchLimits,
+}
+
+/// Limits of one search.
+///
+/// * `result_window` — largest `from + size`; deeper pages use `search_after` (default 10,000).
+/// * `max_size` — most hits in one response (default 1,000).
+/// * `max_facets` — facet fields per request (default 16); `max_facet_size` — values per facet (default 1,000).
+/// * `deadline` — longest a search may take, statistics and fetch included (default `10s`).
+/// * `statistics_cache` — queries whose global statistics are cached (default 4,096; 0 = off).
+///   A cached entry is used only while every shard still serves the index
+///   snapshot it was computed on, so results stay exact.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SearchLimits {
+    pub result_window: u32,
+    pub max_size: u32,
+    pub max_facets: usize,
+    pub max_facet_size: u32,
+    #[serde(with = "humantime_serde")]
+    pub deadline: Duration,
+    pub statistics_cache: usize,
+}
+
+impl Default for SearchLimits {
+    fn default() -> Self {
+        SearchLimits {
+            result_window: 10_000,
+            max_size: 1_000,
+            max_facets: 16,
+            max_facet_size: 1_000,
+            deadline: Duration::from_secs(10),
+            statistics_cache: 4_096,
+        }
+    }
 }
 
 /// Budgets of one graph traversal; exceeding one is `RESOURCE_EXHAUSTED`
@@ -152,6 +189,7 @@ impl GatewayConfig {
             gateway: GatewaySettings::default(),
             limits: Limits::default(),
             graph: GraphBudgets::default(),
+            search: SearchLimits::default(),
         }
     }
 

@@ -16,6 +16,9 @@ pub enum Error {
     /// A traversal budget was exceeded.
     #[error("traversal stopped by budget {budget}: {detail}")]
     Budget { budget: &'static str, detail: String },
+    /// The request's own deadline passed.
+    #[error("deadline exceeded: {0}")]
+    Deadline(String),
     /// A shard cannot be reached, its circuit is open, or it is stopping.
     #[error("shard {shard_id} unavailable at {addr}: {reason}")]
     ShardUnavailable { shard_id: String, addr: String, reason: String },
@@ -45,7 +48,7 @@ impl Error {
             Error::NotFound { .. } => Code::NotFound,
             Error::Budget { .. } => Code::ResourceExhausted,
             Error::ShardUnavailable { .. } => Code::Unavailable,
-            Error::ShardTimeout { .. } => Code::DeadlineExceeded,
+            Error::ShardTimeout { .. } | Error::Deadline(_) => Code::DeadlineExceeded,
             // The caller did nothing wrong; the gateway needs a newer ring.
             Error::Misrouted { .. } => Code::Unavailable,
             Error::Shard { code, .. } => *code,

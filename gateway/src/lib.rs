@@ -10,9 +10,11 @@
 //! * [`coalesce`] — batching concurrent point operations per shard.
 //! * [`kv`] — key-value operations: routing, fan-out, scan merge.
 //! * [`graph`] — graph writes (both edge halves) and distributed traversals.
+//! * [`search`] — full-text search: index definitions, documents, exact global BM25.
 //! * [`admin`] — cluster status.
 //! * [`server`] — tonic adapters (KV, admin), health, reflection and `serve`.
 //! * [`graph_server`] — the tonic adapter of `GraphService`.
+//! * [`search_server`] — the tonic adapter of `SearchService`.
 //! * [`error`] — the error enum and its gRPC mapping.
 
 #![forbid(unsafe_code)]
@@ -25,6 +27,8 @@ pub mod error;
 pub mod graph;
 pub mod graph_server;
 pub mod kv;
+pub mod search;
+pub mod search_server;
 pub mod server;
 pub mod shard_client;
 

@@ -19,6 +19,8 @@ use crate::config::GatewayConfig;
 use crate::error::Error;
 use crate::graph_server::GraphGrpc;
 use crate::kv::WriteOp;
+use crate::search_server::SearchGrpc;
+use omnishard_proto::v1::search_service_server::SearchServiceServer;
 
 /// Largest message a client may send: a full batch of large values.
 pub const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
@@ -50,6 +52,7 @@ pub async fn serve_cluster(
     health_reporter.set_serving::<KvServiceServer<KvGrpc>>().await;
     health_reporter.set_serving::<AdminServiceServer<AdminGrpc>>().await;
     health_reporter.set_serving::<GraphServiceServer<GraphGrpc>>().await;
+    health_reporter.set_serving::<SearchServiceServer<SearchGrpc>>().await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(omnishard_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -61,6 +64,9 @@ pub async fn serve_cluster(
     let graph = GraphServiceServer::new(GraphGrpc { cluster: cluster.clone() })
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let search = SearchServiceServer::new(SearchGrpc { cluster: cluster.clone() })
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let repair =
         tokio::spawn(cluster.clone().run_edge_repair(cluster.graph.repair_interval.max(Duration::from_millis(100))));
     tracing::info!(addr = %listener.local_addr()?, epoch = cluster.epoch(), shards = cluster.shards.len(), "gateway serving");
@@ -70,6 +76,7 @@ pub async fn serve_cluster(
         .add_service(kv)
         .add_service(admin)
         .add_service(graph)
+        .add_service(search)
         .serve_with_incoming_shutdown(incoming(listener), shutdown)
         .await?;
     repair.abort();

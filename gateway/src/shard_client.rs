@@ -43,7 +43,13 @@ pub struct ShardClient {
     id: Arc<str>,
     addr: Arc<str>,
     grpc: ShardServiceClient<Stack>,
+    /// The same connection and breaker for calls whose own deadline is
+    /// longer than `request_timeout` (searches, index rebuilds).
+    long: ShardServiceClient<Stack>,
 }
+
+/// How long a long-running shard call (an index rebuild) may take.
+pub const LONG_CALL_TIMEOUT: Duration = Duration::from_secs(600);
 
 // RPC methods take `self`: the client is a cheap clone, and an owned
 // receiver lets callers return the call's future from a closure.
@@ -66,15 +72,22 @@ impl ShardClient {
                 Doubling { next: settings.breaker_backoff, max: settings.breaker_max_backoff },
             ))
             .build();
-        let stack = ServiceBuilder::new()
-            .layer_fn(|inner| Guard { inner, breaker: breaker.clone(), timeout: settings.request_timeout })
-            .concurrency_limit(settings.shard_concurrency)
-            .timeout(settings.request_timeout)
-            .service(channel);
-        let grpc = ShardServiceClient::new(stack)
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES);
-        Ok(ShardClient { id: Arc::from(shard.id.as_str()), addr: Arc::from(shard.addr.as_str()), grpc })
+        let client = |timeout: Duration| {
+            let stack = ServiceBuilder::new()
+                .layer_fn(|inner| Guard { inner, breaker: breaker.clone(), timeout })
+                .concurrency_limit(settings.shard_concurrency)
+                .timeout(timeout)
+                .service(channel.clone());
+            ShardServiceClient::new(stack)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES)
+        };
+        Ok(ShardClient {
+            id: Arc::from(shard.id.as_str()),
+            addr: Arc::from(shard.addr.as_str()),
+            grpc: client(settings.request_timeout),
+            long: client(LONG_CALL_TIMEOUT),
+        })
     }
 
     /// The shard's id.
@@ -129,6 +142,48 @@ impl ShardClient {
 
     pub async fn graph_expand(self, req: ShardGraphExpandRequest) -> Result<ShardGraphExpandResponse> {
         self.grpc.clone().graph_expand(req).await.map(|r| r.into_inner()).map_err(|s| self.error(s))
+    }
+
+    pub async fn search_define(self, req: ShardSearchDefineRequest) -> Result<ShardSearchDefineResponse> {
+        self.long.clone().search_define(req).await.map(|r| r.into_inner()).map_err(|s| self.error(s))
+    }
+
+    pub async fn search_drop(self, req: DropIndexRequest) -> Result<DropIndexResponse> {
+        self.grpc.clone().search_drop(req).await.map(|r| r.into_inner()).map_err(|s| self.error(s))
+    }
+
+    pub async fn search_list(self, req: ShardSearchListRequest) -> Result<ShardSearchListResponse> {
+        self.long.clone().search_list(req).await.map(|r| r.into_inner()).map_err(|s| self.error(s))
+    }
+
+    pub async fn search_write(self, req: ShardSearchWriteRequest) -> Result<IndexDocumentsResponse> {
+        self.grpc.clone().search_write(req).await.map(|r| r.into_inner()).map_err(|s| self.error(s))
+    }
+
+    pub async fn search_get(self, req: ShardSearchGetRequest) -> Result<GetDocumentsResponse> {
+        self.grpc.clone().search_get(req).await.map(|r| r.into_inner()).map_err(|s| self.error(s))
+    }
+
+    // The search phases carry their own deadline (the shard enforces it and
+    // the gateway wraps the whole search in it), so they use the long client.
+    pub async fn search_stats(self, req: ShardSearchStatsRequest) -> Result<ShardSearchStatsResponse> {
+        self.long.clone().search_stats(req).await.map(|r| r.into_inner()).map_err(|s| self.error(s))
+    }
+
+    pub async fn search_query(self, req: ShardSearchQueryRequest) -> Result<ShardSearchQueryResponse> {
+        self.long.clone().search_query(req).await.map(|r| r.into_inner()).map_err(|s| self.error(s))
+    }
+
+    pub async fn search_fetch(self, req: ShardSearchFetchRequest) -> Result<ShardSearchFetchResponse> {
+        self.long.clone().search_fetch(req).await.map(|r| r.into_inner()).map_err(|s| self.error(s))
+    }
+
+    pub async fn search_refresh(self, req: RefreshRequest) -> Result<RefreshResponse> {
+        self.long.clone().search_refresh(req).await.map(|r| r.into_inner()).map_err(|s| self.error(s))
+    }
+
+    pub async fn search_reindex(self, req: ReindexRequest) -> Result<ReindexResponse> {
+        self.long.clone().search_reindex(req).await.map(|r| r.into_inner()).map_err(|s| self.error(s))
     }
 
     pub async fn install_topology(self, req: InstallTopologyRequest) -> Result<u64> {

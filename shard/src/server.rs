@@ -66,8 +66,10 @@ fn server_stack() -> Server {
         .concurrency_limit_per_connection(1024)
         // Load shed: past that limit, fail fast with UNAVAILABLE instead of queueing.
         .load_shed(true)
-        // Timeout: no request holds resources longer than this.
-        .timeout(Duration::from_secs(30))
+        // Timeout: no request holds resources longer than this. Generous,
+        // because rebuilding a search index is one call; everyday calls are
+        // bounded far tighter by the gateway's deadlines (it cancels them).
+        .timeout(Duration::from_secs(600))
 }
 
 /// The tonic adapter: convert, call the domain, map the error.

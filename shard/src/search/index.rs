@@ -188,7 +188,8 @@ impl Registry {
     /// Opens every index defined in `store`, and deletes directories of
     /// indexes that no longer exist or of rebuilds that never finished.
     pub fn open(store: &Store, root: PathBuf) -> Result<Registry> {
-        std::fs::create_dir_all(&root).map_err(|e| Error::Internal(format!("cannot create {}: {e}", root.display())))?;
+        std::fs::create_dir_all(&root)
+            .map_err(|e| Error::Internal(format!("cannot create {}: {e}", root.display())))?;
         let mut indexes = HashMap::new();
         let mut keep = Vec::new();
         let mut defined = Vec::new();
@@ -217,9 +218,10 @@ impl Registry {
     /// The index `name` of `ns`.
     pub fn get(&self, ns: &str, name: &str) -> Result<Arc<SearchIndex>> {
         let indexes = self.indexes.read().unwrap_or_else(|e| e.into_inner());
-        indexes.get(&(ns.to_string(), name.to_string())).cloned().ok_or_else(|| Error::NotFound {
-            what: format!("search index {name:?} in namespace {ns:?}"),
-        })
+        indexes
+            .get(&(ns.to_string(), name.to_string()))
+            .cloned()
+            .ok_or_else(|| Error::NotFound { what: format!("search index {name:?} in namespace {ns:?}") })
     }
 
     /// Every index, or those of one namespace.

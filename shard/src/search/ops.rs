@@ -236,7 +236,8 @@ impl Shard {
                         FetchedDocument { found: maybe.found, document: maybe.document, ..Default::default() };
                     if let (Some(request), Some(parsed), Some(doc)) = (&highlight, &parsed, &fetched.document) {
                         let object: Map<String, Value> = serde_json::from_str(&doc.json).unwrap_or_default();
-                        fetched.highlights = query::highlights(&view, parsed.as_ref(), global.as_ref(), request, &object)?;
+                        fetched.highlights =
+                            query::highlights(&view, parsed.as_ref(), global.as_ref(), request, &object)?;
                     }
                     Ok(fetched)
                 })
@@ -289,7 +290,10 @@ fn doc_op(schema: &IndexSchema, op: SearchDocOp, limits: &omnishard_common::limi
 /// The sort the request asks for, checked against the view's schema.
 fn sort_of(view: &View, sort: Option<&SearchSort>) -> Result<SortBy> {
     let Some(sort) = sort.filter(|s| !s.field.is_empty()) else { return Ok(SortBy::Score) };
-    let def = view.schema.field(&sort.field).ok_or_else(|| invalid("sort.field", format!("unknown field {:?}", sort.field)))?;
+    let def = view
+        .schema
+        .field(&sort.field)
+        .ok_or_else(|| invalid("sort.field", format!("unknown field {:?}", sort.field)))?;
     if !def.kind.is_numeric() {
         return Err(invalid("sort.field", format!("field {:?} is not an i64, f64 or date field", def.name)));
     }
@@ -345,7 +349,8 @@ fn run_query(
         .facets
         .into_iter()
         .map(|(field, counts)| {
-            let mut counts: Vec<FacetCount> = counts.into_iter().map(|(value, count)| FacetCount { value, count }).collect();
+            let mut counts: Vec<FacetCount> =
+                counts.into_iter().map(|(value, count)| FacetCount { value, count }).collect();
             counts.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.value.cmp(&b.value)));
             counts.truncate(max_facet_values);
             ShardFacet { field, counts }

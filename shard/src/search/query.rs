@@ -63,9 +63,10 @@ pub fn with_filters(view: &View, query: Box<dyn Query>, filters: &[SearchFilter]
 }
 
 fn filter_query(view: &View, filter: &SearchFilter) -> Result<Box<dyn Query>> {
-    let def = view.schema.field(&filter.field).ok_or_else(|| {
-        invalid("filters", format!("unknown field {:?}", filter.field))
-    })?;
+    let def = view
+        .schema
+        .field(&filter.field)
+        .ok_or_else(|| invalid("filters", format!("unknown field {:?}", filter.field)))?;
     if def.kind == Kind::Text {
         return Err(invalid(
             "filters",
@@ -106,7 +107,8 @@ fn filter_query(view: &View, filter: &SearchFilter) -> Result<Box<dyn Query>> {
 
 /// The term of one filter value, parsed by the field's kind.
 fn filter_term(def: &FieldDef, field: Field, text: &str, exact: bool) -> Result<Term> {
-    let wrong = |what: &str| invalid("filters", format!("field {:?} is {what} but the filter value is {text:?}", def.name));
+    let wrong =
+        |what: &str| invalid("filters", format!("field {:?} is {what} but the filter value is {text:?}", def.name));
     Ok(match def.kind {
         Kind::Text | Kind::Keyword => Term::from_field_text(field, text),
         Kind::I64 => Term::from_field_i64(field, text.parse().map_err(|_| wrong("an i64"))?),
@@ -247,7 +249,8 @@ pub fn highlights(
     let max_chars = if request.max_chars == 0 { 150 } else { request.max_chars as usize };
     let mut out = HashMap::new();
     for name in &request.fields {
-        let def = view.schema.field(name).ok_or_else(|| invalid("highlight.fields", format!("unknown field {name:?}")))?;
+        let def =
+            view.schema.field(name).ok_or_else(|| invalid("highlight.fields", format!("unknown field {name:?}")))?;
         if def.kind != Kind::Text {
             return Err(invalid("highlight.fields", format!("field {name:?} is not a text field")));
         }

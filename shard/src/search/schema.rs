@@ -191,10 +191,8 @@ impl IndexSchema {
                     builder.add_f64_field(&field.name, NumericOptions::default().set_indexed().set_fast());
                 }
                 Kind::Date => {
-                    let options = DateOptions::default()
-                        .set_indexed()
-                        .set_fast()
-                        .set_precision(DateTimePrecision::Milliseconds);
+                    let options =
+                        DateOptions::default().set_indexed().set_fast().set_precision(DateTimePrecision::Milliseconds);
                     builder.add_date_field(&field.name, options);
                 }
             }
@@ -204,8 +202,7 @@ impl IndexSchema {
 
     /// Checks a JSON document against the schema and returns it as an object.
     pub fn check_document(&self, id: &str, json: &str) -> Result<Map<String, Value>> {
-        let value: Value =
-            serde_json::from_str(json).map_err(|e| doc_error(id, format!("is not valid JSON: {e}")))?;
+        let value: Value = serde_json::from_str(json).map_err(|e| doc_error(id, format!("is not valid JSON: {e}")))?;
         let Value::Object(object) = value else {
             return Err(doc_error(id, "must be a JSON object".into()));
         };
@@ -282,7 +279,9 @@ impl FieldDef {
             Kind::I64 => value.as_i64().map(Parsed::I64).ok_or_else(|| wrong("an i64 (whole number) field")),
             Kind::F64 => value.as_f64().map(Parsed::F64).ok_or_else(|| wrong("an f64 (number) field")),
             Kind::Date => match value {
-                Value::String(text) => parse_date(text).map(Parsed::Date).ok_or_else(|| wrong("a date (RFC 3339) field")),
+                Value::String(text) => {
+                    parse_date(text).map(Parsed::Date).ok_or_else(|| wrong("a date (RFC 3339) field"))
+                }
                 Value::Number(n) => n
                     .as_i64()
                     .map(|ms| Parsed::Date(DateTime::from_timestamp_millis(ms)))

@@ -15,10 +15,18 @@ use crate::store::{Store, CF_SEARCH};
 #[derive(Debug, Clone, PartialEq)]
 pub enum DocOp {
     /// The whole document, already checked against the schema.
-    Upsert { id: String, json: String },
+    Upsert {
+        id: String,
+        json: String,
+    },
     /// Fields to set (null removes one); the document must exist.
-    Merge { id: String, fields: Map<String, Value> },
-    Delete { id: String },
+    Merge {
+        id: String,
+        fields: Map<String, Value>,
+    },
+    Delete {
+        id: String,
+    },
 }
 
 impl DocOp {
@@ -133,7 +141,9 @@ pub fn stage_admin(store: &Store, op: &AdminOp, batch: &mut WriteBatch) -> Resul
     match op {
         AdminOp::Create { namespace, index, meta } => {
             if read_meta(store, namespace, index)?.is_some() {
-                return Err(Error::AlreadyExists { what: format!("search index {index:?} in namespace {namespace:?}") });
+                return Err(Error::AlreadyExists {
+                    what: format!("search index {index:?} in namespace {namespace:?}"),
+                });
             }
             batch.put_cf(cf, keys::meta(namespace, index), encode_meta(meta));
         }
