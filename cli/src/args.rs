@@ -168,8 +168,8 @@ pub enum SearchCommand {
     Get { index: String, ids: Vec<String> },
     /// Delete documents by id.
     Delete { index: String, ids: Vec<String> },
-    /// Set (or with null remove) fields of one document: JSON object.
-    Update { index: String, id: String, json: String },
+    /// Set (or with null remove) fields of one document: a JSON object.
+    Update { index: String, id: String, fields: String },
     /// Make every acknowledged write searchable now.
     Refresh { index: String },
     /// Search an index.

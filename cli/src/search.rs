@@ -25,7 +25,7 @@ pub async fn run(global: &Global, cmd: SearchCommand) -> anyhow::Result<()> {
         SearchCommand::Index { index, file, batch } => index_file(ctx, index, &file, batch).await,
         SearchCommand::Get { index, ids } => get(ctx, index, ids).await,
         SearchCommand::Delete { index, ids } => delete(ctx, index, ids).await,
-        SearchCommand::Update { index, id, json } => update(ctx, index, id, json).await,
+        SearchCommand::Update { index, id, fields } => update(ctx, index, id, fields).await,
         SearchCommand::Refresh { index } => refresh(ctx, index).await,
         SearchCommand::Query {
             index,

@@ -31,6 +31,7 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct ClusterBuilder {
     shards: usize,
     gateway_toml: String,
+    shard_toml: String,
 }
 
 /// A running cluster of separate processes.
@@ -39,6 +40,8 @@ pub struct Cluster {
     shards: Vec<ShardProcess>,
     gateway: Child,
     gateway_url: String,
+    /// The `--config` file of every shard, if the builder gave one.
+    shard_config: Option<PathBuf>,
 }
 
 struct ShardProcess {
@@ -50,7 +53,7 @@ struct ShardProcess {
 impl Cluster {
     /// Starts describing a cluster (default: 3 shards).
     pub fn builder() -> ClusterBuilder {
-        ClusterBuilder { shards: 3, gateway_toml: String::new() }
+        ClusterBuilder { shards: 3, gateway_toml: String::new(), shard_toml: String::new() }
     }
 
     /// The gateway's URL.
@@ -85,9 +88,15 @@ impl Cluster {
         let mut last_err = None;
         // The old port was just released; retry briefly in case the kernel
         // has not let go of it yet.
+        let mut args = vec!["shard", "--id", &shard.id, "--listen", &shard.addr];
+        let data = data.to_string_lossy();
+        args.extend(["--data", &data]);
+        let config = self.shard_config.as_ref().map(|p| p.to_string_lossy().into_owned());
+        if let Some(config) = &config {
+            args.extend(["--config", config]);
+        }
         for _ in 0..50 {
-            match spawn(&["shard", "--id", &shard.id, "--listen", &shard.addr, "--data", &data.to_string_lossy()]).await
-            {
+            match spawn(&args).await {
                 Ok((child, _)) => {
                     shard.child = Some(child);
                     return Ok(());
@@ -139,6 +148,12 @@ impl ClusterBuilder {
         self
     }
 
+    /// TOML every shard is started with (`--config`), e.g. a `[search]` table.
+    pub fn shard_toml(mut self, toml: &str) -> Self {
+        self.shard_toml = toml.to_string();
+        self
+    }
+
     /// Extra TOML appended to the gateway config (e.g. a `[gateway]` table).
     pub fn gateway_toml(mut self, toml: &str) -> Self {
         self.gateway_toml = toml.to_string();
@@ -150,11 +165,19 @@ impl ClusterBuilder {
         let dir = tempfile::tempdir()?;
         let mut shards = Vec::new();
         let mut topology = String::from("epoch = 1\nvnodes = 256\n");
+        let shard_config = (!self.shard_toml.is_empty()).then(|| dir.path().join("shard.toml"));
+        if let Some(path) = &shard_config {
+            std::fs::write(path, &self.shard_toml)?;
+        }
         for i in 1..=self.shards {
             let id = format!("shard-{i}");
-            let data = dir.path().join(&id);
-            let (child, addr) =
-                spawn(&["shard", "--id", &id, "--listen", "127.0.0.1:0", "--data", &data.to_string_lossy()]).await?;
+            let data = dir.path().join(&id).to_string_lossy().into_owned();
+            let mut args = vec!["shard", "--id", &id, "--listen", "127.0.0.1:0", "--data", &data];
+            let config = shard_config.as_ref().map(|p| p.to_string_lossy().into_owned());
+            if let Some(config) = &config {
+                args.extend(["--config", config]);
+            }
+            let (child, addr) = spawn(&args).await?;
             topology.push_str(&format!("\n[[shards]]\nid = \"{id}\"\naddr = \"{addr}\"\n"));
             shards.push(ShardProcess { id, addr, child: Some(child) });
         }
@@ -163,7 +186,7 @@ impl ClusterBuilder {
         std::fs::write(&config, topology)?;
         let (gateway, addr) =
             spawn(&["gateway", "--config", &config.to_string_lossy(), "--listen", "127.0.0.1:0"]).await?;
-        Ok(Cluster { dir, shards, gateway, gateway_url: format!("http://{addr}") })
+        Ok(Cluster { dir, shards, gateway, gateway_url: format!("http://{addr}"), shard_config })
     }
 }
 
