@@ -213,6 +213,33 @@ pub enum BenchCommand {
     Kv(BenchKvArgs),
     /// Load a power-law graph, then time neighbour reads and 3-hop traversals.
     Graph(BenchGraphArgs),
+    /// Index a real-language corpus (WordNet glosses) next to single-process
+    /// Tantivy, then time term, phrase and boolean queries.
+    Search(BenchSearchArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BenchSearchArgs {
+    #[arg(long, default_value_t = 3)]
+    pub shards: usize,
+    /// Documents to index (at most the corpus size).
+    #[arg(long, default_value_t = 100_000)]
+    pub docs: usize,
+    /// WordNet database folder (Debian package wordnet-base).
+    #[arg(long, default_value = "/usr/share/wordnet")]
+    pub corpus: std::path::PathBuf,
+    /// Concurrent indexing requests.
+    #[arg(long, default_value_t = 4)]
+    pub loaders: usize,
+    /// Documents per indexing request.
+    #[arg(long, default_value_t = 1000)]
+    pub batch: usize,
+    /// Concurrent clients of the throughput runs.
+    #[arg(long, default_value_t = 32)]
+    pub clients: usize,
+    /// Length of each query run.
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+    pub duration: std::time::Duration,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -28,6 +28,7 @@ pub async fn run(global: &Global, cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Kv(args) => kv(global, args).await,
         BenchCommand::Graph(args) => crate::bench_graph::run(global, args).await,
+        BenchCommand::Search(args) => crate::bench_search::run(global, args).await,
     }
 }
 
@@ -228,6 +229,20 @@ impl EmbeddedCluster {
 
     /// `shards` shard processes and a gateway process with the given coalescing settings.
     pub async fn start_with(shards: usize, coalesce: bool, inflight: Option<usize>) -> anyhow::Result<EmbeddedCluster> {
+        EmbeddedCluster::start_configured(shards, |config| {
+            config.gateway.coalesce = coalesce;
+            if let Some(inflight) = inflight {
+                config.gateway.coalesce_inflight = inflight;
+            }
+        })
+        .await
+    }
+
+    /// `shards` shard processes and a gateway process whose config `adjust` edits.
+    pub async fn start_configured(
+        shards: usize,
+        adjust: impl FnOnce(&mut GatewayConfig),
+    ) -> anyhow::Result<EmbeddedCluster> {
         let dir = tempfile::tempdir()?;
         let mut children = Vec::new();
         let mut addrs = Vec::new();
@@ -241,10 +256,7 @@ impl EmbeddedCluster {
             addrs.push(ShardAddr { id, addr });
         }
         let mut config = GatewayConfig::new(Topology { epoch: 1, vnodes: 256, shards: addrs });
-        config.gateway.coalesce = coalesce;
-        if let Some(inflight) = inflight {
-            config.gateway.coalesce_inflight = inflight;
-        }
+        adjust(&mut config);
         let config_path = dir.path().join("gateway.toml");
         std::fs::write(&config_path, toml::to_string_pretty(&config)?)?;
         let (gateway, addr) =

@@ -10,7 +10,8 @@
 //! * `graph` — `omnishard graph ...`.
 //! * `search` — `omnishard search ...`.
 //! * `admin` — `omnishard admin ...`.
-//! * `bench` — `omnishard bench kv`; `bench_graph` — `omnishard bench graph`.
+//! * `bench` — `omnishard bench kv`; `bench_graph` — `omnishard bench graph`;
+//!   `bench_search` — `omnishard bench search`.
 //! * `output` — human and `--json` printing, and the error line.
 
 #![forbid(unsafe_code)]
@@ -19,6 +20,7 @@ mod admin;
 mod args;
 mod bench;
 mod bench_graph;
+mod bench_search;
 mod dev;
 mod graph;
 mod kv;

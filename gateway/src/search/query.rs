@@ -46,9 +46,12 @@ struct Cached {
     views: Vec<u64>,
 }
 
-/// Bounded LRU of global statistics by (namespace, index, query).
+/// A cached query: (namespace, index, query string).
+type CacheKey = (String, String, String);
+
+/// Bounded LRU of global statistics by query.
 pub struct StatisticsCache {
-    entries: Option<Mutex<lru::LruCache<(String, String, String), Arc<Cached>>>>,
+    entries: Option<Mutex<lru::LruCache<CacheKey, Arc<Cached>>>>,
 }
 
 impl StatisticsCache {
@@ -57,18 +60,18 @@ impl StatisticsCache {
         StatisticsCache { entries: NonZeroUsize::new(capacity).map(|c| Mutex::new(lru::LruCache::new(c))) }
     }
 
-    fn get(&self, key: &(String, String, String)) -> Option<Arc<Cached>> {
+    fn get(&self, key: &CacheKey) -> Option<Arc<Cached>> {
         let entries = self.entries.as_ref()?;
         entries.lock().unwrap_or_else(|e| e.into_inner()).get(key).cloned()
     }
 
-    fn put(&self, key: (String, String, String), value: Cached) {
+    fn put(&self, key: CacheKey, value: Cached) {
         if let Some(entries) = &self.entries {
             entries.lock().unwrap_or_else(|e| e.into_inner()).put(key, Arc::new(value));
         }
     }
 
-    fn forget(&self, key: &(String, String, String)) {
+    fn forget(&self, key: &CacheKey) {
         if let Some(entries) = &self.entries {
             entries.lock().unwrap_or_else(|e| e.into_inner()).pop(key);
         }
@@ -164,7 +167,7 @@ impl Cluster {
     async fn search_within(&self, req: &SearchRequest, plan: &Plan, deadline: Duration) -> Result<SearchResponse> {
         let mut round_trips = 0u32;
         let key = (plan.ns.clone(), plan.index.clone(), req.query.clone());
-        let mut use_cache = req.min_seq == 0;
+        let mut use_cache = req.min_seq == 0 && !req.skip_statistics_cache;
         let mut outcome = None;
         for _ in 0..=MAX_STALE_RETRIES {
             let (statistics, views, cached) = if req.local_statistics {

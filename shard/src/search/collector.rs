@@ -222,7 +222,7 @@ impl SegmentCollector for SegmentTop {
             return;
         }
         self.seen += 1;
-        if self.seen % DEADLINE_CHECK_EVERY == 0 && Instant::now() > self.deadline {
+        if self.seen.is_multiple_of(DEADLINE_CHECK_EVERY) && Instant::now() > self.deadline {
             self.expired = true;
             return;
         }
