@@ -38,7 +38,10 @@ impl Gloss {
 /// Reads every synset of the WordNet data files: words as title, gloss as body.
 fn read_corpus(dir: &Path, limit: usize) -> anyhow::Result<Vec<Gloss>> {
     let mut docs = Vec::new();
-    for (pos, file) in [("noun", "data.noun"), ("verb", "data.verb"), ("adj", "data.adj"), ("adv", "data.adv")] {
+    // WordNet's own part-of-speech letters keep ids unique across files.
+    for (pos, letter, file) in
+        [("noun", 'n', "data.noun"), ("verb", 'v', "data.verb"), ("adj", 'a', "data.adj"), ("adv", 'r', "data.adv")]
+    {
         let path = dir.join(file);
         let bytes = std::fs::read(&path).with_context(|| {
             format!("reading {} (install the corpus: apt-get install wordnet-base)", path.display())
@@ -54,7 +57,7 @@ fn read_corpus(dir: &Path, limit: usize) -> anyhow::Result<Vec<Gloss>> {
             let words: Vec<String> =
                 (0..count).filter_map(|i| parts.get(4 + 2 * i)).map(|w| w.replace('_', " ")).collect();
             docs.push(Gloss {
-                id: format!("{}{offset}", &pos[..1]),
+                id: format!("{letter}{offset}"),
                 title: words.join(", "),
                 body: gloss.trim().to_string(),
                 pos,

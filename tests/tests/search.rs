@@ -241,6 +241,36 @@ async fn test_search_after_pages_equal_one_deep_page() {
     assert_same_ranking("search_after", &hits(&deep), &paged);
     let from = search(&mut api, SearchRequest { from: 30, ..query("act OR state OR person", 30) }).await;
     assert_same_ranking("from", &hits(&deep)[30..60], &hits(&from));
+
+    // min_score drops hits below it, and the total counts only those above.
+    let cut = deep.hits[9].score;
+    let above = deep.hits.iter().filter(|h| h.score >= cut).count() as u64;
+    let res = search(&mut api, SearchRequest { min_score: Some(cut), ..query("act OR state OR person", 100) }).await;
+    assert_eq!(res.total, above);
+    assert!(res.hits.iter().all(|h| h.score >= cut));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn test_bulk_index_stream_writes_every_batch() {
+    let cluster = Cluster::builder().shards(3).start().await.unwrap();
+    let mut api = api(&cluster).await;
+    create(&mut api).await;
+    let docs = corpus();
+    let batches: Vec<IndexDocumentsRequest> = docs
+        .chunks(700)
+        .map(|chunk| IndexDocumentsRequest {
+            namespace: String::new(),
+            index: INDEX.into(),
+            documents: chunk
+                .iter()
+                .map(|(id, v)| Document { id: id.clone(), json: v.to_string(), version: 0 })
+                .collect(),
+        })
+        .collect();
+    let done = api.bulk_index(tokio_stream::iter(batches)).await.unwrap().into_inner();
+    assert_eq!(done.written, docs.len() as u64);
+    let res = search(&mut api, SearchRequest { min_seq: done.seq, ..query("", 1) }).await;
+    assert_eq!(res.total, docs.len() as u64);
 }
 
 #[tokio::test(flavor = "multi_thread")]
