@@ -175,12 +175,12 @@ impl Worker {
             let applied = index.applied.load(Ordering::Acquire);
             let store = self.store.clone();
             let snapshot = store.db().snapshot();
-            let (ids, last) = self.pending(index, applied, &snapshot)?;
+            let (ids, last, more) = self.pending(index, applied, &snapshot)?;
             if ids.is_empty() {
                 index.set_searchable(upto.max(applied));
                 return Ok(index.searchable_seq());
             }
-            let complete = ids.len() < MAX_OUTBOX_PER_COMMIT;
+            let complete = !more;
             self.index_documents(index, &ids, &snapshot)?;
             drop(snapshot);
             self.commit(index, last)?;
@@ -192,23 +192,26 @@ impl Worker {
         }
     }
 
-    /// Ids in the outbox of `index` after `applied`, and the last sequence seen.
+    /// Ids in the outbox of `index` after `applied`, the last sequence seen,
+    /// and whether entries were left for the next commit.
     fn pending(
         &self,
         index: &SearchIndex,
         applied: u64,
         snapshot: &rocksdb::Snapshot<'_>,
-    ) -> Result<(Vec<String>, u64)> {
+    ) -> Result<(Vec<String>, u64, bool)> {
         let mut ids = Vec::new();
         let mut seen = HashSet::new();
         let mut entries = 0;
         let mut last = applied;
+        let mut more = false;
         let prefix = keys::outbox_prefix(index.uid);
         let start = keys::outbox(index.uid, applied + 1, 0);
         self.store.scan_prefix(CF_SEARCH, &prefix, &start, Some(snapshot), |key, id| {
             let seq = keys::seq_of_outbox(key).unwrap_or(last);
             // Never stop inside one transaction: its entries share a sequence.
             if entries >= MAX_OUTBOX_PER_COMMIT && seq != last {
+                more = true;
                 return Ok(false);
             }
             entries += 1;
@@ -219,7 +222,7 @@ impl Worker {
             }
             Ok(true)
         })?;
-        Ok((ids, last))
+        Ok((ids, last, more))
     }
 
     /// Replaces the index entries of `ids` by the documents in `snapshot`.
