@@ -404,6 +404,9 @@ async fn test_schema_growth_reindex_and_bad_input() {
     // Unknown field.
     let err = code_of(api.search(query("nope:plant", 10)).await);
     assert!(err.code() == Code::InvalidArgument && err.message().contains("nope"), "{}", err.message());
+    // Query too long.
+    let err = code_of(api.search(query(&"plant ".repeat(20_000), 10)).await);
+    assert!(err.code() == Code::InvalidArgument && err.message().contains("65536"), "{}", err.message());
     // Window too large.
     let err = code_of(api.search(SearchRequest { from: 9_995, ..query("plant", 10) }).await);
     assert!(err.code() == Code::InvalidArgument && err.message().contains("10000"), "{}", err.message());

@@ -37,6 +37,14 @@ fn invalid(field: &'static str, reason: impl Into<String>) -> Error {
 pub const DEFAULT_SIZE: u32 = 10;
 /// Facet values returned when a facet request leaves `size` at 0.
 pub const DEFAULT_FACET_SIZE: u32 = 10;
+/// Longest query string, in bytes.
+pub const MAX_QUERY_BYTES: usize = 64 * 1024;
+/// Most filters in one request.
+pub const MAX_FILTERS: usize = 64;
+/// Most highlighted fields, and the longest tag and fragment.
+pub const MAX_HIGHLIGHT_FIELDS: usize = 16;
+pub const MAX_TAG_BYTES: usize = 64;
+pub const MAX_FRAGMENT_CHARS: u32 = 10_000;
 /// Times a search restarts when a shard's view changed under it.
 const MAX_STALE_RETRIES: usize = 3;
 
@@ -121,6 +129,7 @@ impl Cluster {
     fn plan(&self, req: &SearchRequest) -> Result<Plan> {
         let (ns, index) = names(&req.namespace, &req.index)?;
         let limits = &self.search;
+        check_shape(req)?;
         let size = if req.size == 0 { DEFAULT_SIZE } else { req.size };
         if size > limits.max_size {
             return Err(invalid("size", format!("{size} exceeds the limit of {}", limits.max_size)));
@@ -351,6 +360,34 @@ impl Cluster {
             shard_round_trips: round_trips,
         })
     }
+}
+
+/// Bounds on the parts of a request that cost work before any deadline applies.
+fn check_shape(req: &SearchRequest) -> Result<()> {
+    if req.query.len() > MAX_QUERY_BYTES {
+        return Err(invalid("query", format!("is {} bytes; the limit is {MAX_QUERY_BYTES}", req.query.len())));
+    }
+    if req.filters.len() > MAX_FILTERS {
+        return Err(invalid("filters", format!("{} filters; the limit is {MAX_FILTERS}", req.filters.len())));
+    }
+    if let Some(h) = &req.highlight {
+        if h.fields.len() > MAX_HIGHLIGHT_FIELDS {
+            return Err(invalid(
+                "highlight.fields",
+                format!("{} fields; the limit is {MAX_HIGHLIGHT_FIELDS}", h.fields.len()),
+            ));
+        }
+        if h.pre_tag.len().max(h.post_tag.len()) > MAX_TAG_BYTES {
+            return Err(invalid("highlight.pre_tag", format!("tags are limited to {MAX_TAG_BYTES} bytes")));
+        }
+        if h.max_chars > MAX_FRAGMENT_CHARS {
+            return Err(invalid(
+                "highlight.max_chars",
+                format!("{} exceeds the limit of {MAX_FRAGMENT_CHARS}", h.max_chars),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The same order the shards use: sort value (missing last), then id.
