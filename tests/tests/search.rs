@@ -537,3 +537,45 @@ async fn test_cli_creates_indexes_loads_and_queries() {
     let (code, _, err) = run(strings(&["search", "describe", "notes"])).await;
     assert_eq!(code, 3, "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn test_recreated_and_rebuilt_documents_are_indexed_once() {
+    let cluster =
+        Cluster::builder().shards(1).shard_toml("[search]\nrefresh_interval = \"1h\"\n").start().await.unwrap();
+    let mut api = api(&cluster).await;
+    create(&mut api).await;
+    let put = |id: &str, body: &str| IndexDocumentsRequest {
+        namespace: String::new(),
+        index: INDEX.into(),
+        documents: vec![Document {
+            id: id.into(),
+            json: format!(r#"{{"title":"t","body":"{body}","pos":"noun","lexfile":1}}"#),
+            version: 0,
+        }],
+    };
+    let delete =
+        |id: &str| DeleteDocumentsRequest { namespace: String::new(), index: INDEX.into(), ids: vec![id.into()] };
+    let count = |api: &mut SearchServiceClient<Channel>, seq: u64| {
+        let mut api = api.clone();
+        async move { search(&mut api, SearchRequest { min_seq: seq, ..query("title:t", 10) }).await.total }
+    };
+    // Created, then re-created after a delete within one refresh.
+    let seq = api.index_documents(put("x", "first")).await.unwrap().into_inner().seq;
+    assert_eq!(count(&mut api, seq).await, 1);
+    api.delete_documents(delete("x")).await.unwrap();
+    let seq = api.index_documents(put("x", "second")).await.unwrap().into_inner().seq;
+    assert_eq!(count(&mut api, seq).await, 1);
+    // Overwritten in place, and written twice in one refresh.
+    api.index_documents(put("x", "third")).await.unwrap();
+    let seq = api.index_documents(put("x", "fourth")).await.unwrap().into_inner().seq;
+    assert_eq!(count(&mut api, seq).await, 1);
+    let res = search(&mut api, query("body:fourth", 10)).await;
+    assert_eq!(res.total, 1);
+    // Created just before a rebuild: the rebuild and the outbox replay must not both add it.
+    let seq = api.index_documents(put("y", "fifth")).await.unwrap().into_inner().seq;
+    api.reindex(ReindexRequest { namespace: String::new(), index: INDEX.into() }).await.unwrap();
+    assert_eq!(count(&mut api, seq).await, 2);
+    let info =
+        api.describe_index(DescribeIndexRequest { namespace: String::new(), index: INDEX.into() }).await.unwrap();
+    assert_eq!(info.into_inner().shards[0].searchable_documents, 2);
+}

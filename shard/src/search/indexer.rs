@@ -8,7 +8,7 @@
 //! One thread and one open writer keep indexing memory within the writer
 //! budget however many indexes there are.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Arc;
@@ -31,6 +31,12 @@ const MAX_OUTBOX_PER_COMMIT: usize = 50_000;
 
 /// Tantivy's smallest budget for one indexing thread.
 const MIN_WRITER_MEMORY: usize = 15_000_000;
+
+/// A document id from the outbox, and whether an older copy may be indexed.
+struct Pending {
+    id: String,
+    delete: bool,
+}
 
 /// Work the indexer is asked to do now.
 enum Command {
@@ -199,15 +205,15 @@ impl Worker {
         index: &SearchIndex,
         applied: u64,
         snapshot: &rocksdb::Snapshot<'_>,
-    ) -> Result<(Vec<String>, u64, bool)> {
-        let mut ids = Vec::new();
-        let mut seen = HashSet::new();
+    ) -> Result<(Vec<Pending>, u64, bool)> {
+        let mut ids: Vec<Pending> = Vec::new();
+        let mut seen: HashMap<String, usize> = HashMap::new();
         let mut entries = 0;
         let mut last = applied;
         let mut more = false;
         let prefix = keys::outbox_prefix(index.uid);
         let start = keys::outbox(index.uid, applied + 1, 0);
-        self.store.scan_prefix(CF_SEARCH, &prefix, &start, Some(snapshot), |key, id| {
+        self.store.scan_prefix(CF_SEARCH, &prefix, &start, Some(snapshot), |key, value| {
             let seq = keys::seq_of_outbox(key).unwrap_or(last);
             // Never stop inside one transaction: its entries share a sequence.
             if entries >= MAX_OUTBOX_PER_COMMIT && seq != last {
@@ -216,9 +222,14 @@ impl Worker {
             }
             entries += 1;
             last = seq;
+            let (created, id) = keys::decode_outbox(value).unwrap_or((false, value));
             let id = String::from_utf8_lossy(id).into_owned();
-            if seen.insert(id.clone()) {
-                ids.push(id);
+            match seen.get(&id) {
+                Some(&at) => ids[at].delete |= !created,
+                None => {
+                    seen.insert(id.clone(), ids.len());
+                    ids.push(Pending { id, delete: !created });
+                }
             }
             Ok(true)
         })?;
@@ -226,19 +237,29 @@ impl Worker {
     }
 
     /// Replaces the index entries of `ids` by the documents in `snapshot`.
-    fn index_documents(&mut self, index: &SearchIndex, ids: &[String], snapshot: &rocksdb::Snapshot<'_>) -> Result<()> {
+    fn index_documents(
+        &mut self,
+        index: &SearchIndex,
+        ids: &[Pending],
+        snapshot: &rocksdb::Snapshot<'_>,
+    ) -> Result<()> {
         let meta = index.meta();
         let writer = self.writer_for(index)?;
         let schema = writer.index().schema();
         let id_field = id_field(&schema)?;
         let cf = self.store.cf(CF_SEARCH)?;
-        let doc_keys: Vec<Vec<u8>> = ids.iter().map(|id| keys::doc(index.uid, id)).collect();
+        let doc_keys: Vec<Vec<u8>> = ids.iter().map(|p| keys::doc(index.uid, &p.id)).collect();
         let mut read = rocksdb::ReadOptions::default();
         read.set_snapshot(snapshot);
         let values = self.store.db().batched_multi_get_cf_opt(cf, doc_keys.iter(), false, &read);
         let writer = self.writer.as_mut().map(|(_, _, w)| w).ok_or_else(|| Error::Internal("no writer".into()))?;
-        for (id, value) in ids.iter().zip(values) {
-            writer.delete_term(Term::from_field_text(id_field, id));
+        for (pending, value) in ids.iter().zip(values) {
+            let id = pending.id.as_str();
+            // Deletes cost a term lookup in every segment at commit: skip
+            // them for documents that did not exist before.
+            if pending.delete {
+                writer.delete_term(Term::from_field_text(id_field, id));
+            }
             if let Some(value) = value? {
                 let object = parse_doc(id, &value)?;
                 writer.add_document(meta.schema.to_tantivy(&schema, id, &object)?).map_err(tantivy_error)?;
@@ -295,9 +316,12 @@ impl Worker {
         let generation = index::open_generation(self.registry.root(), &meta, number)?;
         // One writer at a time keeps indexing memory within the budget.
         self.writer = None;
-        let upto = self.last_seq.load(Ordering::Acquire);
         let store = self.store.clone();
         let snapshot = store.db().snapshot();
+        // The snapshot's documents reflect every outbox entry it holds: the
+        // new generation has applied up to the last of them (replaying one
+        // of them could add a created document twice).
+        let upto = self.last_seq.load(Ordering::Acquire).max(self.last_outbox_seq(index.uid, &snapshot)?);
         let mut writer = generation.index.writer_with_num_threads(1, self.memory).map_err(tantivy_error)?;
         let schema = generation.index.schema();
         let mut count = 0u64;
@@ -330,6 +354,24 @@ impl Worker {
         // Writes made during the rebuild are still in the outbox.
         self.refresh(index)?;
         Ok(count)
+    }
+
+    /// The highest outbox sequence of index `uid` in `snapshot` (0 if none).
+    fn last_outbox_seq(&self, uid: u64, snapshot: &rocksdb::Snapshot<'_>) -> Result<u64> {
+        let prefix = keys::outbox_prefix(uid);
+        let mut opts = rocksdb::ReadOptions::default();
+        opts.set_snapshot(snapshot);
+        opts.set_iterate_lower_bound(prefix.clone());
+        let end = keys::prefix_end(&prefix);
+        let mut iter = self.store.db().iterator_cf_opt(
+            self.store.cf(CF_SEARCH)?,
+            opts,
+            rocksdb::IteratorMode::From(&end, rocksdb::Direction::Reverse),
+        );
+        match iter.next() {
+            Some(item) => Ok(keys::seq_of_outbox(&item?.0).unwrap_or(0)),
+            None => Ok(0),
+        }
     }
 
     fn forget(&mut self, index: &SearchIndex) {

@@ -2,9 +2,12 @@
 //!
 //! * `m ns 0x00 name` → index metadata (JSON [`IndexMeta`]).
 //! * `d uid id` → a document: version (u64 BE) then its JSON.
-//! * `o uid seq n` → outbox: the id of a document written at shard sequence
-//!   `seq` (u64 BE; `n`, u32 BE, orders ids of one transaction). The indexer
-//!   reads it in order; the index records the last sequence it applied.
+//! * `o uid seq n` → outbox: a flag byte then the id of a document written
+//!   at shard sequence `seq` (u64 BE; `n`, u32 BE, orders ids of one
+//!   transaction). The flag is [`OUTBOX_NEW`] when no document with that id
+//!   existed before the write (the indexer then needs no delete), else
+//!   [`OUTBOX_CHANGED`]. The indexer reads the outbox in order; the index
+//!   records the last sequence it applied.
 //! * `g uid` → the active generation (u32 BE) of the index's Tantivy directory.
 //!
 //! `uid` (u64 BE) is chosen when an index is created, so a dropped and
@@ -76,6 +79,25 @@ pub fn outbox(uid: u64, seq: u64, n: u32) -> Vec<u8> {
     key
 }
 
+/// Outbox flag: the write created the document.
+pub const OUTBOX_NEW: u8 = b'n';
+/// Outbox flag: the write replaced, changed or deleted a document.
+pub const OUTBOX_CHANGED: u8 = b'c';
+
+/// An outbox value: flag then id.
+pub fn encode_outbox(new: bool, id: &str) -> Vec<u8> {
+    let mut value = Vec::with_capacity(1 + id.len());
+    value.push(if new { OUTBOX_NEW } else { OUTBOX_CHANGED });
+    value.extend_from_slice(id.as_bytes());
+    value
+}
+
+/// Splits an outbox value into (created, id).
+pub fn decode_outbox(value: &[u8]) -> Option<(bool, &[u8])> {
+    let (flag, id) = value.split_first()?;
+    Some((*flag == OUTBOX_NEW, id))
+}
+
 /// Prefix of an index's outbox.
 pub fn outbox_prefix(uid: u64) -> Vec<u8> {
     with_uid(b'o', uid, 0)
@@ -130,6 +152,8 @@ mod tests {
         assert_eq!(seq_of_outbox(&outbox(7, 42, 3)), Some(42));
         assert!(outbox(7, 1, 9) < outbox(7, 2, 0));
         assert_eq!(decode_doc(&encode_doc(5, b"{}")), Some((5, &b"{}"[..])));
+        assert_eq!(decode_outbox(&encode_outbox(true, "x")), Some((true, &b"x"[..])));
+        assert_eq!(decode_outbox(&encode_outbox(false, "n1")), Some((false, &b"n1"[..])));
         assert_eq!(prefix_end(&[1, 0xff]), vec![2]);
     }
 }

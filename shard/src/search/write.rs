@@ -86,8 +86,11 @@ pub fn stage(store: &Store, txn: &SearchTxn, seq: u64, overlay: &mut Overlay, ba
     }
     // Compute every new value first, so a failing op leaves no trace.
     let mut staged: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::with_capacity(txn.ops.len());
+    let mut created: Vec<bool> = Vec::with_capacity(txn.ops.len());
     for op in &txn.ops {
         let key = keys::doc(meta.uid, op.id());
+        let is_upsert = matches!(op, DocOp::Upsert { .. });
+        created.push(is_upsert && !may_exist(store, &key, &staged, overlay)?);
         let value = match op {
             DocOp::Upsert { json, .. } => Some(keys::encode_doc(seq, json.as_bytes())),
             DocOp::Delete { .. } => None,
@@ -107,15 +110,28 @@ pub fn stage(store: &Store, txn: &SearchTxn, seq: u64, overlay: &mut Overlay, ba
         staged.push((key, value));
     }
     let cf = store.cf(CF_SEARCH)?;
-    for (n, (op, (key, value))) in txn.ops.iter().zip(staged).enumerate() {
+    for (n, ((op, (key, value)), new)) in txn.ops.iter().zip(staged).zip(created).enumerate() {
         match &value {
             Some(bytes) => batch.put_cf(cf, &key, bytes),
             None => batch.delete_cf(cf, &key),
         }
-        batch.put_cf(cf, keys::outbox(meta.uid, seq, n as u32), op.id().as_bytes());
+        batch.put_cf(cf, keys::outbox(meta.uid, seq, n as u32), keys::encode_outbox(new, op.id()));
         overlay.insert(key, value);
     }
     Ok(txn.ops.len() as u64)
+}
+
+/// Whether a document may exist before this write: staged in this
+/// transaction or group, or possibly in RocksDB (bloom filters and
+/// memtables; a false "maybe" only costs the indexer a needless delete).
+fn may_exist(store: &Store, key: &[u8], staged: &[(Vec<u8>, Option<Vec<u8>>)], overlay: &Overlay) -> Result<bool> {
+    if let Some((_, value)) = staged.iter().rev().find(|(k, _)| k == key) {
+        return Ok(value.is_some());
+    }
+    if let Some(value) = overlay.get(key) {
+        return Ok(value.is_some());
+    }
+    Ok(store.db().key_may_exist_cf(store.cf(CF_SEARCH)?, key))
 }
 
 /// Applies `fields` to a stored document and checks the result.
