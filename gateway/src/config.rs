@@ -1,5 +1,6 @@
-//! Gateway settings: the topology plus optional `[gateway]` and `[limits]`
-//! tables, in one TOML file (`omnishard gateway --config FILE`).
+//! Gateway settings: the topology plus optional `[gateway]`, `[limits]`,
+//! `[graph]` and `[search]` tables, in one TOML file
+//! (`omnishard gateway --config FILE`).
 //!
 //! ```toml
 //! epoch = 1
@@ -13,6 +14,10 @@
 //!
 //! [limits]
 //! max_value_bytes = 4194304
+//!
+//! [search]
+//! result_window = 10000
+//! statistics_cache = 4096
 //! ```
 
 use std::path::Path;
