@@ -97,11 +97,13 @@ pub async fn run(global: &Global, args: BenchGraphArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn ms(h: &Histogram<u64>, q: f64) -> f64 {
+/// A latency quantile of `h` (microseconds) in milliseconds.
+pub(crate) fn ms(h: &Histogram<u64>, q: f64) -> f64 {
     h.value_at_quantile(q) as f64 / 1000.0
 }
 
-fn histogram() -> Histogram<u64> {
+/// An auto-resizing latency histogram in microseconds.
+pub(crate) fn histogram() -> Histogram<u64> {
     let mut h = Histogram::<u64>::new(3).expect("3 significant figures is a valid precision");
     h.auto(true);
     h

@@ -18,6 +18,7 @@ use serde_json::json;
 
 use crate::args::{BenchSearchArgs, Global};
 use crate::bench::EmbeddedCluster;
+use crate::bench_graph::{histogram, ms};
 use crate::output;
 
 /// One corpus document.
@@ -362,14 +363,4 @@ async fn time_queries(
     }
     let ops_per_sec = latency.len() as f64 / started.elapsed().as_secs_f64();
     Ok(Timed { latency, ops_per_sec })
-}
-
-fn ms(h: &Histogram<u64>, q: f64) -> f64 {
-    h.value_at_quantile(q) as f64 / 1000.0
-}
-
-fn histogram() -> Histogram<u64> {
-    let mut h = Histogram::<u64>::new(3).expect("3 significant figures is a valid precision");
-    h.auto(true);
-    h
 }

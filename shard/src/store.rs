@@ -115,7 +115,9 @@ impl Store {
         mut visit: impl FnMut(&[u8], &[u8]) -> Result<bool>,
     ) -> Result<()> {
         let mut opts = ReadOptions::default();
-        opts.set_iterate_upper_bound(crate::search::keys::prefix_end(prefix));
+        if let Some(end) = codec::prefix_end(prefix) {
+            opts.set_iterate_upper_bound(end);
+        }
         if let Some(snapshot) = snapshot {
             opts.set_snapshot(snapshot);
         }

@@ -288,7 +288,7 @@ async fn test_acknowledged_writes_are_searchable_after_a_crash_before_the_index_
         cluster.restart_shard(shard).await.unwrap();
     }
     // The restarted shards catch up from the outbox when asked for min_seq.
-    let mut api = omnishard_tests_wait(&cluster).await;
+    let mut api = wait_for_shards(&cluster).await;
     let res = search(&mut api, SearchRequest { min_seq: seq, ..query("", 10) }).await;
     assert_eq!(res.total, 300);
     let info =
@@ -299,7 +299,7 @@ async fn test_acknowledged_writes_are_searchable_after_a_crash_before_the_index_
 }
 
 /// A search client once the gateway reaches the restarted shards again.
-async fn omnishard_tests_wait(cluster: &Cluster) -> SearchServiceClient<Channel> {
+async fn wait_for_shards(cluster: &Cluster) -> SearchServiceClient<Channel> {
     let mut api = api(cluster).await;
     for _ in 0..100 {
         let req = DescribeIndexRequest { namespace: String::new(), index: INDEX.into() };

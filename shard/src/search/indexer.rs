@@ -22,6 +22,7 @@ use tokio::sync::oneshot;
 use super::index::{self, tantivy_error, Registry, SearchIndex};
 use super::keys;
 use super::schema::id_field;
+use crate::codec::prefix_end;
 use crate::error::{Error, Result};
 use crate::store::{Store, CF_SEARCH};
 
@@ -244,15 +245,14 @@ impl Worker {
         snapshot: &rocksdb::Snapshot<'_>,
     ) -> Result<()> {
         let meta = index.meta();
-        let writer = self.writer_for(index)?;
-        let schema = writer.index().schema();
-        let id_field = id_field(&schema)?;
-        let cf = self.store.cf(CF_SEARCH)?;
+        let store = self.store.clone();
         let doc_keys: Vec<Vec<u8>> = ids.iter().map(|p| keys::doc(index.uid, &p.id)).collect();
         let mut read = rocksdb::ReadOptions::default();
         read.set_snapshot(snapshot);
-        let values = self.store.db().batched_multi_get_cf_opt(cf, doc_keys.iter(), false, &read);
-        let writer = self.writer.as_mut().map(|(_, _, w)| w).ok_or_else(|| Error::Internal("no writer".into()))?;
+        let values = store.db().batched_multi_get_cf_opt(store.cf(CF_SEARCH)?, doc_keys.iter(), false, &read);
+        let writer = self.writer_for(index)?;
+        let schema = writer.index().schema();
+        let id_field = id_field(&schema)?;
         for (pending, value) in ids.iter().zip(values) {
             let id = pending.id.as_str();
             // Deletes cost a term lookup in every segment at commit: skip
@@ -362,7 +362,7 @@ impl Worker {
         let mut opts = rocksdb::ReadOptions::default();
         opts.set_snapshot(snapshot);
         opts.set_iterate_lower_bound(prefix.clone());
-        let end = keys::prefix_end(&prefix);
+        let Some(end) = prefix_end(&prefix) else { return Ok(0) };
         let mut iter = self.store.db().iterator_cf_opt(
             self.store.cf(CF_SEARCH)?,
             opts,

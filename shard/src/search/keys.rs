@@ -127,18 +127,6 @@ pub fn decode_doc(value: &[u8]) -> Option<(u64, &[u8])> {
     Some((u64::from_be_bytes(version.try_into().ok()?), json))
 }
 
-/// The first key after every key starting with `prefix`.
-pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < u8::MAX {
-            end.push(last + 1);
-            return end;
-        }
-    }
-    vec![u8::MAX; prefix.len() + 1]
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -154,6 +142,5 @@ mod tests {
         assert_eq!(decode_doc(&encode_doc(5, b"{}")), Some((5, &b"{}"[..])));
         assert_eq!(decode_outbox(&encode_outbox(true, "x")), Some((true, &b"x"[..])));
         assert_eq!(decode_outbox(&encode_outbox(false, "n1")), Some((false, &b"n1"[..])));
-        assert_eq!(prefix_end(&[1, 0xff]), vec![2]);
     }
 }

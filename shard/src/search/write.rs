@@ -8,6 +8,7 @@ use rocksdb::WriteBatch;
 use serde_json::{Map, Value};
 
 use super::keys::{self, IndexMeta};
+use crate::codec::prefix_end;
 use crate::error::{Error, Result};
 use crate::store::{Store, CF_SEARCH};
 
@@ -174,7 +175,10 @@ pub fn stage_admin(store: &Store, op: &AdminOp, batch: &mut WriteBatch) -> Resul
         AdminOp::Drop { namespace, index, uid } => {
             batch.delete_cf(cf, keys::meta(namespace, index));
             for prefix in [keys::doc_prefix(*uid), keys::outbox_prefix(*uid), keys::generation(*uid)] {
-                batch.delete_range_cf(cf, &prefix, &keys::prefix_end(&prefix));
+                // These prefixes start with a letter tag, so they always have an end.
+                if let Some(end) = prefix_end(&prefix) {
+                    batch.delete_range_cf(cf, &prefix, &end);
+                }
             }
         }
     }
