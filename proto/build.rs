@@ -11,6 +11,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/omnishard/v1/admin.proto",
         "proto/omnishard/v1/graph.proto",
         "proto/omnishard/v1/search.proto",
+        "proto/omnishard/v1/files.proto",
+        "proto/omnishard/v1/shard_files.proto",
         "proto/omnishard/v1/shard.proto",
     ];
     tonic_prost_build::configure()

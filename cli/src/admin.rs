@@ -11,6 +11,7 @@ pub async fn run(global: &Global, cmd: AdminCommand) -> anyhow::Result<()> {
     match cmd {
         AdminCommand::Cluster => cluster(global, &client).await,
         AdminCommand::Reindex { index } => crate::search::reindex(global, &client, index).await,
+        AdminCommand::VerifyFiles => crate::file::verify(global, &client).await,
     }
 }
 

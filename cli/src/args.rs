@@ -48,6 +48,9 @@ pub enum Command {
     /// Full-text search: indexes, documents, queries.
     #[command(subcommand)]
     Search(SearchCommand),
+    /// Files: streamed, chunked, deduplicated blobs.
+    #[command(subcommand)]
+    File(FileCommand),
     /// Operator commands.
     #[command(subcommand)]
     Admin(AdminCommand),
@@ -133,6 +136,69 @@ pub enum AdminCommand {
     Cluster,
     /// Rebuild a search index on every shard from the documents in RocksDB.
     Reindex { index: String },
+    /// Re-read and hash every stored file chunk and check every file's chunks exist.
+    VerifyFiles,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FileCommand {
+    /// Upload LOCAL (a path, or - for stdin) as KEY.
+    Put {
+        local: PathBuf,
+        key: String,
+        /// Content type stored with the file.
+        #[arg(long, default_value = "")]
+        content_type: String,
+        /// Metadata entry KEY=VALUE (repeatable).
+        #[arg(long = "meta", value_parser = parse_meta)]
+        metadata: Vec<(String, String)>,
+        /// Store chunks zstd-compressed (default: the gateway's setting).
+        #[arg(long)]
+        compress: bool,
+    },
+    /// Download KEY to LOCAL (a path, or - for stdout).
+    Get {
+        key: String,
+        local: PathBuf,
+        /// Inclusive byte range START-END (or START- for the rest), as in HTTP ranges.
+        #[arg(long, value_parser = parse_range)]
+        range: Option<(u64, Option<u64>)>,
+    },
+    /// List files whose key starts with PREFIX.
+    Ls {
+        #[arg(default_value = "")]
+        prefix: String,
+    },
+    /// Size, SHA-256, chunks and metadata of KEY.
+    Stat {
+        key: String,
+        /// List the chunks too.
+        #[arg(long)]
+        chunks: bool,
+    },
+    /// Delete KEY.
+    Rm { key: String },
+    /// Copy SOURCE to DESTINATION on the server, sharing chunks.
+    Cp { source: String, destination: String },
+}
+
+fn parse_meta(text: &str) -> Result<(String, String), String> {
+    text.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())).ok_or_else(|| format!("{text:?} is not KEY=VALUE"))
+}
+
+/// `START-END` (inclusive) or `START-`.
+pub fn parse_range(text: &str) -> Result<(u64, Option<u64>), String> {
+    let bad = || format!("{text:?} is not START-END or START- (inclusive byte offsets)");
+    let (start, end) = text.split_once('-').ok_or_else(bad)?;
+    let start: u64 = start.trim().parse().map_err(|_| bad())?;
+    let end = match end.trim() {
+        "" => None,
+        end => Some(end.parse::<u64>().map_err(|_| bad())?),
+    };
+    if end.is_some_and(|e| e < start) {
+        return Err(format!("{text:?}: END is before START"));
+    }
+    Ok((start, end))
 }
 
 #[derive(Debug, Subcommand)]

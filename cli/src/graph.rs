@@ -3,7 +3,6 @@
 use std::io::BufRead;
 
 use anyhow::{bail, Context};
-use indicatif::{ProgressBar, ProgressStyle};
 use omnishard_client::Client;
 use omnishard_proto::v1::*;
 use serde::Deserialize;
@@ -192,10 +191,7 @@ fn one() -> f64 {
 async fn load(mut ctx: Ctx, file: &std::path::Path) -> anyhow::Result<()> {
     let size = std::fs::metadata(file).with_context(|| format!("reading {}", file.display()))?.len();
     let reader = std::io::BufReader::new(std::fs::File::open(file)?);
-    let bar = ProgressBar::new(size).with_style(
-        ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
+    let bar = output::byte_bar(Some(size), false);
     let (mut vertices, mut edges) = (Vec::new(), Vec::new());
     let (mut nv, mut ne) = (0usize, 0usize);
     for (n, line) in reader.lines().enumerate() {

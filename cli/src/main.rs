@@ -9,6 +9,7 @@
 //! * `kv` — `omnishard kv ...`.
 //! * `graph` — `omnishard graph ...`.
 //! * `search` — `omnishard search ...`.
+//! * `file` — `omnishard file ...`.
 //! * `admin` — `omnishard admin ...`.
 //! * `bench` — `omnishard bench kv`; `bench_graph` — `omnishard bench graph`;
 //!   `bench_search` — `omnishard bench search`.
@@ -22,6 +23,7 @@ mod bench;
 mod bench_graph;
 mod bench_search;
 mod dev;
+mod file;
 mod graph;
 mod kv;
 mod output;
@@ -53,6 +55,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Kv(cmd) => kv::run(&global, cmd).await,
         Command::Graph(args) => graph::run(&global, args).await,
         Command::Search(cmd) => search::run(&global, cmd).await,
+        Command::File(cmd) => file::run(&global, cmd).await,
         Command::Admin(cmd) => admin::run(&global, cmd).await,
         Command::Bench(cmd) => bench::run(&global, cmd).await,
     }

@@ -54,3 +54,15 @@ pub fn kv_json(kv: &omnishard_client::KeyValue) -> Value {
         "expires_at_ms": kv.expires_at_ms,
     })
 }
+
+/// A progress bar counting bytes; hidden when `hidden` (JSON output, pipes).
+pub fn byte_bar(total: Option<u64>, hidden: bool) -> indicatif::ProgressBar {
+    if hidden {
+        return indicatif::ProgressBar::hidden();
+    }
+    let (bar, template) = match total {
+        Some(total) => (indicatif::ProgressBar::new(total), "{bar:40} {bytes}/{total_bytes} {binary_bytes_per_sec} {msg}"),
+        None => (indicatif::ProgressBar::no_length(), "{bytes} {binary_bytes_per_sec} {msg}"),
+    };
+    bar.with_style(indicatif::ProgressStyle::with_template(template).unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()))
+}

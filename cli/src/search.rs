@@ -3,7 +3,6 @@
 use std::io::BufRead;
 
 use anyhow::{bail, Context};
-use indicatif::{ProgressBar, ProgressStyle};
 use omnishard_client::{Client, Error as ClientError};
 use omnishard_proto::v1::search_service_client::SearchServiceClient;
 use omnishard_proto::v1::*;
@@ -223,11 +222,7 @@ fn document_of(line: &str) -> anyhow::Result<Document> {
 async fn index_file(mut ctx: Ctx, index: String, file: &std::path::Path, batch: usize) -> anyhow::Result<()> {
     let size = std::fs::metadata(file).with_context(|| format!("reading {}", file.display()))?.len();
     let reader = std::io::BufReader::new(std::fs::File::open(file)?);
-    let bar = if ctx.json { ProgressBar::hidden() } else { ProgressBar::new(size) };
-    bar.set_style(
-        ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
+    let bar = output::byte_bar(Some(size), ctx.json);
     let (mut pending, mut written, mut seq) = (Vec::new(), 0u64, 0u64);
     for (n, line) in reader.lines().enumerate() {
         let line = line?;

@@ -16,13 +16,15 @@
 use std::time::Duration;
 
 use omnishard_proto::v1::admin_service_client::AdminServiceClient;
+use omnishard_proto::v1::file_service_client::FileServiceClient;
 use omnishard_proto::v1::graph_service_client::GraphServiceClient;
 use omnishard_proto::v1::kv_service_client::KvServiceClient;
 use omnishard_proto::v1::search_service_client::SearchServiceClient;
 use omnishard_proto::v1::*;
+use futures::StreamExt;
 use tonic::transport::{Channel, Endpoint};
 
-pub use omnishard_proto::v1::{ClusterResponse, KeyValue, ShardInfo, WriteResult};
+pub use omnishard_proto::v1::{ClusterResponse, FileInfo, KeyValue, ShardInfo, UploadHeader, UploadResponse, WriteResult};
 
 /// Largest message the client sends or accepts.
 const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
@@ -100,7 +102,27 @@ pub struct Client {
     admin: AdminServiceClient<Channel>,
     graph: GraphServiceClient<Channel>,
     search: SearchServiceClient<Channel>,
+    files: FileServiceClient<Channel>,
     namespace: String,
+}
+
+/// A download in progress: the file's info, then its bytes in order.
+pub struct FileReader {
+    pub info: FileInfo,
+    stream: tonic::Streaming<DownloadResponse>,
+}
+
+impl FileReader {
+    /// The next piece of the file; `None` at the end.
+    pub async fn next_bytes(&mut self) -> Result<Option<Vec<u8>>, Error> {
+        loop {
+            match self.stream.message().await? {
+                None => return Ok(None),
+                Some(DownloadResponse { part: Some(download_response::Part::Data(data)) }) => return Ok(Some(data)),
+                Some(_) => continue,
+            }
+        }
+    }
 }
 
 impl Client {
@@ -125,7 +147,10 @@ impl Client {
             graph: GraphServiceClient::new(channel.clone())
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
-            search: SearchServiceClient::new(channel)
+            search: SearchServiceClient::new(channel.clone())
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            files: FileServiceClient::new(channel)
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
             namespace: String::new(),
@@ -212,6 +237,37 @@ impl Client {
     /// The raw `SearchService` client (indexes, documents, queries).
     pub fn search(&self) -> SearchServiceClient<Channel> {
         self.search.clone()
+    }
+
+    /// The raw `FileService` client (stat, list, delete, copy, verify).
+    pub fn files(&self) -> FileServiceClient<Channel> {
+        self.files.clone()
+    }
+
+    /// Uploads a file: `header` (its namespace defaults to the client's),
+    /// then `data` in pieces of any size up to 16 MiB.
+    pub async fn upload(
+        &self,
+        mut header: UploadHeader,
+        data: impl futures::Stream<Item = Vec<u8>> + Send + 'static,
+    ) -> Result<UploadResponse, Error> {
+        if header.namespace.is_empty() {
+            header.namespace = self.namespace.clone();
+        }
+        let first = UploadRequest { part: Some(upload_request::Part::Header(header)) };
+        let rest = data.map(|d| UploadRequest { part: Some(upload_request::Part::Data(d)) });
+        let messages = futures::stream::once(async move { first }).chain(rest);
+        Ok(self.files.clone().upload(messages).await?.into_inner())
+    }
+
+    /// Starts downloading `key` from `offset`, `length` bytes (0 = to the end).
+    pub async fn download(&self, key: &[u8], offset: u64, length: u64) -> Result<FileReader, Error> {
+        let req = DownloadRequest { namespace: self.namespace.clone(), key: key.to_vec(), offset, length };
+        let mut stream = self.files.clone().download(req).await?.into_inner();
+        match stream.message().await? {
+            Some(DownloadResponse { part: Some(download_response::Part::Info(info)) }) => Ok(FileReader { info, stream }),
+            _ => Err(Error::Status(tonic::Status::internal("the download did not start with the file's info"))),
+        }
     }
 
     /// Shards, health, ring epoch and key counts.

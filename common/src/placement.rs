@@ -47,6 +47,13 @@ pub fn placement_hash(namespace: &str, key: &[u8]) -> u64 {
     hasher.finish()
 }
 
+/// The placement key of a file chunk: `chunk:` and its SHA-256 in hex. A
+/// chunk is placed by its content, so one large file spreads over every shard
+/// and equal chunks of any file of a namespace meet on one shard.
+pub fn chunk_key(sha256: &[u8]) -> Vec<u8> {
+    format!("chunk:{}", hex::encode(sha256)).into_bytes()
+}
+
 /// A position on the ring; hashes to itself so keys and vnodes share one space.
 #[derive(Debug, Clone, Copy)]
 struct Point(u64);

@@ -24,6 +24,9 @@ pub struct Cluster {
     pub(crate) search: crate::config::SearchLimits,
     /// Global statistics of recent queries, with the views they describe.
     pub(crate) statistics_cache: crate::search::query::StatisticsCache,
+    pub(crate) files: crate::config::FileSettings,
+    /// One permit per running upload or download (`files.max_transfers`).
+    pub(crate) transfers: Arc<tokio::sync::Semaphore>,
 }
 
 /// One shard as the gateway calls it: the client plus what is needed to
@@ -92,6 +95,8 @@ impl Cluster {
             graph: config.graph.clone(),
             search: config.search.clone(),
             statistics_cache: crate::search::query::StatisticsCache::new(config.search.statistics_cache),
+            files: config.files.clone(),
+            transfers: Arc::new(tokio::sync::Semaphore::new(config.files.max_transfers)),
         })
     }
 

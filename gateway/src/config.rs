@@ -1,5 +1,5 @@
 //! Gateway settings: the topology plus optional `[gateway]`, `[limits]`,
-//! `[graph]` and `[search]` tables, in one TOML file
+//! `[graph]`, `[search]` and `[files]` tables, in one TOML file
 //! (`omnishard gateway --config FILE`).
 //!
 //! ```toml
@@ -51,6 +51,92 @@ pub struct GatewayConfig {
     /// Search limits.
     #[serde(default)]
     pub search: SearchLimits,
+    /// File transfer settings.
+    #[serde(default)]
+    pub files: FileSettings,
+}
+
+/// How files are chunked, stored and collected.
+///
+/// * `chunking` — `"content-defined"` (FastCDC: cut points follow the content,
+///   so an insertion shifts no later chunk and they deduplicate) or `"fixed"`
+///   (default content-defined).
+/// * `chunk_size` — exact size of fixed chunks; average of content-defined
+///   ones, which range from a quarter to four times it (default 1MiB).
+/// * `max_file_size` — largest file; a larger declared size is refused before
+///   any data is stored, a stream that grows past it is cut off (default 16GiB).
+/// * `max_transfers` — uploads and downloads running at once on this gateway;
+///   more get RESOURCE_EXHAUSTED (default 64).
+/// * `window` — chunk calls in flight per transfer; with the chunk size this
+///   bounds a transfer's memory (default 4).
+/// * `compress` — zstd-compress chunks when the upload does not say (default false).
+/// * `bulk_threshold` — uploads past this size write chunks without the WAL and
+///   flush them once before the manifest commits (default 8MiB).
+/// * `upload_lease` — how long an upload's chunks are kept without a commit;
+///   renewed while the upload runs (default `10m`).
+/// * `read_lease` — how long a download holds the version it reads; renewed
+///   while it runs (default `30s`).
+/// * `sweep_interval` — how often this gateway collects garbage and the chunks
+///   of abandoned uploads (default `30s`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FileSettings {
+    pub chunking: Chunking,
+    pub chunk_size: bytesize::ByteSize,
+    pub max_file_size: bytesize::ByteSize,
+    pub max_transfers: usize,
+    pub window: usize,
+    pub compress: bool,
+    pub bulk_threshold: bytesize::ByteSize,
+    #[serde(with = "humantime_serde")]
+    pub upload_lease: Duration,
+    #[serde(with = "humantime_serde")]
+    pub read_lease: Duration,
+    #[serde(with = "humantime_serde")]
+    pub sweep_interval: Duration,
+}
+
+/// How a file is cut into chunks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Chunking {
+    ContentDefined,
+    Fixed,
+}
+
+impl Default for FileSettings {
+    fn default() -> Self {
+        FileSettings {
+            chunking: Chunking::ContentDefined,
+            chunk_size: bytesize::ByteSize::mib(1),
+            max_file_size: bytesize::ByteSize::gib(16),
+            max_transfers: 64,
+            window: 4,
+            compress: false,
+            bulk_threshold: bytesize::ByteSize::mib(8),
+            upload_lease: Duration::from_secs(600),
+            read_lease: Duration::from_secs(30),
+            sweep_interval: Duration::from_secs(30),
+        }
+    }
+}
+
+impl FileSettings {
+    /// Chunk sizes FastCDC accepts: an even average from 1KiB to 4MiB (so the
+    /// largest chunk, four times it, stays within a shard's 16MiB limit).
+    fn validate(&self) -> Result<()> {
+        let size = self.chunk_size.as_u64();
+        if !(1024..=4 << 20).contains(&size) || size % 2 != 0 {
+            return Err(Error::invalid("files.chunk_size", format!("is {size} bytes; use an even size from 1KiB to 4MiB")));
+        }
+        if self.window == 0 || self.max_transfers == 0 {
+            return Err(Error::invalid("files", "window and max_transfers must be at least 1"));
+        }
+        if self.upload_lease < Duration::from_secs(1) || self.read_lease < Duration::from_millis(100) {
+            return Err(Error::invalid("files", "upload_lease must be at least 1s and read_lease at least 100ms"));
+        }
+        Ok(())
+    }
 }
 
 /// Limits of one search.
@@ -195,6 +281,7 @@ impl GatewayConfig {
             limits: Limits::default(),
             graph: GraphBudgets::default(),
             search: SearchLimits::default(),
+            files: FileSettings::default(),
         }
     }
 
@@ -230,7 +317,7 @@ impl GatewayConfig {
         if g.request_timeout.is_zero() {
             return Err(Error::invalid("gateway.request_timeout", "must be greater than 0s"));
         }
-        Ok(())
+        self.files.validate()
     }
 }
 

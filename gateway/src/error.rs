@@ -16,6 +16,12 @@ pub enum Error {
     /// A traversal budget was exceeded.
     #[error("traversal stopped by budget {budget}: {detail}")]
     Budget { budget: &'static str, detail: String },
+    /// A byte range outside the file.
+    #[error("{0}")]
+    OutOfRange(String),
+    /// A capacity limit of the gateway is reached; says which.
+    #[error("{0}")]
+    Exhausted(String),
     /// The request's own deadline passed.
     #[error("deadline exceeded: {0}")]
     Deadline(String),
@@ -46,7 +52,8 @@ impl Error {
                 omnishard_common::Error::Topology(_) => Code::FailedPrecondition,
             },
             Error::NotFound { .. } => Code::NotFound,
-            Error::Budget { .. } => Code::ResourceExhausted,
+            Error::Budget { .. } | Error::Exhausted(_) => Code::ResourceExhausted,
+            Error::OutOfRange(_) => Code::OutOfRange,
             Error::ShardUnavailable { .. } => Code::Unavailable,
             Error::ShardTimeout { .. } | Error::Deadline(_) => Code::DeadlineExceeded,
             // The caller did nothing wrong; the gateway needs a newer ring.

@@ -321,14 +321,14 @@ pub fn check_ttl(ttl: Duration) -> Result<Duration> {
     Ok(ttl)
 }
 
-fn encode_cursor(last_key: &[u8]) -> Vec<u8> {
+pub(crate) fn encode_cursor(last_key: &[u8]) -> Vec<u8> {
     let mut cursor = Vec::with_capacity(last_key.len() + 1);
     cursor.push(CURSOR_V1);
     cursor.extend_from_slice(last_key);
     cursor
 }
 
-fn decode_cursor(cursor: &[u8]) -> Result<Vec<u8>> {
+pub(crate) fn decode_cursor(cursor: &[u8]) -> Result<Vec<u8>> {
     match cursor.split_first() {
         None => Ok(Vec::new()),
         Some((&CURSOR_V1, key)) if !key.is_empty() => Ok(key.to_vec()),
@@ -336,11 +336,11 @@ fn decode_cursor(cursor: &[u8]) -> Result<Vec<u8>> {
     }
 }
 
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
-fn show(key: &[u8]) -> String {
+pub(crate) fn show(key: &[u8]) -> String {
     String::from_utf8_lossy(&key[..key.len().min(128)]).into_owned()
 }
 

@@ -11,10 +11,13 @@
 //! * [`kv`] — key-value operations: routing, fan-out, scan merge.
 //! * [`graph`] — graph writes (both edge halves) and distributed traversals.
 //! * [`search`] — full-text search: index definitions, documents, exact global BM25.
+//! * [`files`] — files: chunking, upload and download pipelines, collection, verification.
 //! * [`admin`] — cluster status.
 //! * [`server`] — tonic adapters (KV, admin), health, reflection and `serve`.
 //! * [`graph_server`] — the tonic adapter of `GraphService`.
 //! * [`search_server`] — the tonic adapter of `SearchService`.
+//! * [`file_server`] — the tonic adapter of `FileService`.
+//! * [`deadline`] — the outer request deadline (file transfers exempt).
 //! * [`error`] — the error enum and its gRPC mapping.
 
 #![forbid(unsafe_code)]
@@ -22,8 +25,11 @@
 pub mod admin;
 pub mod cluster;
 pub mod coalesce;
+pub mod deadline;
 pub mod config;
 pub mod error;
+pub mod file_server;
+pub mod files;
 pub mod graph;
 pub mod graph_server;
 pub mod kv;

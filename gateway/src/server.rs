@@ -19,11 +19,16 @@ use crate::config::GatewayConfig;
 use crate::error::Error;
 use crate::graph_server::GraphGrpc;
 use crate::kv::WriteOp;
+use crate::file_server::FileGrpc;
 use crate::search_server::SearchGrpc;
+use omnishard_proto::v1::file_service_server::FileServiceServer;
 use omnishard_proto::v1::search_service_server::SearchServiceServer;
 
 /// Largest message a client may send: a full batch of large values.
 pub const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
+
+/// Largest message of a file transfer (data comes in pieces of any size up to this).
+pub const FILE_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 
 /// Connects to every shard, then serves the gateway on `listener` until `shutdown` resolves.
 pub async fn serve(
@@ -53,6 +58,7 @@ pub async fn serve_cluster(
     health_reporter.set_serving::<AdminServiceServer<AdminGrpc>>().await;
     health_reporter.set_serving::<GraphServiceServer<GraphGrpc>>().await;
     health_reporter.set_serving::<SearchServiceServer<SearchGrpc>>().await;
+    health_reporter.set_serving::<FileServiceServer<FileGrpc>>().await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(omnishard_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -67,6 +73,11 @@ pub async fn serve_cluster(
     let search = SearchServiceServer::new(SearchGrpc { cluster: cluster.clone() })
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    // File data arrives in many small messages, never one huge one.
+    let files = FileServiceServer::new(FileGrpc { cluster: cluster.clone() })
+        .max_decoding_message_size(FILE_MESSAGE_BYTES)
+        .max_encoding_message_size(FILE_MESSAGE_BYTES);
+    let sweeper = tokio::spawn(cluster.clone().run_file_sweeper(cluster.files.sweep_interval.max(Duration::from_millis(100))));
     let repair =
         tokio::spawn(cluster.clone().run_edge_repair(cluster.graph.repair_interval.max(Duration::from_millis(100))));
     tracing::info!(addr = %listener.local_addr()?, epoch = cluster.epoch(), shards = cluster.shards.len(), "gateway serving");
@@ -77,22 +88,28 @@ pub async fn serve_cluster(
         .add_service(admin)
         .add_service(graph)
         .add_service(search)
+        .add_service(files)
         .serve_with_incoming_shutdown(incoming(listener), shutdown)
         .await?;
     repair.abort();
+    sweeper.abort();
     tracing::info!("gateway stopped");
     Ok(())
 }
 
 /// The gateway server's layers, outermost first.
-fn server_stack() -> Server {
+fn server_stack() -> Server<tower::layer::util::Stack<crate::deadline::DeadlineLayer, tower::layer::util::Identity>> {
     Server::builder()
+        // Wide HTTP/2 windows let a file upload stream without stalls.
+        .initial_stream_window_size(8 << 20)
+        .initial_connection_window_size(32 << 20)
         // Concurrency limit: bounds in-flight requests per client connection.
         .concurrency_limit_per_connection(1024)
         // Load shed: past the limit, answer UNAVAILABLE at once instead of queueing.
         .load_shed(true)
-        // Timeout: a request never outlives this, whatever the shards do.
-        .timeout(Duration::from_secs(60))
+        // Deadline: a request never outlives this, whatever the shards do
+        // (file transfers excepted: their length grows with the file).
+        .layer(crate::deadline::DeadlineLayer(Duration::from_secs(60)))
 }
 
 fn status(err: Error) -> Status {

@@ -21,6 +21,7 @@ use failsafe::failure_policy::{self, ConsecutiveFailures};
 use failsafe::StateMachine;
 use omnishard_common::rejection::Rejection;
 use omnishard_common::topology::ShardAddr;
+use omnishard_proto::v1::shard_file_service_client::ShardFileServiceClient;
 use omnishard_proto::v1::shard_service_client::ShardServiceClient;
 use omnishard_proto::v1::*;
 use tonic::transport::{Channel, Endpoint};
@@ -46,6 +47,9 @@ pub struct ShardClient {
     /// The same connection and breaker for calls whose own deadline is
     /// longer than `request_timeout` (searches, index rebuilds).
     long: ShardServiceClient<Stack>,
+    /// File chunks and manifests, on a connection of their own: a large
+    /// transfer then never shares HTTP/2 flow control with point operations.
+    files: ShardFileServiceClient<Stack>,
 }
 
 /// How long a long-running shard call (an index rebuild) may take.
@@ -65,28 +69,39 @@ impl ShardClient {
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))
             .keep_alive_while_idle(true);
-        let channel = endpoint.connect_lazy();
+        let channel = endpoint.clone().connect_lazy();
+        // Bulk streams want wide HTTP/2 windows; point calls keep the defaults.
+        let file_channel = endpoint
+            .initial_stream_window_size(8 << 20)
+            .initial_connection_window_size(32 << 20)
+            .connect_lazy();
         let breaker = failsafe::Config::new()
             .failure_policy(failure_policy::consecutive_failures(
                 settings.breaker_failures.max(1),
                 Doubling { next: settings.breaker_backoff, max: settings.breaker_max_backoff },
             ))
             .build();
-        let client = |timeout: Duration| {
-            let stack = ServiceBuilder::new()
+        let stack = |channel: &Channel, timeout: Duration| {
+            ServiceBuilder::new()
                 .layer_fn(|inner| Guard { inner, breaker: breaker.clone(), timeout })
                 .concurrency_limit(settings.shard_concurrency)
                 .timeout(timeout)
-                .service(channel.clone());
-            ShardServiceClient::new(stack)
+                .service(channel.clone())
+        };
+        let client = |timeout: Duration| {
+            ShardServiceClient::new(stack(&channel, timeout))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES)
         };
+        let files = ShardFileServiceClient::new(stack(&file_channel, LONG_CALL_TIMEOUT))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
         Ok(ShardClient {
             id: Arc::from(shard.id.as_str()),
             addr: Arc::from(shard.addr.as_str()),
             grpc: client(settings.request_timeout),
             long: client(LONG_CALL_TIMEOUT),
+            files,
         })
     }
 
@@ -184,6 +199,60 @@ impl ShardClient {
 
     pub async fn search_reindex(self, req: ReindexRequest) -> Result<ReindexResponse> {
         self.long.clone().search_reindex(req).await.map(|r| r.into_inner()).map_err(|s| self.error(s))
+    }
+
+    // File calls use the file connection; their deadline is the long one,
+    // because a chunk may wait behind a large transfer's on the shard.
+    pub async fn chunk_put(self, req: ShardChunkPutRequest) -> Result<ShardChunkPutResponse> {
+        self.files.clone().chunk_put(req).await.map(|r| r.into_inner()).map_err(|s| self.error(s))
+    }
+
+    pub async fn chunk_claim(self, req: ShardChunkClaimRequest) -> Result<ShardChunkClaimResponse> {
+        self.files.clone().chunk_claim(req).await.map(|r| r.into_inner()).map_err(|s| self.error(s))
+    }
+
+    pub async fn chunk_get(self, req: ShardChunkGetRequest) -> Result<ShardChunkGetResponse> {
+        self.files.clone().chunk_get(req).await.map(|r| r.into_inner()).map_err(|s| self.error(s))
+    }
+
+    pub async fn upload_control(self, req: ShardUploadControlRequest) -> Result<ShardUploadControlResponse> {
+        self.files.clone().upload_control(req).await.map(|r| r.into_inner()).map_err(|s| self.error(s))
+    }
+
+    pub async fn manifest_commit(self, req: ShardManifestCommitRequest) -> Result<ShardManifestCommitResponse> {
+        self.files.clone().manifest_commit(req).await.map(|r| r.into_inner()).map_err(|s| self.error(s))
+    }
+
+    pub async fn manifest_get(self, req: ShardManifestGetRequest) -> Result<ShardManifestGetResponse> {
+        self.files.clone().manifest_get(req).await.map(|r| r.into_inner()).map_err(|s| self.error(s))
+    }
+
+    pub async fn manifest_delete(self, req: ShardManifestDeleteRequest) -> Result<ShardManifestDeleteResponse> {
+        self.files.clone().manifest_delete(req).await.map(|r| r.into_inner()).map_err(|s| self.error(s))
+    }
+
+    pub async fn manifest_list(self, req: ShardManifestListRequest) -> Result<ShardManifestListResponse> {
+        self.files.clone().manifest_list(req).await.map(|r| r.into_inner()).map_err(|s| self.error(s))
+    }
+
+    pub async fn read_lease(self, req: ShardReadLeaseRequest) -> Result<ShardReadLeaseResponse> {
+        self.files.clone().read_lease(req).await.map(|r| r.into_inner()).map_err(|s| self.error(s))
+    }
+
+    pub async fn files_pending(self, req: ShardFilesPendingRequest) -> Result<ShardFilesPendingResponse> {
+        self.files.clone().files_pending(req).await.map(|r| r.into_inner()).map_err(|s| self.error(s))
+    }
+
+    pub async fn garbage_forget(self, req: ShardGarbageForgetRequest) -> Result<ShardGarbageForgetResponse> {
+        self.files.clone().garbage_forget(req).await.map(|r| r.into_inner()).map_err(|s| self.error(s))
+    }
+
+    pub async fn chunk_verify(self, req: ShardChunkVerifyRequest) -> Result<ShardChunkVerifyResponse> {
+        self.files.clone().chunk_verify(req).await.map(|r| r.into_inner()).map_err(|s| self.error(s))
+    }
+
+    pub async fn chunks_present(self, req: ShardChunksPresentRequest) -> Result<ShardChunksPresentResponse> {
+        self.files.clone().chunks_present(req).await.map(|r| r.into_inner()).map_err(|s| self.error(s))
     }
 
     pub async fn install_topology(self, req: InstallTopologyRequest) -> Result<u64> {

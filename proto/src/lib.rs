@@ -5,7 +5,9 @@
 //! * `proto/omnishard/v1/admin.proto` — `AdminService`, the operator API.
 //! * `proto/omnishard/v1/graph.proto` — `GraphService`, vertices, edges and traversals.
 //! * `proto/omnishard/v1/search.proto` — `SearchService`, indexes, documents and ranked queries.
+//! * `proto/omnishard/v1/files.proto` — `FileService`, streamed, chunked, deduplicated files.
 //! * `proto/omnishard/v1/shard.proto` — `ShardService`, gateway → shard only.
+//! * `proto/omnishard/v1/shard_files.proto` — `ShardFileService`, chunks and manifests, gateway → shard only.
 //!
 //! [`FILE_DESCRIPTOR_SET`] feeds server reflection so `grpcurl` works.
 

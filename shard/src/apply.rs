@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::codec;
 use crate::error::{show_key, Error, Result};
+use crate::files::write::{self as files_write, FilesCommitted, FilesTxn};
 use crate::graph::write::{self as graph_write, GraphCommitted, GraphTxn};
 use crate::search::write::{self as search_write, AdminOp, SearchTxn};
 use crate::store::{Store, CF_KV, CF_META, META_LAST_SEQ};
@@ -74,6 +75,11 @@ enum Job {
         txn: SearchTxn,
         reply: oneshot::Sender<Result<Committed>>,
     },
+    /// File mutations commit on their own: a release scans the claims it drops.
+    Files {
+        txn: FilesTxn,
+        reply: oneshot::Sender<Result<FilesCommitted>>,
+    },
     /// Index definitions commit on their own.
     SearchAdmin {
         op: AdminOp,
@@ -84,7 +90,7 @@ enum Job {
 impl Job {
     /// Whether the job must commit alone rather than in a group.
     fn goes_alone(&self) -> bool {
-        matches!(self, Job::Graph { .. } | Job::SearchAdmin { .. })
+        matches!(self, Job::Graph { .. } | Job::SearchAdmin { .. } | Job::Files { .. })
     }
 }
 
@@ -158,6 +164,13 @@ impl Applier {
         outcome.await.map_err(|_| Error::ShuttingDown)?
     }
 
+    /// Applies one file mutation.
+    pub async fn apply_files(&self, txn: FilesTxn) -> Result<FilesCommitted> {
+        let (reply, outcome) = oneshot::channel();
+        self.enqueue(Job::Files { txn, reply })?;
+        outcome.await.map_err(|_| Error::ShuttingDown)?
+    }
+
     /// Applies one index definition change.
     pub async fn apply_search_admin(&self, op: AdminOp) -> Result<()> {
         let (reply, outcome) = oneshot::channel();
@@ -199,6 +212,10 @@ impl Writer {
                 }
                 Job::SearchAdmin { op, reply } => {
                     let _ = reply.send(self.commit_search_admin(&op));
+                    continue;
+                }
+                Job::Files { txn, reply } => {
+                    let _ = reply.send(self.commit_files(&txn));
                     continue;
                 }
                 _ => {}
@@ -248,7 +265,7 @@ impl Writer {
                     outcomes.push(vec![staged.map(|_| Committed { seq, existed: Vec::new() })]);
                 }
                 // `run` never puts these in a group.
-                Job::Graph { .. } | Job::SearchAdmin { .. } => outcomes.push(Vec::new()),
+                Job::Graph { .. } | Job::SearchAdmin { .. } | Job::Files { .. } => outcomes.push(Vec::new()),
                 Job::Meta { key, value, .. } => match self.store.cf(CF_META) {
                     Ok(cf) => {
                         batch.put_cf(cf, key, value);
@@ -269,10 +286,20 @@ impl Writer {
 
     /// Stages and commits one graph transaction under the next sequence.
     fn commit_graph(&self, txn: &GraphTxn) -> Result<GraphCommitted> {
+        self.commit_alone(|seq, batch| graph_write::stage(&self.store, txn, seq, codec::now_ms(), batch))
+    }
+
+    /// Stages and commits one file mutation under the next sequence.
+    fn commit_files(&self, txn: &FilesTxn) -> Result<FilesCommitted> {
+        self.commit_alone(|seq, batch| files_write::stage(&self.store, txn, seq, codec::now_ms(), batch))
+    }
+
+    /// Commits what `stage` adds to a fresh batch under the next sequence.
+    fn commit_alone<T>(&self, stage: impl FnOnce(u64, &mut WriteBatch) -> Result<T>) -> Result<T> {
         let start_seq = self.last_seq.load(Ordering::Acquire);
         let seq = start_seq + 1;
         let mut batch = WriteBatch::default();
-        let committed = graph_write::stage(&self.store, txn, seq, codec::now_ms(), &mut batch)?;
+        let committed = stage(seq, &mut batch)?;
         self.write(batch, seq, start_seq)?;
         self.last_seq.store(seq, Ordering::Release);
         Ok(committed)
@@ -385,6 +412,9 @@ fn reply(job: Job, results: Vec<Result<Committed>>, write: &Result<()>) {
         }
         Job::SearchAdmin { reply, .. } => {
             let _ = reply.send(Err(Error::Internal("index definition in a KV group".into())));
+        }
+        Job::Files { reply, .. } => {
+            let _ = reply.send(Err(Error::Internal("file mutation in a KV group".into())));
         }
         Job::Meta { reply, .. } => {
             let result = match (write, results.into_iter().next()) {

@@ -6,6 +6,7 @@ use bytesize::ByteSize;
 use omnishard_common::limits::Limits;
 use serde::{Deserialize, Serialize};
 
+use crate::files::FileSettings;
 use crate::search::SearchSettings;
 
 /// Everything a shard process needs to know.
@@ -21,6 +22,7 @@ use crate::search::SearchSettings;
 /// * `point_read_concurrency` — blocking threads for point reads (default 64).
 /// * `scan_concurrency` — blocking threads for scans, kept apart so scans never starve point reads (default 4).
 /// * `search` — full-text search settings ([`SearchSettings`]).
+/// * `files` — file chunk settings ([`FileSettings`]).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ShardConfig {
@@ -35,6 +37,7 @@ pub struct ShardConfig {
     pub point_read_concurrency: usize,
     pub scan_concurrency: usize,
     pub search: SearchSettings,
+    pub files: FileSettings,
 }
 
 impl Default for ShardConfig {
@@ -51,6 +54,7 @@ impl Default for ShardConfig {
             point_read_concurrency: 64,
             scan_concurrency: 4,
             search: SearchSettings::default(),
+            files: FileSettings::default(),
         }
     }
 }

@@ -11,6 +11,8 @@
 //! * [`kv`] — key-value operations.
 //! * [`graph`] — the graph model: keys, writes, reads, local expansion.
 //! * [`search`] — full-text search: documents, outbox, Tantivy indexes, queries.
+//! * [`files`] — files: content-addressed chunks, manifests, claims and collection.
+//! * [`file_server`] — the tonic adapter of the shard's file service.
 //! * [`server`] — the tonic adapter, health, reflection and `serve`.
 //! * [`error`] — the error enum and its gRPC mapping.
 
@@ -20,6 +22,8 @@ pub mod apply;
 pub mod codec;
 pub mod config;
 pub mod error;
+pub mod file_server;
+pub mod files;
 pub mod graph;
 pub mod kv;
 pub mod node;

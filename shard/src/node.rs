@@ -1,6 +1,7 @@
 //! One shard: its store, its apply path, its ownership, and the separate
 //! capacity pools that keep heavy work from starving point operations.
 
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use omnishard_common::topology::Topology;
@@ -10,6 +11,7 @@ use tokio::sync::Semaphore;
 use crate::apply::Applier;
 use crate::config::ShardConfig;
 use crate::error::{Error, Result};
+use crate::files::leases::ReadLeases;
 use crate::ownership::Ownership;
 use crate::search::index::Registry;
 use crate::search::indexer::Indexer;
@@ -32,6 +34,12 @@ pub struct Shard {
     pub(crate) indexer: Indexer,
     /// Blocking-thread budget for searches, apart from point reads and scans.
     pub(crate) search_permits: Semaphore,
+    /// Blocking-thread budget for chunk reads and writes, apart from everything else.
+    pub(crate) file_permits: Semaphore,
+    /// Read leases on file versions whose manifest this shard holds.
+    pub(crate) read_leases: ReadLeases,
+    /// Set after a bulk (WAL-less) chunk write, cleared by the flush that makes it durable.
+    pub(crate) chunks_dirty: AtomicBool,
 }
 
 /// What `Stats` reports.
@@ -68,6 +76,9 @@ impl Shard {
         )?;
         Ok(Arc::new(Shard {
             search_permits: Semaphore::new(config.search.concurrency.max(1)),
+            file_permits: Semaphore::new(config.files.concurrency.max(1)),
+            read_leases: ReadLeases::new(config.files.read_lease_max),
+            chunks_dirty: AtomicBool::new(false),
             search,
             indexer,
             point_permits: Semaphore::new(config.point_read_concurrency.max(1)),
@@ -136,6 +147,14 @@ impl Shard {
         f: impl FnOnce(&Shard) -> Result<T> + Send + 'static,
     ) -> Result<T> {
         self.blocking(&self.search_permits, f).await
+    }
+
+    /// Runs a chunk read or write off the reactor, on the file budget.
+    pub(crate) async fn blocking_files<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&Shard) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        self.blocking(&self.file_permits, f).await
     }
 
     async fn blocking<T: Send + 'static>(

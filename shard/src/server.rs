@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use omnishard_common::topology::Topology;
+use omnishard_proto::v1::shard_file_service_server::ShardFileServiceServer;
 use omnishard_proto::v1::shard_service_server::{ShardService, ShardServiceServer};
 use omnishard_proto::v1::*;
 use tokio::net::TcpListener;
@@ -16,6 +17,7 @@ use tonic::{Request, Response, Status};
 use crate::apply::{Op, Txn};
 use crate::config::ShardConfig;
 use crate::error::Error;
+use crate::file_server::ShardFileGrpc;
 use crate::node::Shard;
 use crate::store::Entry;
 
@@ -47,11 +49,15 @@ pub async fn serve_shard(
     let service = ShardServiceServer::new(ShardGrpc { shard: shard.clone() })
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let files = ShardFileServiceServer::new(ShardFileGrpc { shard: shard.clone() })
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
     tracing::info!(shard_id = %shard.id(), addr = %listener.local_addr()?, epoch = shard.ownership.epoch(), "shard serving");
     server_stack()
         .add_service(health)
         .add_service(reflection)
         .add_service(service)
+        .add_service(files)
         .serve_with_incoming_shutdown(incoming(listener), shutdown)
         .await?;
     tracing::info!(shard_id = %shard.id(), "shard stopped");
@@ -61,6 +67,9 @@ pub async fn serve_shard(
 /// The shard server's layers, outermost first.
 fn server_stack() -> Server {
     Server::builder()
+        // Wide HTTP/2 windows let chunk writes stream without stalls.
+        .initial_stream_window_size(8 << 20)
+        .initial_connection_window_size(32 << 20)
         // Concurrency limit: a gateway multiplexes everything over one
         // connection, so this bounds in-flight requests per gateway.
         .concurrency_limit_per_connection(1024)

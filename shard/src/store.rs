@@ -4,6 +4,8 @@
 //! * `kv` — KV entries (layout in [`crate::codec`]), with a TTL compaction filter.
 //! * `graph` — vertices, edge halves and the label index (layout in [`crate::graph::keys`]).
 //! * `search` — index definitions, documents and the indexing outbox (layout in [`crate::search::keys`]).
+//! * `files` — file manifests, uploads, chunk claims and garbage (layout in [`crate::files::keys`]).
+//! * `chunks` — file chunk bytes in RocksDB blob files, and their info.
 //! * `meta` — the last applied sequence and the installed topology.
 //!
 //! Writes do not happen here: they go through [`crate::apply`], the only door.
@@ -26,6 +28,10 @@ pub const CF_KV: &str = "kv";
 pub const CF_GRAPH: &str = "graph";
 /// Column family of search indexes: definitions, documents, outbox.
 pub const CF_SEARCH: &str = "search";
+/// Column family of file manifests, uploads and chunk claims.
+pub const CF_FILES: &str = "files";
+/// Column family of file chunks (values in blob files).
+pub const CF_CHUNKS: &str = "chunks";
 /// Column family of shard metadata.
 pub const CF_META: &str = "meta";
 /// `meta` key holding the last applied sequence (u64 BE).
@@ -72,6 +78,8 @@ impl Store {
             ColumnFamilyDescriptor::new(CF_KV, kv_options(&cache)),
             ColumnFamilyDescriptor::new(CF_GRAPH, table_options(&cache)),
             ColumnFamilyDescriptor::new(CF_SEARCH, table_options(&cache)),
+            ColumnFamilyDescriptor::new(CF_FILES, table_options(&cache)),
+            ColumnFamilyDescriptor::new(CF_CHUNKS, chunk_options(&cache, config)),
             ColumnFamilyDescriptor::new(CF_META, Options::default()),
         ];
         let db = DB::open_cf_descriptors(&db_opts, &config.data_dir, cfs)?;
@@ -268,6 +276,26 @@ fn kv_options(cache: &Cache) -> Options {
             _ => Decision::Keep,
         }
     });
+    opts
+}
+
+/// Options of the `chunks` family. Chunk bytes go to blob files (written
+/// once at flush, never rewritten by compaction of the small SSTs that
+/// point at them); blob garbage collection reclaims deleted chunks. No
+/// RocksDB compression: chunks are compressed (or not) by the shard itself.
+fn chunk_options(cache: &Cache, config: &ShardConfig) -> Options {
+    let mut opts = table_options(cache);
+    opts.set_compression_type(DBCompressionType::None);
+    opts.set_enable_blob_files(true);
+    opts.set_min_blob_size(1024);
+    opts.set_blob_file_size(256 << 20);
+    opts.set_blob_compression_type(DBCompressionType::None);
+    opts.set_enable_blob_gc(true);
+    opts.set_blob_gc_age_cutoff(0.5);
+    // Bulk chunk writes skip the WAL and are flushed before their manifest
+    // commits, so this memtable bounds how much chunk data sits in memory.
+    opts.set_write_buffer_size(config.files.chunk_buffer.as_u64() as usize);
+    opts.set_max_write_buffer_number(2);
     opts
 }
 

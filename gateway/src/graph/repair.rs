@@ -15,6 +15,7 @@ use omnishard_proto::v1::{EdgeHalf, EdgeRef, PendingEdge, ShardGraphPendingReque
 use super::write::{clear_pending, delete_half, put_half};
 use crate::cluster::Cluster;
 use crate::error::{Error, Result};
+use crate::kv::now_ms;
 
 /// Intents handled per shard and pass.
 const BATCH: u32 = 1000;
@@ -71,8 +72,4 @@ impl Cluster {
             }
         }
     }
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }

@@ -1,0 +1,354 @@
+//! The upload pipeline: stream in, cut and hash chunks off the reactor, store
+//! them with at most `files.window` chunk calls in flight, then make them
+//! durable and commit the manifest. Any failure before the commit releases
+//! the upload's claims, so nothing of it stays visible or stored.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::stream::FuturesUnordered;
+use futures::{Stream, StreamExt};
+use omnishard_common::namespace;
+use omnishard_proto::v1::{
+    ChunkData, FileChunk, FileInfo, FileManifest, ShardChunkPutRequest, ShardChunkPutResponse,
+    ShardManifestCommitRequest, UploadAction, UploadHeader, UploadTicket,
+};
+use sha2::{Digest, Sha256};
+
+use super::chunker::Chunker;
+use super::{file_info, MAX_METADATA_BYTES, MAX_METADATA_ENTRIES, UPLOAD_ID_LEN};
+use crate::cluster::Cluster;
+use crate::error::{Error, Result};
+use crate::kv::now_ms;
+
+/// Longest a manifest commit may take to land; past it the shard refuses it,
+/// so an upload whose commit answer was lost knows its fate by then.
+const COMMIT_WINDOW: Duration = Duration::from_secs(10);
+
+/// What an upload reports.
+#[derive(Debug, Clone)]
+pub struct Uploaded {
+    pub file: FileInfo,
+    pub chunks_stored: u64,
+    pub chunks_deduplicated: u64,
+}
+
+fn invalid(field: &'static str, reason: impl Into<String>) -> Error {
+    omnishard_common::Error::invalid(field, reason).into()
+}
+
+/// Checks an upload header against the limits; returns the namespace.
+pub fn check_header(cluster: &Cluster, header: &UploadHeader) -> Result<String> {
+    let ns = namespace::resolve(&header.namespace)?.to_string();
+    cluster.limits.check_key(&header.key)?;
+    let max = cluster.files.max_file_size.as_u64();
+    if let Some(size) = header.size.filter(|s| *s > max) {
+        return Err(invalid("size", format!("is {size} bytes; the limit is {max} (files.max_file_size)")));
+    }
+    if !header.sha256.is_empty() && header.sha256.len() != 32 {
+        return Err(invalid("sha256", format!("is {} bytes; a SHA-256 is 32", header.sha256.len())));
+    }
+    if header.content_type.len() > 256 {
+        return Err(invalid("content_type", format!("is {} bytes; the limit is 256", header.content_type.len())));
+    }
+    let meta_bytes: usize = header.metadata.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if header.metadata.len() > MAX_METADATA_ENTRIES || meta_bytes > MAX_METADATA_BYTES {
+        return Err(invalid(
+            "metadata",
+            format!(
+                "has {} entries of {meta_bytes} bytes; the limits are {MAX_METADATA_ENTRIES} entries and {MAX_METADATA_BYTES} bytes",
+                header.metadata.len()
+            ),
+        ));
+    }
+    Ok(ns)
+}
+
+/// One upload in progress.
+struct Upload<'a> {
+    cluster: &'a Arc<Cluster>,
+    ns: String,
+    header: UploadHeader,
+    id: Vec<u8>,
+    deadline_ms: u64,
+    compress: bool,
+    bulk: bool,
+    /// Shards holding claims of this upload.
+    touched: BTreeSet<usize>,
+    chunks: Vec<FileChunk>,
+    size: u64,
+    stored: u64,
+    deduplicated: u64,
+    in_flight: FuturesUnordered<futures::future::BoxFuture<'a, Result<ShardChunkPutResponse>>>,
+}
+
+impl Cluster {
+    /// Stores a file from `data`. The file becomes visible only when the
+    /// manifest commits; a failure anywhere before releases what was stored.
+    pub async fn upload(
+        self: &Arc<Self>,
+        header: UploadHeader,
+        data: impl Stream<Item = Result<Vec<u8>>> + Unpin + Send,
+    ) -> Result<Uploaded> {
+        let ns = check_header(self, &header)?;
+        let _permit = self.transfers.clone().try_acquire_owned().map_err(|_| {
+            Error::Exhausted(format!("{} transfers are running (files.max_transfers)", self.files.max_transfers))
+        })?;
+        let id: [u8; UPLOAD_ID_LEN] = rand::random();
+        let bulk = header.size.unwrap_or(0) > self.files.bulk_threshold.as_u64();
+        let mut upload = Upload {
+            cluster: self,
+            compress: header.compress.unwrap_or(self.files.compress),
+            ns,
+            header,
+            id: id.to_vec(),
+            deadline_ms: now_ms() + self.files.upload_lease.as_millis() as u64,
+            bulk,
+            touched: BTreeSet::new(),
+            chunks: Vec::new(),
+            size: 0,
+            stored: 0,
+            deduplicated: 0,
+            in_flight: FuturesUnordered::new(),
+        };
+        match upload.run(data).await {
+            Ok(sha256) => upload.commit(sha256).await,
+            Err(e) => {
+                upload.abort().await;
+                Err(e)
+            }
+        }
+    }
+}
+
+impl<'a> Upload<'a> {
+    /// Streams every chunk to its shard; returns the whole file's SHA-256.
+    async fn run(&mut self, mut data: impl Stream<Item = Result<Vec<u8>>> + Unpin + Send) -> Result<Vec<u8>> {
+        let max = self.cluster.files.max_file_size.as_u64();
+        let mut chunker = Chunker::new(&self.cluster.files);
+        let mut hasher = Sha256::new();
+        while let Some(message) = data.next().await {
+            let message = message?;
+            self.size += message.len() as u64;
+            if self.size > max {
+                return Err(invalid("data", format!("exceeds {max} bytes (files.max_file_size)")));
+            }
+            if let Some(declared) = self.header.size.filter(|d| self.size > *d) {
+                return Err(invalid("data", format!("exceeds the declared size of {declared} bytes")));
+            }
+            self.bulk |= self.size > self.cluster.files.bulk_threshold.as_u64();
+            let ready;
+            (chunker, hasher, ready) = cut_and_hash(chunker, hasher, message, false).await?;
+            for chunk in ready {
+                self.send(chunk).await?;
+            }
+        }
+        let (_, hasher, ready) = cut_and_hash(chunker, hasher, Vec::new(), true).await?;
+        for chunk in ready {
+            self.send(chunk).await?;
+        }
+        while let Some(done) = self.in_flight.next().await {
+            self.count(done?);
+        }
+        let sha256 = hasher.finalize().to_vec();
+        if let Some(declared) = self.header.size.filter(|d| *d != self.size) {
+            return Err(invalid("size", format!("declared {declared} bytes but the stream carried {}", self.size)));
+        }
+        if !self.header.sha256.is_empty() && self.header.sha256 != sha256 {
+            return Err(invalid(
+                "sha256",
+                format!("declared {} but the data hashes to {}", hex::encode(&self.header.sha256), hex::encode(&sha256)),
+            ));
+        }
+        Ok(sha256)
+    }
+
+    /// Sends one chunk, waiting first while `files.window` calls are in flight.
+    async fn send(&mut self, (hash, data): ([u8; 32], Bytes)) -> Result<()> {
+        while self.in_flight.len() >= self.cluster.files.window {
+            if let Some(done) = self.in_flight.next().await {
+                self.count(done?);
+            }
+        }
+        self.keep_lease().await?;
+        let shard = self.cluster.chunk_shard(&self.ns, &hash);
+        self.touched.insert(shard);
+        self.chunks.push(FileChunk { sha256: hash.to_vec(), size: data.len() as u64 });
+        let req = ShardChunkPutRequest {
+            epoch: self.cluster.epoch(),
+            namespace: self.ns.clone(),
+            upload: Some(self.ticket()),
+            compress: self.compress,
+            bulk: self.bulk,
+            chunks: vec![ChunkData { sha256: hash.to_vec(), data: data.to_vec() }],
+        };
+        let handle = &self.cluster.shards[shard];
+        self.in_flight.push(Box::pin(handle.call(move |c| {
+            let req = req.clone();
+            async move { c.chunk_put(req).await }
+        })));
+        Ok(())
+    }
+
+    fn count(&mut self, done: ShardChunkPutResponse) {
+        self.stored += done.stored;
+        self.deduplicated += done.deduplicated;
+    }
+
+    fn ticket(&self) -> UploadTicket {
+        UploadTicket { id: self.id.clone(), key: self.header.key.clone(), deadline_ms: self.deadline_ms }
+    }
+
+    /// Pushes the lease deadline out once half of it has passed.
+    async fn keep_lease(&mut self) -> Result<()> {
+        let lease = self.cluster.files.upload_lease.as_millis() as u64;
+        let now = now_ms();
+        if now + lease / 2 < self.deadline_ms {
+            return Ok(());
+        }
+        let deadline = now + lease;
+        self.cluster.control_upload(self.touched.iter().copied(), &self.id, UploadAction::Renew, deadline).await?;
+        self.deadline_ms = deadline;
+        Ok(())
+    }
+
+    /// Makes the chunks durable, commits the manifest, seals the claims.
+    async fn commit(mut self, sha256: Vec<u8>) -> Result<Uploaded> {
+        let prepared = async {
+            self.cluster.control_upload(self.touched.iter().copied(), &self.id, UploadAction::Durable, 0).await?;
+            self.keep_lease().await
+        };
+        if let Err(e) = prepared.await {
+            self.abort().await;
+            return Err(e);
+        }
+        let manifest = FileManifest {
+            upload_id: self.id.clone(),
+            size: self.size,
+            sha256,
+            content_type: std::mem::take(&mut self.header.content_type),
+            metadata: std::mem::take(&mut self.header.metadata),
+            created_ms: now_ms(),
+            chunks: std::mem::take(&mut self.chunks),
+            version: 0,
+        };
+        let key = self.header.key.clone();
+        let touched: Vec<usize> = self.touched.iter().copied().collect();
+        let version = self
+            .cluster
+            .commit_and_seal(&self.ns, &key, manifest.clone(), self.deadline_ms, touched)
+            .await?;
+        Ok(Uploaded {
+            file: file_info(key, FileManifest { version, ..manifest }, false),
+            chunks_stored: self.stored,
+            chunks_deduplicated: self.deduplicated,
+        })
+    }
+
+    /// Releases everything this upload stored.
+    async fn abort(&mut self) {
+        // Calls still in flight could claim after the release: wait for them.
+        while self.in_flight.next().await.is_some() {}
+        self.cluster.release_upload(self.touched.iter().copied(), &self.id).await;
+    }
+}
+
+/// Feeds `message` to the chunker and the whole-file hash off the reactor,
+/// returning the completed chunks with their SHA-256.
+async fn cut_and_hash(
+    mut chunker: Chunker,
+    mut hasher: Sha256,
+    message: Vec<u8>,
+    last: bool,
+) -> Result<(Chunker, Sha256, Vec<([u8; 32], Bytes)>)> {
+    tokio::task::spawn_blocking(move || {
+        hasher.update(&message);
+        let mut ready = chunker.push(&message);
+        if last {
+            ready.extend(chunker.finish());
+        }
+        let hashed = ready.into_iter().map(|c| (Sha256::digest(&c).into(), c)).collect();
+        (chunker, hasher, hashed)
+    })
+    .await
+    .map_err(|e| Error::Exhausted(format!("chunking task failed: {e}")))
+}
+
+impl Cluster {
+    /// Commits a new version's manifest and seals its claims on `touched`.
+    /// If the commit fails, the claims are released — but only once the
+    /// commit can no longer land: its answer may be what was lost, so it is
+    /// given a short deadline, and after that the manifest itself says
+    /// whether it landed.
+    pub(crate) async fn commit_and_seal(
+        self: &Arc<Self>,
+        ns: &str,
+        key: &[u8],
+        manifest: FileManifest,
+        lease_deadline_ms: u64,
+        touched: Vec<usize>,
+    ) -> Result<u64> {
+        let id = manifest.upload_id.clone();
+        let commit_deadline = lease_deadline_ms.min(now_ms() + COMMIT_WINDOW.as_millis() as u64);
+        match self.commit_manifest(ns, key, manifest, commit_deadline).await {
+            Ok(version) => {
+                self.seal(touched, &id).await;
+                Ok(version)
+            }
+            Err(e) => {
+                let (cluster, ns, key) = (self.clone(), ns.to_string(), key.to_vec());
+                tokio::spawn(async move {
+                    let wait = commit_deadline.saturating_sub(now_ms()) + 1_000;
+                    tokio::time::sleep(Duration::from_millis(wait)).await;
+                    match cluster.manifest(&ns, &key, Duration::ZERO).await {
+                        Ok(Some((m, _))) if m.upload_id == id => cluster.seal(touched, &id).await,
+                        Ok(_) => cluster.release_upload(touched, &id).await,
+                        // Unknown: the sweeper asks again once the lease ran out.
+                        Err(e) => tracing::warn!(error = %e, "cannot tell whether a failed commit landed"),
+                    }
+                });
+                Err(e)
+            }
+        }
+    }
+
+    /// Commits a manifest on the shard of its key; returns its version.
+    pub(crate) async fn commit_manifest(
+        self: &Arc<Self>,
+        ns: &str,
+        key: &[u8],
+        manifest: FileManifest,
+        deadline_ms: u64,
+    ) -> Result<u64> {
+        let shard = self.ring.owner_index(ns, key);
+        let req = ShardManifestCommitRequest {
+            epoch: self.epoch(),
+            namespace: ns.to_string(),
+            key: key.to_vec(),
+            manifest: Some(manifest),
+            deadline_ms,
+        };
+        let done = self.shards[shard]
+            .call(|c| {
+                let req = req.clone();
+                async move { c.manifest_commit(req).await }
+            })
+            .await?;
+        if !done.replaced.is_empty() {
+            // The replaced version is garbage; collect it soon rather than at the next sweep.
+            let cluster = self.clone();
+            tokio::spawn(async move { cluster.collect_garbage(shard).await });
+        }
+        Ok(done.version)
+    }
+
+    /// Seals an upload's claims after its commit. A failed seal only leaves
+    /// a lease record that the sweeper seals later, so it is logged, not returned.
+    pub(crate) async fn seal(&self, shards: impl IntoIterator<Item = usize>, upload_id: &[u8]) {
+        if let Err(e) = self.control_upload(shards, upload_id, UploadAction::Seal, 0).await {
+            tracing::warn!(upload = %hex::encode(upload_id), error = %e, "seal failed; the sweeper will retry");
+        }
+    }
+}
