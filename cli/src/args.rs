@@ -282,6 +282,24 @@ pub enum BenchCommand {
     /// Index a real-language corpus (WordNet glosses) next to single-process
     /// Tantivy, then time term, phrase and boolean queries.
     Search(BenchSearchArgs),
+    /// Upload and download one large file next to dd's sequential write
+    /// speed, with KV get latency during the transfers.
+    Files(BenchFilesArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BenchFilesArgs {
+    #[arg(long, default_value_t = 3)]
+    pub shards: usize,
+    /// File size, e.g. 1GiB.
+    #[arg(long, default_value = "1GiB")]
+    pub size: bytesize::ByteSize,
+    /// Clients reading KV keys (one get every 2 ms each) during every phase.
+    #[arg(long, default_value_t = 4)]
+    pub probes: usize,
+    /// How long the idle KV probe runs.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub idle: Duration,
 }
 
 #[derive(Debug, Clone, Args)]

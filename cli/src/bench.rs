@@ -29,6 +29,7 @@ pub async fn run(global: &Global, cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Kv(args) => kv(global, args).await,
         BenchCommand::Graph(args) => crate::bench_graph::run(global, args).await,
         BenchCommand::Search(args) => crate::bench_search::run(global, args).await,
+        BenchCommand::Files(args) => crate::bench_files::run(global, args).await,
     }
 }
 
@@ -263,6 +264,26 @@ impl EmbeddedCluster {
             spawn_role(&["gateway", "--config", &config_path.to_string_lossy(), "--listen", "127.0.0.1:0"]).await?;
         children.push(gateway);
         Ok(EmbeddedCluster { url: format!("http://{addr}"), children, _dir: dir })
+    }
+
+    /// The folder holding the shards' data.
+    pub fn dir(&self) -> &std::path::Path {
+        self._dir.path()
+    }
+
+    /// Peak resident memory (Linux `VmHWM`) of each process: shards, then the gateway.
+    pub fn peak_rss(&self) -> Vec<(String, u64)> {
+        let last = self.children.len().saturating_sub(1);
+        self.children
+            .iter()
+            .enumerate()
+            .filter_map(|(i, child)| {
+                let status = std::fs::read_to_string(format!("/proc/{}/status", child.id()?)).ok()?;
+                let kib: u64 = status.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()?;
+                let name = if i == last { "gateway".to_string() } else { format!("shard-{}", i + 1) };
+                Some((name, kib * 1024))
+            })
+            .collect()
     }
 
     pub async fn stop(mut self) {

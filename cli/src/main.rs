@@ -12,7 +12,7 @@
 //! * `file` — `omnishard file ...`.
 //! * `admin` — `omnishard admin ...`.
 //! * `bench` — `omnishard bench kv`; `bench_graph` — `omnishard bench graph`;
-//!   `bench_search` — `omnishard bench search`.
+//!   `bench_search` — `omnishard bench search`; `bench_files` — `omnishard bench files`.
 //! * `output` — human and `--json` printing, and the error line.
 
 #![forbid(unsafe_code)]
@@ -20,6 +20,7 @@
 mod admin;
 mod args;
 mod bench;
+mod bench_files;
 mod bench_graph;
 mod bench_search;
 mod dev;

@@ -124,6 +124,29 @@ impl Cluster {
         ))
     }
 
+    /// Process id of the gateway.
+    pub fn gateway_pid(&self) -> Option<u32> {
+        self.gateway.id()
+    }
+
+    /// Process id of shard `index`, while it runs.
+    pub fn shard_pid(&self, index: usize) -> Option<u32> {
+        self.shards[index].child.as_ref().and_then(Child::id)
+    }
+
+    /// Kills the gateway with SIGKILL and starts a new one on the same
+    /// config (a new port: see [`Cluster::gateway_url`]).
+    pub async fn restart_gateway(&mut self) -> anyhow::Result<()> {
+        self.gateway.start_kill().context("sending SIGKILL")?;
+        self.gateway.wait().await?;
+        let config = self.dir.path().join("gateway.toml");
+        let (gateway, addr) =
+            spawn(&["gateway", "--config", &config.to_string_lossy(), "--listen", "127.0.0.1:0"]).await?;
+        self.gateway = gateway;
+        self.gateway_url = format!("http://{addr}");
+        Ok(())
+    }
+
     /// The temp folder holding every shard's data.
     pub fn data_dir(&self) -> &Path {
         self.dir.path()

@@ -82,6 +82,27 @@ struct Upload<'a> {
     stored: u64,
     deduplicated: u64,
     in_flight: FuturesUnordered<futures::future::BoxFuture<'a, Result<ShardChunkPutResponse>>>,
+    /// Committed or released: nothing left for [`Drop`] to clean up.
+    settled: bool,
+}
+
+impl Drop for Upload<'_> {
+    /// A client that goes away cancels the upload's future at any await;
+    /// the release then happens here, in the background. Chunk calls that
+    /// were cancelled may still land on their shards after a first release,
+    /// so it runs twice; anything later still is the sweeper's.
+    fn drop(&mut self) {
+        if self.settled || self.touched.is_empty() {
+            return;
+        }
+        let (cluster, touched, id) = (self.cluster.clone(), std::mem::take(&mut self.touched), self.id.clone());
+        tokio::spawn(async move {
+            for pause in [Duration::from_millis(200), Duration::from_secs(3)] {
+                tokio::time::sleep(pause).await;
+                cluster.release_upload(touched.iter().copied(), &id).await;
+            }
+        });
+    }
 }
 
 impl Cluster {
@@ -112,6 +133,7 @@ impl Cluster {
             stored: 0,
             deduplicated: 0,
             in_flight: FuturesUnordered::new(),
+            settled: false,
         };
         match upload.run(data).await {
             Ok(sha256) => upload.commit(sha256).await,
@@ -236,10 +258,17 @@ impl<'a> Upload<'a> {
         };
         let key = self.header.key.clone();
         let touched: Vec<usize> = self.touched.iter().copied().collect();
-        let version = self
-            .cluster
-            .commit_and_seal(&self.ns, &key, manifest.clone(), self.deadline_ms, touched)
-            .await?;
+        // From here on the outcome belongs to the commit, which runs as a
+        // task of its own: a client that goes away now cannot cancel it
+        // halfway (and Drop must not release what may commit).
+        self.settled = true;
+        let (cluster, ns, deadline) = (self.cluster.clone(), self.ns.clone(), self.deadline_ms);
+        let (commit_key, commit_manifest) = (key.clone(), manifest.clone());
+        let version = tokio::spawn(async move {
+            cluster.commit_and_seal(&ns, &commit_key, commit_manifest, deadline, touched).await
+        })
+        .await
+        .map_err(|e| Error::Exhausted(format!("the commit task failed: {e}")))??;
         Ok(Uploaded {
             file: file_info(key, FileManifest { version, ..manifest }, false),
             chunks_stored: self.stored,
@@ -252,6 +281,7 @@ impl<'a> Upload<'a> {
         // Calls still in flight could claim after the release: wait for them.
         while self.in_flight.next().await.is_some() {}
         self.cluster.release_upload(self.touched.iter().copied(), &self.id).await;
+        self.settled = true;
     }
 }
 
