@@ -183,7 +183,9 @@ pub enum FileCommand {
 }
 
 fn parse_meta(text: &str) -> Result<(String, String), String> {
-    text.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())).ok_or_else(|| format!("{text:?} is not KEY=VALUE"))
+    text.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("{text:?} is not KEY=VALUE"))
 }
 
 /// `START-END` (inclusive) or `START-`.

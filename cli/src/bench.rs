@@ -279,7 +279,8 @@ impl EmbeddedCluster {
             .enumerate()
             .filter_map(|(i, child)| {
                 let status = std::fs::read_to_string(format!("/proc/{}/status", child.id()?)).ok()?;
-                let kib: u64 = status.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()?;
+                let kib: u64 =
+                    status.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()?;
                 let name = if i == last { "gateway".to_string() } else { format!("shard-{}", i + 1) };
                 Some((name, kib * 1024))
             })

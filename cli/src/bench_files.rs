@@ -32,7 +32,12 @@ pub async fn run(global: &Global, args: BenchFilesArgs) -> anyhow::Result<()> {
     for i in 0..PROBE_KEYS {
         client.put(format!("probe-{i}").as_bytes(), &[7u8; 100], PutOptions::default()).await?;
     }
-    let idle = probe_while(&client, args.probes, async { tokio::time::sleep(args.idle).await; Ok(()) }).await?.0;
+    let idle = probe_while(&client, args.probes, async {
+        tokio::time::sleep(args.idle).await;
+        Ok(())
+    })
+    .await?
+    .0;
 
     let (upload_kv, upload_time) = probe_while(&client, args.probes, upload(&client, size)).await?;
     let (download_kv, download_time) = probe_while(&client, args.probes, download(&client, size)).await?;
@@ -60,9 +65,16 @@ pub async fn run(global: &Global, args: BenchFilesArgs) -> anyhow::Result<()> {
     }
     println!("file of {} MiB through the gateway over {} shards", size / MIB, args.shards);
     println!("{:<28} {:>10}", "dd conv=fdatasync (MB/s)", format!("{:.0}", mbps(dd)));
-    println!("{:<28} {:>10}  ({:.0}% of dd)", "upload (MB/s)", format!("{:.0}", mbps(upload_time)), 100.0 * mbps(upload_time) / mbps(dd));
+    println!(
+        "{:<28} {:>10}  ({:.0}% of dd)",
+        "upload (MB/s)",
+        format!("{:.0}", mbps(upload_time)),
+        100.0 * mbps(upload_time) / mbps(dd)
+    );
     println!("{:<28} {:>10}", "download (MB/s)", format!("{:.0}", mbps(download_time)));
-    for (name, h) in [("KV get idle", &idle), ("KV get during upload", &upload_kv), ("KV get during download", &download_kv)] {
+    for (name, h) in
+        [("KV get idle", &idle), ("KV get during upload", &upload_kv), ("KV get during download", &download_kv)]
+    {
         println!("{name:<28} p50 {:.2} ms  p99 {:.2} ms  ({} gets)", ms(h, 0.5), ms(h, 0.99), h.len());
     }
     for (name, bytes) in peaks {

@@ -115,7 +115,13 @@ async fn put(global: &Global, client: &Client, local: &Path, mut header: UploadH
     Ok(())
 }
 
-async fn get(global: &Global, client: &Client, key: &str, local: &Path, range: Option<(u64, Option<u64>)>) -> anyhow::Result<()> {
+async fn get(
+    global: &Global,
+    client: &Client,
+    key: &str,
+    local: &Path,
+    range: Option<(u64, Option<u64>)>,
+) -> anyhow::Result<()> {
     let (offset, length) = match range {
         None => (0, 0),
         Some((start, end)) => (start, end.map_or(0, |end| end - start + 1)),
@@ -188,7 +194,8 @@ async fn list(global: &Global, client: &Client, prefix: String) -> anyhow::Resul
 }
 
 pub async fn verify(global: &Global, client: &Client) -> anyhow::Result<()> {
-    let report = client.files().verify(VerifyFilesRequest {}).await.map_err(omnishard_client::Error::from)?.into_inner();
+    let report =
+        client.files().verify(VerifyFilesRequest {}).await.map_err(omnishard_client::Error::from)?.into_inner();
     if global.json {
         let corrupt: Vec<Value> = report
             .corrupt
@@ -240,7 +247,8 @@ fn info_json(info: &FileInfo, chunks: bool) -> Value {
         "created_ms": info.created_ms,
     });
     if chunks {
-        value["chunks"] = info.chunks.iter().map(|c| json!({"sha256": hex::encode(&c.sha256), "size": c.size})).collect();
+        value["chunks"] =
+            info.chunks.iter().map(|c| json!({"sha256": hex::encode(&c.sha256), "size": c.size})).collect();
     }
     value
 }

@@ -61,8 +61,12 @@ pub fn byte_bar(total: Option<u64>, hidden: bool) -> indicatif::ProgressBar {
         return indicatif::ProgressBar::hidden();
     }
     let (bar, template) = match total {
-        Some(total) => (indicatif::ProgressBar::new(total), "{bar:40} {bytes}/{total_bytes} {binary_bytes_per_sec} {msg}"),
+        Some(total) => {
+            (indicatif::ProgressBar::new(total), "{bar:40} {bytes}/{total_bytes} {binary_bytes_per_sec} {msg}")
+        }
         None => (indicatif::ProgressBar::no_length(), "{bytes} {binary_bytes_per_sec} {msg}"),
     };
-    bar.with_style(indicatif::ProgressStyle::with_template(template).unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()))
+    bar.with_style(
+        indicatif::ProgressStyle::with_template(template).unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    )
 }

@@ -15,16 +15,18 @@
 
 use std::time::Duration;
 
+use futures::StreamExt;
 use omnishard_proto::v1::admin_service_client::AdminServiceClient;
 use omnishard_proto::v1::file_service_client::FileServiceClient;
 use omnishard_proto::v1::graph_service_client::GraphServiceClient;
 use omnishard_proto::v1::kv_service_client::KvServiceClient;
 use omnishard_proto::v1::search_service_client::SearchServiceClient;
 use omnishard_proto::v1::*;
-use futures::StreamExt;
 use tonic::transport::{Channel, Endpoint};
 
-pub use omnishard_proto::v1::{ClusterResponse, FileInfo, KeyValue, ShardInfo, UploadHeader, UploadResponse, WriteResult};
+pub use omnishard_proto::v1::{
+    ClusterResponse, FileInfo, KeyValue, ShardInfo, UploadHeader, UploadResponse, WriteResult,
+};
 
 /// Largest message the client sends or accepts.
 const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
@@ -265,7 +267,9 @@ impl Client {
         let req = DownloadRequest { namespace: self.namespace.clone(), key: key.to_vec(), offset, length };
         let mut stream = self.files.clone().download(req).await?.into_inner();
         match stream.message().await? {
-            Some(DownloadResponse { part: Some(download_response::Part::Info(info)) }) => Ok(FileReader { info, stream }),
+            Some(DownloadResponse { part: Some(download_response::Part::Info(info)) }) => {
+                Ok(FileReader { info, stream })
+            }
             _ => Err(Error::Status(tonic::Status::internal("the download did not start with the file's info"))),
         }
     }

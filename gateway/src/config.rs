@@ -127,7 +127,10 @@ impl FileSettings {
     fn validate(&self) -> Result<()> {
         let size = self.chunk_size.as_u64();
         if !(1024..=4 << 20).contains(&size) || size % 2 != 0 {
-            return Err(Error::invalid("files.chunk_size", format!("is {size} bytes; use an even size from 1KiB to 4MiB")));
+            return Err(Error::invalid(
+                "files.chunk_size",
+                format!("is {size} bytes; use an even size from 1KiB to 4MiB"),
+            ));
         }
         if self.window == 0 || self.max_transfers == 0 {
             return Err(Error::invalid("files", "window and max_transfers must be at least 1"));

@@ -48,7 +48,9 @@ impl FileService for FileGrpc {
         let mut stream = request.into_inner();
         let header = match stream.message().await? {
             Some(UploadRequest { part: Some(upload_request::Part::Header(header)) }) => header,
-            Some(_) => return Err(invalid("header: the first message must carry the header (key, content type, metadata)")),
+            Some(_) => {
+                return Err(invalid("header: the first message must carry the header (key, content type, metadata)"))
+            }
             None => return Err(invalid("header: the stream ended before its header")),
         };
         let done = self.cluster.upload(header, data_parts(stream)).await.map_err(status)?;
@@ -63,8 +65,7 @@ impl FileService for FileGrpc {
 
     async fn download(&self, request: Request<DownloadRequest>) -> Result<Response<DownloadStream>, Status> {
         let req = request.into_inner();
-        let download =
-            self.cluster.download(&req.namespace, req.key, req.offset, req.length).await.map_err(status)?;
+        let download = self.cluster.download(&req.namespace, req.key, req.offset, req.length).await.map_err(status)?;
         let info = DownloadResponse { part: Some(download_response::Part::Info(download.info)) };
         let data = ReceiverStream::new(download.data).map(|chunk| match chunk {
             Ok(bytes) => Ok(DownloadResponse { part: Some(download_response::Part::Data(bytes.to_vec())) }),
@@ -82,8 +83,7 @@ impl FileService for FileGrpc {
 
     async fn list(&self, request: Request<ListFilesRequest>) -> Result<Response<ListFilesResponse>, Status> {
         let req = request.into_inner();
-        let page =
-            self.cluster.list_files(&req.namespace, req.prefix, &req.cursor, req.limit).await.map_err(status)?;
+        let page = self.cluster.list_files(&req.namespace, req.prefix, &req.cursor, req.limit).await.map_err(status)?;
         Ok(Response::new(ListFilesResponse { files: page.files, next_cursor: page.next_cursor }))
     }
 

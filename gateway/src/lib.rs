@@ -25,8 +25,8 @@
 pub mod admin;
 pub mod cluster;
 pub mod coalesce;
-pub mod deadline;
 pub mod config;
+pub mod deadline;
 pub mod error;
 pub mod file_server;
 pub mod files;

@@ -17,9 +17,9 @@ use tonic::{Request, Response, Status};
 use crate::cluster::Cluster;
 use crate::config::GatewayConfig;
 use crate::error::Error;
+use crate::file_server::FileGrpc;
 use crate::graph_server::GraphGrpc;
 use crate::kv::WriteOp;
-use crate::file_server::FileGrpc;
 use crate::search_server::SearchGrpc;
 use omnishard_proto::v1::file_service_server::FileServiceServer;
 use omnishard_proto::v1::search_service_server::SearchServiceServer;
@@ -77,7 +77,8 @@ pub async fn serve_cluster(
     let files = FileServiceServer::new(FileGrpc { cluster: cluster.clone() })
         .max_decoding_message_size(FILE_MESSAGE_BYTES)
         .max_encoding_message_size(FILE_MESSAGE_BYTES);
-    let sweeper = tokio::spawn(cluster.clone().run_file_sweeper(cluster.files.sweep_interval.max(Duration::from_millis(100))));
+    let sweeper =
+        tokio::spawn(cluster.clone().run_file_sweeper(cluster.files.sweep_interval.max(Duration::from_millis(100))));
     let repair =
         tokio::spawn(cluster.clone().run_edge_repair(cluster.graph.repair_interval.max(Duration::from_millis(100))));
     tracing::info!(addr = %listener.local_addr()?, epoch = cluster.epoch(), shards = cluster.shards.len(), "gateway serving");

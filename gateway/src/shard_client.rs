@@ -71,10 +71,8 @@ impl ShardClient {
             .keep_alive_while_idle(true);
         let channel = endpoint.clone().connect_lazy();
         // Bulk streams want wide HTTP/2 windows; point calls keep the defaults.
-        let file_channel = endpoint
-            .initial_stream_window_size(8 << 20)
-            .initial_connection_window_size(32 << 20)
-            .connect_lazy();
+        let file_channel =
+            endpoint.initial_stream_window_size(8 << 20).initial_connection_window_size(32 << 20).connect_lazy();
         let breaker = failsafe::Config::new()
             .failure_policy(failure_policy::consecutive_failures(
                 settings.breaker_failures.max(1),

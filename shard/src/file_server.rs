@@ -29,7 +29,10 @@ fn ticket(upload: Option<UploadTicket>) -> Result<UploadTicket, Status> {
 
 #[tonic::async_trait]
 impl ShardFileService for ShardFileGrpc {
-    async fn chunk_put(&self, request: Request<ShardChunkPutRequest>) -> Result<Response<ShardChunkPutResponse>, Status> {
+    async fn chunk_put(
+        &self,
+        request: Request<ShardChunkPutRequest>,
+    ) -> Result<Response<ShardChunkPutResponse>, Status> {
         let req = request.into_inner();
         let upload = ticket(req.upload)?;
         let stored = self
@@ -50,7 +53,10 @@ impl ShardFileService for ShardFileGrpc {
         Ok(Response::new(ShardChunkClaimResponse {}))
     }
 
-    async fn chunk_get(&self, request: Request<ShardChunkGetRequest>) -> Result<Response<ShardChunkGetResponse>, Status> {
+    async fn chunk_get(
+        &self,
+        request: Request<ShardChunkGetRequest>,
+    ) -> Result<Response<ShardChunkGetResponse>, Status> {
         let req = request.into_inner();
         let data = self.shard.chunk_get(req.epoch, &req.namespace, req.sha256).await.map_err(|e| self.status(e))?;
         Ok(Response::new(ShardChunkGetResponse { data }))
@@ -83,7 +89,10 @@ impl ShardFileService for ShardFileGrpc {
             .manifest_commit(req.epoch, &req.namespace, req.key, manifest, req.deadline_ms)
             .await
             .map_err(|e| self.status(e))?;
-        Ok(Response::new(ShardManifestCommitResponse { version: done.seq, replaced: done.previous.unwrap_or_default() }))
+        Ok(Response::new(ShardManifestCommitResponse {
+            version: done.seq,
+            replaced: done.previous.unwrap_or_default(),
+        }))
     }
 
     async fn manifest_get(
@@ -105,8 +114,12 @@ impl ShardFileService for ShardFileGrpc {
         request: Request<ShardManifestDeleteRequest>,
     ) -> Result<Response<ShardManifestDeleteResponse>, Status> {
         let req = request.into_inner();
-        let deleted = self.shard.manifest_delete(req.epoch, &req.namespace, req.key).await.map_err(|e| self.status(e))?;
-        Ok(Response::new(ShardManifestDeleteResponse { deleted: deleted.is_some(), upload_id: deleted.unwrap_or_default() }))
+        let deleted =
+            self.shard.manifest_delete(req.epoch, &req.namespace, req.key).await.map_err(|e| self.status(e))?;
+        Ok(Response::new(ShardManifestDeleteResponse {
+            deleted: deleted.is_some(),
+            upload_id: deleted.unwrap_or_default(),
+        }))
     }
 
     async fn manifest_list(
@@ -126,14 +139,15 @@ impl ShardFileService for ShardFileGrpc {
             )
             .await
             .map_err(|e| self.status(e))?;
-        let manifests = found
-            .into_iter()
-            .map(|(namespace, key, m)| StoredManifest { key, manifest: Some(m), namespace })
-            .collect();
+        let manifests =
+            found.into_iter().map(|(namespace, key, m)| StoredManifest { key, manifest: Some(m), namespace }).collect();
         Ok(Response::new(ShardManifestListResponse { manifests, more }))
     }
 
-    async fn read_lease(&self, request: Request<ShardReadLeaseRequest>) -> Result<Response<ShardReadLeaseResponse>, Status> {
+    async fn read_lease(
+        &self,
+        request: Request<ShardReadLeaseRequest>,
+    ) -> Result<Response<ShardReadLeaseResponse>, Status> {
         let req = request.into_inner();
         self.shard.read_lease(&req.upload_id, req.lease_id, Duration::from_millis(req.lease_ms));
         Ok(Response::new(ShardReadLeaseResponse {}))

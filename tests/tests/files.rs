@@ -107,7 +107,8 @@ async fn test_round_trip_of_every_size_class_with_ranges() {
 
     // Ranges at and across chunk boundaries of a 5-chunk file (the sixth size, seed 5).
     let data = noise(5 * chunk, 5);
-    for (offset, length) in [(0, 1), (chunk - 1, 2), (chunk, chunk), (chunk - 1, 3 * chunk + 2), (5 * chunk - 1, 0), (7, 0)]
+    for (offset, length) in
+        [(0, 1), (chunk - 1, 2), (chunk, chunk), (chunk - 1, 3 * chunk + 2), (5 * chunk - 1, 0), (7, 0)]
     {
         let got = get(&client, &format!("sizes/{}", 5 * chunk), offset as u64, length as u64).await.unwrap();
         let end = if length == 0 { data.len() } else { offset + length };
@@ -279,7 +280,9 @@ async fn test_gateway_killed_mid_upload_orphans_are_swept() {
     let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(2);
     let uploader = {
         let client = client.clone();
-        tokio::spawn(async move { client.upload(header("orphan"), tokio_stream::wrappers::ReceiverStream::new(rx)).await })
+        tokio::spawn(
+            async move { client.upload(header("orphan"), tokio_stream::wrappers::ReceiverStream::new(rx)).await },
+        )
     };
     for i in 0..12 {
         tx.send(noise(MIB, 200 + i)).await.unwrap();
@@ -385,12 +388,8 @@ async fn test_overwrite_and_delete_collect_chunks_while_readers_finish() {
 
 #[tokio::test]
 async fn test_bad_uploads_are_refused_and_store_nothing() {
-    let cluster = Cluster::builder()
-        .shards(3)
-        .gateway_toml("\n[files]\nmax_file_size = \"8MiB\"\n")
-        .start()
-        .await
-        .unwrap();
+    let cluster =
+        Cluster::builder().shards(3).gateway_toml("\n[files]\nmax_file_size = \"8MiB\"\n").start().await.unwrap();
     let client = cluster.client().await.unwrap();
     let mut raw = client.files();
 
@@ -441,7 +440,17 @@ async fn test_cli_put_get_range_ls_stat_rm() {
     let local_s = local.to_string_lossy().into_owned();
 
     let (exit, out, err) = cluster
-        .cli(&["--json", "file", "put", &local_s, "reports/q3.bin", "--content-type", "application/octet-stream", "--meta", "team=data"])
+        .cli(&[
+            "--json",
+            "file",
+            "put",
+            &local_s,
+            "reports/q3.bin",
+            "--content-type",
+            "application/octet-stream",
+            "--meta",
+            "team=data",
+        ])
         .await
         .unwrap();
     assert_eq!(exit, 0, "{err}");

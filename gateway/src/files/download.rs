@@ -98,7 +98,11 @@ impl Cluster {
                 return Err(Error::Shard {
                     shard_id: String::new(),
                     code: tonic::Code::DataLoss,
-                    message: format!("chunk {} is {} bytes, shorter than its manifest says", hex::encode(&piece.hash), data.len()),
+                    message: format!(
+                        "chunk {} is {} bytes, shorter than its manifest says",
+                        hex::encode(&piece.hash),
+                        data.len()
+                    ),
                 });
             }
             Ok(Bytes::from(data).slice(piece.skip..piece.skip + piece.take))
@@ -142,7 +146,8 @@ impl Cluster {
         let lease = self.files.read_lease;
         loop {
             tokio::time::sleep(lease / 3).await;
-            let req = ShardReadLeaseRequest { upload_id: upload_id.clone(), lease_id, lease_ms: lease.as_millis() as u64 };
+            let req =
+                ShardReadLeaseRequest { upload_id: upload_id.clone(), lease_id, lease_ms: lease.as_millis() as u64 };
             if let Err(e) = self.shards[shard].client.clone().read_lease(req).await {
                 tracing::warn!(error = %e, "cannot renew a read lease");
             }

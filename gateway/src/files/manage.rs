@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use omnishard_common::namespace;
-use omnishard_proto::v1::{FileInfo, FileManifest, ShardChunkClaimRequest, ShardManifestDeleteRequest, ShardManifestListRequest, UploadTicket};
+use omnishard_proto::v1::{
+    FileInfo, FileManifest, ShardChunkClaimRequest, ShardManifestDeleteRequest, ShardManifestListRequest, UploadTicket,
+};
 
 use super::{file_info, not_found, UPLOAD_ID_LEN};
 use crate::cluster::Cluster;
@@ -62,11 +64,8 @@ impl Cluster {
             }
         }
         more |= merged.len() > limit;
-        let files: Vec<FileInfo> = merged
-            .into_values()
-            .take(limit)
-            .map(|m| file_info(m.key, m.manifest.unwrap_or_default(), false))
-            .collect();
+        let files: Vec<FileInfo> =
+            merged.into_values().take(limit).map(|m| file_info(m.key, m.manifest.unwrap_or_default(), false)).collect();
         let next_cursor = match files.last() {
             Some(last) if more => encode_cursor(&last.key),
             _ => Vec::new(),

@@ -94,8 +94,7 @@ impl Cluster {
             let Some(manifest) = garbage.manifest else { continue };
             let holders: BTreeSet<usize> =
                 manifest.chunks.iter().map(|c| self.chunk_shard(&garbage.namespace, &c.sha256)).collect();
-            swept.chunks_deleted +=
-                self.control_upload(holders, &manifest.upload_id, UploadAction::Release, 0).await?;
+            swept.chunks_deleted += self.control_upload(holders, &manifest.upload_id, UploadAction::Release, 0).await?;
             let forget = ShardGarbageForgetRequest { upload_id: manifest.upload_id };
             handle.client.clone().garbage_forget(forget).await?;
             swept.collected += 1;

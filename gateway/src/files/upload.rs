@@ -181,7 +181,11 @@ impl<'a> Upload<'a> {
         if !self.header.sha256.is_empty() && self.header.sha256 != sha256 {
             return Err(invalid(
                 "sha256",
-                format!("declared {} but the data hashes to {}", hex::encode(&self.header.sha256), hex::encode(&sha256)),
+                format!(
+                    "declared {} but the data hashes to {}",
+                    hex::encode(&self.header.sha256),
+                    hex::encode(&sha256)
+                ),
             ));
         }
         Ok(sha256)
@@ -264,11 +268,12 @@ impl<'a> Upload<'a> {
         self.settled = true;
         let (cluster, ns, deadline) = (self.cluster.clone(), self.ns.clone(), self.deadline_ms);
         let (commit_key, commit_manifest) = (key.clone(), manifest.clone());
-        let version = tokio::spawn(async move {
-            cluster.commit_and_seal(&ns, &commit_key, commit_manifest, deadline, touched).await
-        })
-        .await
-        .map_err(|e| Error::Exhausted(format!("the commit task failed: {e}")))??;
+        let version =
+            tokio::spawn(
+                async move { cluster.commit_and_seal(&ns, &commit_key, commit_manifest, deadline, touched).await },
+            )
+            .await
+            .map_err(|e| Error::Exhausted(format!("the commit task failed: {e}")))??;
         Ok(Uploaded {
             file: file_info(key, FileManifest { version, ..manifest }, false),
             chunks_stored: self.stored,

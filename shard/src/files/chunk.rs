@@ -66,7 +66,10 @@ pub fn encode(raw: &[u8], compress: bool) -> (Vec<u8>, Info) {
     if compress {
         if let Ok(packed) = zstd::bulk::compress(raw, ZSTD_LEVEL) {
             if packed.len() < raw.len() - raw.len() / 16 {
-                return (framed(ZSTD, raw_len, &packed), Info { compressed: true, stored_len: packed.len() as u32, raw_len });
+                return (
+                    framed(ZSTD, raw_len, &packed),
+                    Info { compressed: true, stored_len: packed.len() as u32, raw_len },
+                );
             }
         }
     }

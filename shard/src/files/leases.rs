@@ -82,15 +82,19 @@ mod tests {
     fn test_lease_holds_until_ended_or_expired() {
         let leases = ReadLeases::new(Duration::ZERO);
         assert!(!leases.held(b"v1"));
-        let id = leases.take(b"v1", Duration::from_secs(60));
+        leases.take(b"v1", Duration::from_secs(60));
         // Capped at max_lease (zero here): already expired.
         assert!(!leases.held(b"v1"));
 
-        let leases = ReadLeases { max_lease: Duration::from_secs(60), started: Instant::now() - Duration::from_secs(61), ..ReadLeases::new(Duration::ZERO) };
+        let leases = ReadLeases {
+            max_lease: Duration::from_secs(60),
+            started: Instant::now() - Duration::from_secs(61),
+            ..ReadLeases::new(Duration::ZERO)
+        };
         let id2 = leases.take(b"v1", Duration::from_secs(60));
         assert!(leases.held(b"v1"));
         assert!(!leases.held(b"v2"));
-        leases.renew(b"v1", id, Duration::ZERO); // unknown id: no effect
+        leases.renew(b"v1", id2 + 100, Duration::ZERO); // unknown id: no effect
         assert!(leases.held(b"v1"));
         leases.renew(b"v1", id2, Duration::ZERO);
         assert!(!leases.held(b"v1"));

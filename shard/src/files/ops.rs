@@ -103,7 +103,10 @@ impl Shard {
         for c in &chunks {
             check_hash("chunks.sha256", &c.sha256)?;
             if c.data.len() > MAX_CHUNK_BYTES {
-                return Err(invalid("chunks.data", format!("is {} bytes; the limit is {MAX_CHUNK_BYTES}", c.data.len())));
+                return Err(invalid(
+                    "chunks.data",
+                    format!("is {} bytes; the limit is {MAX_CHUNK_BYTES}", c.data.len()),
+                ));
             }
         }
         self.check_chunk_owner(epoch, &ns, chunks.iter().map(|c| c.sha256.as_slice()))?;
@@ -158,7 +161,13 @@ impl Shard {
 
     /// Claims chunks that are already stored (a server-side copy).
     /// `NOT_FOUND` names the first chunk that is not.
-    pub async fn chunk_claim(self: &Arc<Self>, epoch: u64, ns: &str, ticket: UploadTicket, hashes: Vec<Vec<u8>>) -> Result<()> {
+    pub async fn chunk_claim(
+        self: &Arc<Self>,
+        epoch: u64,
+        ns: &str,
+        ticket: UploadTicket,
+        hashes: Vec<Vec<u8>>,
+    ) -> Result<()> {
         let ns = namespace::resolve(ns)?.to_string();
         check_upload_id(&ticket.id)?;
         self.config.limits.check_key(&ticket.key)?;
@@ -254,7 +263,8 @@ impl Shard {
     ) -> Result<Option<(FileManifest, u64)>> {
         let ns = namespace::resolve(ns)?.to_string();
         self.check_file_owner(epoch, &ns, &key)?;
-        let manifest = self.blocking_light(move |shard| read_manifest(&shard.store, &keys::manifest(&ns, &key))).await?;
+        let manifest =
+            self.blocking_light(move |shard| read_manifest(&shard.store, &keys::manifest(&ns, &key))).await?;
         Ok(manifest.map(|m| {
             let lease_id = if lease.is_zero() { 0 } else { self.read_leases.take(&m.upload_id, lease) };
             (m, lease_id)
