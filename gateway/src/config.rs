@@ -126,7 +126,7 @@ impl FileSettings {
     /// largest chunk, four times it, stays within a shard's 16MiB limit).
     fn validate(&self) -> Result<()> {
         let size = self.chunk_size.as_u64();
-        if !(1024..=4 << 20).contains(&size) || size % 2 != 0 {
+        if !(1024..=4 << 20).contains(&size) || !size.is_multiple_of(2) {
             return Err(Error::invalid(
                 "files.chunk_size",
                 format!("is {size} bytes; use an even size from 1KiB to 4MiB"),

@@ -11,6 +11,9 @@ use omnishard_proto::v1::{
 use crate::cluster::Cluster;
 use crate::error::Result;
 
+/// (file key, chunk hash) pairs to look for, by (namespace, chunk shard).
+type Wanted = BTreeMap<(String, usize), Vec<(Vec<u8>, Vec<u8>)>>;
+
 /// Chunks hashed per shard call; manifests read per shard call.
 const PAGE: u32 = 256;
 
@@ -52,8 +55,7 @@ impl Cluster {
                 ..Default::default()
             };
             let page = client.clone().manifest_list(req).await?;
-            // (namespace, chunk shard) → [(file key, hash)]
-            let mut wanted: BTreeMap<(String, usize), Vec<(Vec<u8>, Vec<u8>)>> = BTreeMap::new();
+            let mut wanted = Wanted::new();
             for stored in &page.manifests {
                 report.files += 1;
                 for chunk in stored.manifest.iter().flat_map(|m| &m.chunks) {
