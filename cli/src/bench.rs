@@ -271,18 +271,24 @@ impl EmbeddedCluster {
         self._dir.path()
     }
 
-    /// Peak resident memory (Linux `VmHWM`) of each process: shards, then the gateway.
-    pub fn peak_rss(&self) -> Vec<(String, u64)> {
+    /// Peak resident memory (Linux `VmHWM`, bytes) and CPU time used so far
+    /// (user + system, seconds) of each process: shards, then the gateway.
+    pub fn usage(&self) -> Vec<(String, u64, f64)> {
         let last = self.children.len().saturating_sub(1);
         self.children
             .iter()
             .enumerate()
             .filter_map(|(i, child)| {
-                let status = std::fs::read_to_string(format!("/proc/{}/status", child.id()?)).ok()?;
+                let pid = child.id()?;
+                let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
                 let kib: u64 =
                     status.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()?;
+                // utime and stime, fields 14 and 15 of /proc/PID/stat, in clock ticks (100 Hz).
+                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+                let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+                let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
                 let name = if i == last { "gateway".to_string() } else { format!("shard-{}", i + 1) };
-                Some((name, kib * 1024))
+                Some((name, kib * 1024, ticks as f64 / 100.0))
             })
             .collect()
     }

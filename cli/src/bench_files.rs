@@ -41,7 +41,7 @@ pub async fn run(global: &Global, args: BenchFilesArgs) -> anyhow::Result<()> {
 
     let (upload_kv, upload_time) = probe_while(&client, args.probes, upload(&client, size)).await?;
     let (download_kv, download_time) = probe_while(&client, args.probes, download(&client, size)).await?;
-    let peaks = cluster.peak_rss();
+    let usage = cluster.usage();
     cluster.stop().await;
 
     let mbps = |d: Duration| size as f64 / 1e6 / d.as_secs_f64();
@@ -57,7 +57,7 @@ pub async fn run(global: &Global, args: BenchFilesArgs) -> anyhow::Result<()> {
             "during_upload": {"p50": ms(&upload_kv, 0.5), "p99": ms(&upload_kv, 0.99), "n": upload_kv.len()},
             "during_download": {"p50": ms(&download_kv, 0.5), "p99": ms(&download_kv, 0.99), "n": download_kv.len()},
         },
-        "peak_rss_mib": peaks.iter().map(|(name, bytes)| json!({"process": name, "mib": bytes / MIB})).collect::<Vec<_>>(),
+        "processes": usage.iter().map(|(name, bytes, cpu)| json!({"process": name, "peak_rss_mib": bytes / MIB, "cpu_s": cpu})).collect::<Vec<_>>(),
     });
     if global.json {
         output::print_json(&report);
@@ -77,8 +77,8 @@ pub async fn run(global: &Global, args: BenchFilesArgs) -> anyhow::Result<()> {
     {
         println!("{name:<28} p50 {:.2} ms  p99 {:.2} ms  ({} gets)", ms(h, 0.5), ms(h, 0.99), h.len());
     }
-    for (name, bytes) in peaks {
-        println!("peak RSS {name:<19} {:>6} MiB", bytes / MIB);
+    for (name, bytes, cpu) in usage {
+        println!("{name:<28} peak RSS {:>4} MiB, CPU {cpu:.1} s", bytes / MIB);
     }
     Ok(())
 }

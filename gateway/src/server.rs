@@ -104,6 +104,8 @@ fn server_stack() -> Server<tower::layer::util::Stack<crate::deadline::DeadlineL
         // Wide HTTP/2 windows let a file upload stream without stalls.
         .initial_stream_window_size(8 << 20)
         .initial_connection_window_size(32 << 20)
+        // Large frames: a 1 MiB piece of a file is one frame, not 64.
+        .max_frame_size(1 << 20)
         // Concurrency limit: bounds in-flight requests per client connection.
         .concurrency_limit_per_connection(1024)
         // Load shed: past the limit, answer UNAVAILABLE at once instead of queueing.

@@ -70,9 +70,12 @@ impl ShardClient {
             .http2_keep_alive_interval(Duration::from_secs(10))
             .keep_alive_while_idle(true);
         let channel = endpoint.clone().connect_lazy();
-        // Bulk streams want wide HTTP/2 windows; point calls keep the defaults.
-        let file_channel =
-            endpoint.initial_stream_window_size(8 << 20).initial_connection_window_size(32 << 20).connect_lazy();
+        // Bulk streams want wide HTTP/2 windows and large frames; point calls keep the defaults.
+        let file_channel = endpoint
+            .initial_stream_window_size(8 << 20)
+            .initial_connection_window_size(32 << 20)
+            .max_frame_size(1 << 20)
+            .connect_lazy();
         let breaker = failsafe::Config::new()
             .failure_policy(failure_policy::consecutive_failures(
                 settings.breaker_failures.max(1),

@@ -70,6 +70,8 @@ fn server_stack() -> Server {
         // Wide HTTP/2 windows let chunk writes stream without stalls.
         .initial_stream_window_size(8 << 20)
         .initial_connection_window_size(32 << 20)
+        // Large frames: a chunk is a few frames, not hundreds.
+        .max_frame_size(1 << 20)
         // Concurrency limit: a gateway multiplexes everything over one
         // connection, so this bounds in-flight requests per gateway.
         .concurrency_limit_per_connection(1024)
