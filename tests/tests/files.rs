@@ -342,14 +342,14 @@ async fn test_corrupt_chunk_is_data_loss_naming_the_chunk() {
 async fn test_overwrite_and_delete_collect_chunks_while_readers_finish() {
     let cluster = Cluster::builder()
         .shards(3)
-        .shard_toml("[files]\nread_lease_max = \"2s\"\n")
-        .gateway_toml("\n[files]\nread_lease = \"1s\"\nsweep_interval = \"200ms\"\nwindow = 1\n")
+        .shard_toml("[files]\nread_lease_max = \"3s\"\n")
+        .gateway_toml("\n[files]\nread_lease = \"3s\"\nsweep_interval = \"200ms\"\nwindow = 1\n")
         .start()
         .await
         .unwrap();
     let client = cluster.client().await.unwrap();
     // Shards refuse to collect for read_lease_max after start.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
     let old = noise(40 * MIB, 1);
     let new = noise(4 * MIB, 2);
     put(&client, "doc", &old).await.unwrap();
@@ -360,8 +360,9 @@ async fn test_overwrite_and_delete_collect_chunks_while_readers_finish() {
     let mut read_back = reader.next_bytes().await.unwrap().unwrap();
     put(&client, "doc", &new).await.unwrap();
     put(&client, "same-as-new", &new).await.unwrap();
-    // Well past the read lease and several sweeps: the reader holds its version.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Past the read lease and many sweeps: renewals keep the reader's version.
+    // (The lease is 3 s, renewed every second: slack for a loaded machine.)
+    tokio::time::sleep(Duration::from_secs(5)).await;
     assert!(verify(&client).await.chunks > old_chunks, "the old version was collected under its reader");
     while let Some(piece) = reader.next_bytes().await.unwrap() {
         read_back.extend_from_slice(&piece);
