@@ -302,6 +302,9 @@ pub struct BenchFilesArgs {
     /// How long the idle KV probe runs.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     pub idle: Duration,
+    /// Chunk calls in flight per transfer (the gateway's `files.window`).
+    #[arg(long, default_value_t = 4)]
+    pub window: usize,
 }
 
 #[derive(Debug, Clone, Args)]

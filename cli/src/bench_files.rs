@@ -26,7 +26,7 @@ const PROBE_KEYS: u64 = 1_000;
 
 pub async fn run(global: &Global, args: BenchFilesArgs) -> anyhow::Result<()> {
     let size = args.size.as_u64().div_ceil(MIB) * MIB;
-    let cluster = EmbeddedCluster::start_configured(args.shards, |_| {}).await?;
+    let cluster = EmbeddedCluster::start_configured(args.shards, |config| config.files.window = args.window).await?;
     let dd = dd_write(cluster.dir(), size)?;
     let client = Client::connect(&cluster.url).await?;
     for i in 0..PROBE_KEYS {
