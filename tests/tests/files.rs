@@ -61,10 +61,6 @@ async fn wait_for_chunks(client: &Client, want: u64, within: Duration) -> Verify
     }
 }
 
-fn code(err: &omnishard_client::Error) -> Code {
-    err.code()
-}
-
 /// Blob files of one shard's RocksDB and their total size.
 fn blob_files(dir: &Path) -> Vec<(PathBuf, u64)> {
     std::fs::read_dir(dir)
@@ -119,7 +115,7 @@ async fn test_round_trip_of_every_size_class_with_ranges() {
     assert_eq!(tail.len(), 1);
     for (key, offset) in [("sizes/1", 1), ("sizes/0", 1), ("sizes/1", 1 << 40)] {
         let err = client.download(key.as_bytes(), offset, 0).await.err().unwrap();
-        assert_eq!(code(&err), Code::OutOfRange, "{err}");
+        assert_eq!(err.code(), Code::OutOfRange, "{err}");
         assert!(err.to_string().contains("offset"), "{err}");
     }
     assert!(get(&client, "sizes/0", 0, 0).await.unwrap().is_empty());
@@ -151,7 +147,7 @@ async fn test_round_trip_of_every_size_class_with_ranges() {
     assert!(client.files().delete(del.clone()).await.unwrap().into_inner().deleted);
     assert!(!client.files().delete(del).await.unwrap().into_inner().deleted);
     let err = client.download(b"copy", 0, 0).await.err().unwrap();
-    assert_eq!(code(&err), Code::NotFound, "{err}");
+    assert_eq!(err.code(), Code::NotFound, "{err}");
     // The source still reads after its copy is gone (the copy's claims were its own).
     assert_eq!(get(&client, "sizes/65537", 0, 0).await.unwrap(), noise(chunk + 1, 4));
 }
@@ -261,7 +257,7 @@ async fn test_client_gone_mid_upload_leaves_nothing() {
     let report = wait_for_chunks(&client, 0, Duration::from_secs(30)).await;
     assert_eq!(report.chunks, 0, "orphan chunks were not collected: {report:?}");
     let err = client.download(b"partial", 0, 0).await.err().unwrap();
-    assert_eq!(code(&err), Code::NotFound, "{err}");
+    assert_eq!(err.code(), Code::NotFound, "{err}");
 }
 
 #[tokio::test]
@@ -298,7 +294,7 @@ async fn test_gateway_killed_mid_upload_orphans_are_swept() {
     let report = wait_for_chunks(&client, kept_chunks, Duration::from_secs(30)).await;
     assert_eq!(report.chunks, kept_chunks, "{report:?}");
     assert_eq!(get(&client, "kept", 0, 0).await.unwrap(), kept);
-    assert_eq!(code(&client.download(b"orphan", 0, 0).await.err().unwrap()), Code::NotFound);
+    assert_eq!(client.download(b"orphan", 0, 0).await.err().unwrap().code(), Code::NotFound);
 }
 
 #[tokio::test]
@@ -328,7 +324,7 @@ async fn test_corrupt_chunk_is_data_loss_naming_the_chunk() {
         cluster.restart_shard(i).await.unwrap();
     }
     let err = get(&client, "victim", 0, 0).await.unwrap_err();
-    assert_eq!(code(&err), Code::DataLoss, "{err}");
+    assert_eq!(err.code(), Code::DataLoss, "{err}");
     assert!(err.to_string().contains("chunk"), "{err}");
     let report = verify(&client).await;
     assert!(!report.corrupt.is_empty(), "{report:?}");
@@ -416,7 +412,7 @@ async fn test_bad_uploads_are_refused_and_store_nothing() {
     for (h, data, field) in cases {
         let pieces: Vec<Vec<u8>> = data.chunks(MIB).map(<[u8]>::to_vec).collect();
         let err = client.upload(h, futures::stream::iter(pieces)).await.unwrap_err();
-        assert_eq!(code(&err), Code::InvalidArgument, "{err}");
+        assert_eq!(err.code(), Code::InvalidArgument, "{err}");
         assert!(err.to_string().contains(field), "{field}: {err}");
     }
     // Nothing of any refused upload is visible or stored.

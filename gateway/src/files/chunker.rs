@@ -31,11 +31,6 @@ impl Chunker {
         Chunker { mode: settings.chunking, min, avg, max, buf: BytesMut::new() }
     }
 
-    /// The largest chunk this chunker cuts.
-    pub fn max_chunk(&self) -> usize {
-        self.max
-    }
-
     /// Adds `data`; returns the chunks it completed.
     pub fn push(&mut self, data: &[u8]) -> Vec<Bytes> {
         self.buf.extend_from_slice(data);

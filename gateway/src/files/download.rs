@@ -62,9 +62,7 @@ impl Cluster {
     pub async fn download(self: &Arc<Self>, ns: &str, key: Vec<u8>, offset: u64, length: u64) -> Result<Download> {
         let ns = namespace::resolve(ns)?.to_string();
         self.limits.check_key(&key)?;
-        let permit = self.transfers.clone().try_acquire_owned().map_err(|_| {
-            Error::Exhausted(format!("{} transfers are running (files.max_transfers)", self.files.max_transfers))
-        })?;
+        let permit = self.transfer_permit()?;
         let lease = self.files.read_lease;
         let (manifest, lease_id) = self.manifest(&ns, &key, lease).await?.ok_or_else(|| not_found(&key))?;
         let sizes: Vec<(Vec<u8>, u64)> = manifest.chunks.iter().map(|c| (c.sha256.clone(), c.size)).collect();

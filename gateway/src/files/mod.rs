@@ -57,6 +57,13 @@ pub fn not_found(key: &[u8]) -> Error {
 }
 
 impl Cluster {
+    /// One of the `files.max_transfers` transfer slots, held while it runs.
+    pub(crate) fn transfer_permit(&self) -> Result<tokio::sync::OwnedSemaphorePermit> {
+        self.transfers.clone().try_acquire_owned().map_err(|_| {
+            Error::Exhausted(format!("{} transfers are running (files.max_transfers)", self.files.max_transfers))
+        })
+    }
+
     /// Index of the shard holding chunk `hash` of `ns`.
     pub(crate) fn chunk_shard(&self, ns: &str, hash: &[u8]) -> usize {
         self.ring.owner_index(ns, &chunk_key(hash))

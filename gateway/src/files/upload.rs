@@ -114,9 +114,7 @@ impl Cluster {
         data: impl Stream<Item = Result<Vec<u8>>> + Unpin + Send,
     ) -> Result<Uploaded> {
         let ns = check_header(self, &header)?;
-        let _permit = self.transfers.clone().try_acquire_owned().map_err(|_| {
-            Error::Exhausted(format!("{} transfers are running (files.max_transfers)", self.files.max_transfers))
-        })?;
+        let _permit = self.transfer_permit()?;
         let id: [u8; UPLOAD_ID_LEN] = rand::random();
         let bulk = header.size.unwrap_or(0) > self.files.bulk_threshold.as_u64();
         let mut upload = Upload {

@@ -293,7 +293,13 @@ impl Shard {
     ) -> Result<(Vec<(String, Vec<u8>, FileManifest)>, bool)> {
         let ns = if all_namespaces { String::new() } else { namespace::resolve(ns)?.to_string() };
         self.config.limits.check_key_len("prefix", prefix.len())?;
-        self.config.limits.check_key_len("start_after", start_after.len().saturating_sub(ns.len() + 1))?;
+        // With all_namespaces the cursor is `namespace 0x00 key`: a key plus at most a namespace.
+        let cursor_len = if all_namespaces {
+            start_after.len().saturating_sub(namespace::MAX_NAMESPACE_LEN + 1)
+        } else {
+            start_after.len()
+        };
+        self.config.limits.check_key_len("start_after", cursor_len)?;
         let limit = self.config.limits.scan_page(limit as u32)?;
         self.blocking_heavy(move |shard| {
             let (prefix_key, mut start) = if all_namespaces {
