@@ -15,7 +15,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/omnishard/v1/shard_files.proto",
         "proto/omnishard/v1/shard.proto",
     ];
-    tonic_prost_build::configure()
+    // File bytes as `Bytes`: a chunk is cut, sent, received and sliced into
+    // messages without being copied at every hand-over.
+    let file_bytes = [
+        ".omnishard.v1.UploadRequest.data",
+        ".omnishard.v1.DownloadResponse.data",
+        ".omnishard.v1.ChunkData.data",
+        ".omnishard.v1.ShardChunkGetResponse.data",
+    ];
+    file_bytes
+        .iter()
+        .fold(tonic_prost_build::configure(), |config, path| config.bytes(path))
         .file_descriptor_set_path(out_dir.join("omnishard_descriptor.bin"))
         .compile_protos(&protos, &["proto"])?;
     for proto in protos {

@@ -6,8 +6,8 @@ use std::path::Path;
 use anyhow::Context;
 use omnishard_client::{Client, FileInfo, UploadHeader};
 use omnishard_proto::v1::{CopyFileRequest, DeleteFileRequest, ListFilesRequest, StatFileRequest, VerifyFilesRequest};
+use ring::digest::SHA256;
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::args::{FileCommand, Global};
@@ -139,7 +139,7 @@ async fn get(
     } else {
         Box::new(tokio::fs::File::create(&partial).await.with_context(|| format!("creating {}", partial.display()))?)
     };
-    let mut hasher = Sha256::new();
+    let mut hasher = ring::digest::Context::new(&SHA256);
     let mut received = 0u64;
     while let Some(piece) = reader.next_bytes().await? {
         if whole {
@@ -155,7 +155,7 @@ async fn get(
     if received != expected {
         anyhow::bail!("the download ended after {received} of {expected} bytes");
     }
-    if whole && hasher.finalize()[..] != reader.info.sha256[..] {
+    if whole && hasher.finish().as_ref()[..] != reader.info.sha256[..] {
         anyhow::bail!("data loss: the downloaded bytes do not match the file's SHA-256");
     }
     if !to_stdout {

@@ -15,6 +15,7 @@
 
 use std::time::Duration;
 
+pub use bytes::Bytes;
 use futures::StreamExt;
 use omnishard_proto::v1::admin_service_client::AdminServiceClient;
 use omnishard_proto::v1::file_service_client::FileServiceClient;
@@ -116,7 +117,7 @@ pub struct FileReader {
 
 impl FileReader {
     /// The next piece of the file; `None` at the end.
-    pub async fn next_bytes(&mut self) -> Result<Option<Vec<u8>>, Error> {
+    pub async fn next_bytes(&mut self) -> Result<Option<Bytes>, Error> {
         loop {
             match self.stream.message().await? {
                 None => return Ok(None),
@@ -255,13 +256,13 @@ impl Client {
     pub async fn upload(
         &self,
         mut header: UploadHeader,
-        data: impl futures::Stream<Item = Vec<u8>> + Send + 'static,
+        data: impl futures::Stream<Item = impl Into<Bytes> + Send + 'static> + Send + 'static,
     ) -> Result<UploadResponse, Error> {
         if header.namespace.is_empty() {
             header.namespace = self.namespace.clone();
         }
         let first = UploadRequest { part: Some(upload_request::Part::Header(header)) };
-        let rest = data.map(|d| UploadRequest { part: Some(upload_request::Part::Data(d)) });
+        let rest = data.map(|d| UploadRequest { part: Some(upload_request::Part::Data(d.into())) });
         let messages = futures::stream::once(async move { first }).chain(rest);
         Ok(self.files.clone().upload(messages).await?.into_inner())
     }

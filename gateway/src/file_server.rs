@@ -28,7 +28,7 @@ fn invalid(message: &str) -> Status {
 
 /// The data messages after the header; another header is an error, and a
 /// broken client stream is an error too (so the upload is released).
-fn data_parts(stream: Streaming<UploadRequest>) -> impl Stream<Item = Result<Vec<u8>, Error>> + Unpin + Send {
+fn data_parts(stream: Streaming<UploadRequest>) -> impl Stream<Item = Result<bytes::Bytes, Error>> + Unpin + Send {
     stream.map(|message| match message {
         Ok(UploadRequest { part: Some(upload_request::Part::Data(data)) }) => Ok(data),
         Ok(_) => Err(omnishard_common::Error::invalid("data", "only the first message may carry the header").into()),
@@ -68,7 +68,7 @@ impl FileService for FileGrpc {
         let download = self.cluster.download(&req.namespace, req.key, req.offset, req.length).await.map_err(status)?;
         let info = DownloadResponse { part: Some(download_response::Part::Info(download.info)) };
         let data = ReceiverStream::new(download.data).map(|chunk| match chunk {
-            Ok(bytes) => Ok(DownloadResponse { part: Some(download_response::Part::Data(bytes.to_vec())) }),
+            Ok(bytes) => Ok(DownloadResponse { part: Some(download_response::Part::Data(bytes)) }),
             Err(e) => Err(status(e)),
         });
         let stream = futures::stream::once(async move { Ok(info) }).chain(data);

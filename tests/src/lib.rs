@@ -129,6 +129,11 @@ impl Cluster {
         self.gateway.id()
     }
 
+    /// The gRPC URL of shard `index` (for tests that talk to a shard directly).
+    pub fn shard_url(&self, index: usize) -> String {
+        format!("http://{}", self.shards[index].addr)
+    }
+
     /// Process id of shard `index`, while it runs.
     pub fn shard_pid(&self, index: usize) -> Option<u32> {
         self.shards[index].child.as_ref().and_then(Child::id)

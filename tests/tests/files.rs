@@ -335,6 +335,39 @@ async fn test_corrupt_chunk_is_data_loss_naming_the_chunk() {
 }
 
 #[tokio::test]
+async fn test_chunk_damaged_in_transit_is_refused_by_its_shard() {
+    let cluster = Cluster::builder().shards(3).start().await.unwrap();
+    let client = cluster.client().await.unwrap();
+    let data = noise(64 * 1024, 11);
+    let mut damaged = data.clone();
+    damaged[100] ^= 0x10;
+    let chunk =
+        ChunkData { sha256: Sha256::digest(&data).to_vec(), crc32: crc32fast::hash(&data), data: damaged.into() };
+    // Sent to every shard: the one that owns the chunk checks its CRC, the
+    // others refuse it as not theirs.
+    let mut refused_as_damaged = 0;
+    for index in 0..3 {
+        let mut shard =
+            shard_file_service_client::ShardFileServiceClient::connect(cluster.shard_url(index)).await.unwrap();
+        let req = ShardChunkPutRequest {
+            epoch: 1,
+            namespace: "default".into(),
+            upload: Some(UploadTicket { id: vec![7; 16], key: b"k".to_vec(), deadline_ms: u64::MAX / 2 }),
+            compress: false,
+            bulk: false,
+            chunks: vec![chunk.clone()],
+        };
+        let err = shard.chunk_put(req).await.unwrap_err();
+        if err.code() == Code::InvalidArgument {
+            assert!(err.message().starts_with("chunks.crc32:"), "{err:?}");
+            refused_as_damaged += 1;
+        }
+    }
+    assert_eq!(refused_as_damaged, 1);
+    assert_eq!(verify(&client).await.chunks, 0, "a damaged chunk was stored");
+}
+
+#[tokio::test]
 async fn test_overwrite_and_delete_collect_chunks_while_readers_finish() {
     let cluster = Cluster::builder()
         .shards(3)
@@ -353,7 +386,7 @@ async fn test_overwrite_and_delete_collect_chunks_while_readers_finish() {
 
     // A reader starts on the old version and pauses.
     let mut reader = client.download(b"doc", 0, 0).await.unwrap();
-    let mut read_back = reader.next_bytes().await.unwrap().unwrap();
+    let mut read_back = reader.next_bytes().await.unwrap().unwrap().to_vec();
     put(&client, "doc", &new).await.unwrap();
     put(&client, "same-as-new", &new).await.unwrap();
     // Past the read lease and many sweeps: renewals keep the reader's version.
@@ -391,7 +424,8 @@ async fn test_bad_uploads_are_refused_and_store_nothing() {
     let mut raw = client.files();
 
     // No header: data first, or nothing at all.
-    let data_first = futures::stream::iter(vec![UploadRequest { part: Some(upload_request::Part::Data(vec![1])) }]);
+    let data_first =
+        futures::stream::iter(vec![UploadRequest { part: Some(upload_request::Part::Data(vec![1].into())) }]);
     let err = raw.upload(data_first).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(err.message().starts_with("header:"), "{}", err.message());

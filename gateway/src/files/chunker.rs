@@ -5,8 +5,12 @@
 //! depends only on the bytes from the chunk start to the largest chunk size,
 //! so once that many bytes are buffered the next cut is final: streaming
 //! gives exactly the chunks a whole-file pass would.
+//!
+//! Chunks are copied out of the buffer rather than split off it: a split
+//! would share the buffer's allocation, and every later append would then
+//! copy the whole pending window (up to the largest chunk) to a new one.
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use fastcdc::v2020::FastCDC;
 
 use crate::config::{Chunking, FileSettings};
@@ -37,7 +41,7 @@ impl Chunker {
         let mut out = Vec::new();
         while self.buf.len() >= self.max {
             let cut = self.cut();
-            out.push(self.buf.split_to(cut).freeze());
+            out.push(self.take(cut));
         }
         out
     }
@@ -47,9 +51,16 @@ impl Chunker {
         let mut out = Vec::new();
         while !self.buf.is_empty() {
             let cut = self.cut();
-            out.push(self.buf.split_to(cut).freeze());
+            out.push(self.take(cut));
         }
         out
+    }
+
+    /// The next `len` bytes as a chunk of their own.
+    fn take(&mut self, len: usize) -> Bytes {
+        let chunk = Bytes::copy_from_slice(&self.buf[..len]);
+        self.buf.advance(len);
+        chunk
     }
 
     /// Length of the next chunk of the buffer.

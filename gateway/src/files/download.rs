@@ -103,7 +103,7 @@ impl Cluster {
                     ),
                 });
             }
-            Ok(Bytes::from(data).slice(piece.skip..piece.skip + piece.take))
+            Ok(data.slice(piece.skip..piece.skip + piece.take))
         });
         let mut fetches = fetches.buffered(self.files.window);
         while let Some(fetched) = fetches.next().await {
@@ -125,7 +125,7 @@ impl Cluster {
     }
 
     /// One chunk's bytes, verified by its shard.
-    async fn fetch_chunk(&self, ns: &str, hash: &[u8]) -> Result<Vec<u8>> {
+    async fn fetch_chunk(&self, ns: &str, hash: &[u8]) -> Result<Bytes> {
         let shard = self.chunk_shard(ns, hash);
         let req = ShardChunkGetRequest { epoch: self.epoch(), namespace: ns.to_string(), sha256: hash.to_vec() };
         let got = self

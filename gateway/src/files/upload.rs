@@ -15,10 +15,11 @@ use omnishard_proto::v1::{
     ChunkData, FileChunk, FileInfo, FileManifest, ShardChunkPutRequest, ShardChunkPutResponse,
     ShardManifestCommitRequest, UploadAction, UploadHeader, UploadTicket,
 };
-use sha2::{Digest, Sha256};
+use ring::digest::{Context, SHA256};
+use tokio::sync::mpsc;
 
 use super::chunker::Chunker;
-use super::{file_info, MAX_METADATA_BYTES, MAX_METADATA_ENTRIES, UPLOAD_ID_LEN};
+use super::{file_info, sha256, MAX_METADATA_BYTES, MAX_METADATA_ENTRIES, UPLOAD_ID_LEN};
 use crate::cluster::Cluster;
 use crate::error::{Error, Result};
 use crate::kv::now_ms;
@@ -111,7 +112,7 @@ impl Cluster {
     pub async fn upload(
         self: &Arc<Self>,
         header: UploadHeader,
-        data: impl Stream<Item = Result<Vec<u8>>> + Unpin + Send,
+        data: impl Stream<Item = Result<Bytes>> + Unpin + Send,
     ) -> Result<Uploaded> {
         let ns = check_header(self, &header)?;
         let _permit = self.transfer_permit()?;
@@ -145,10 +146,10 @@ impl Cluster {
 
 impl<'a> Upload<'a> {
     /// Streams every chunk to its shard; returns the whole file's SHA-256.
-    async fn run(&mut self, mut data: impl Stream<Item = Result<Vec<u8>>> + Unpin + Send) -> Result<Vec<u8>> {
+    async fn run(&mut self, mut data: impl Stream<Item = Result<Bytes>> + Unpin + Send) -> Result<Vec<u8>> {
         let max = self.cluster.files.max_file_size.as_u64();
         let mut chunker = Chunker::new(&self.cluster.files);
-        let mut hasher = Sha256::new();
+        let hasher = WholeFileHash::start();
         while let Some(message) = data.next().await {
             let message = message?;
             self.size += message.len() as u64;
@@ -160,19 +161,20 @@ impl<'a> Upload<'a> {
             }
             self.bulk |= self.size > self.cluster.files.bulk_threshold.as_u64();
             let ready;
-            (chunker, hasher, ready) = cut_and_hash(chunker, hasher, message, false).await?;
+            hasher.update(message.clone()).await?;
+            (chunker, ready) = cut_and_hash(chunker, message, false).await?;
             for chunk in ready {
                 self.send(chunk).await?;
             }
         }
-        let (_, hasher, ready) = cut_and_hash(chunker, hasher, Vec::new(), true).await?;
+        let (_, ready) = cut_and_hash(chunker, Bytes::new(), true).await?;
         for chunk in ready {
             self.send(chunk).await?;
         }
         while let Some(done) = self.in_flight.next().await {
             self.count(done?);
         }
-        let sha256 = hasher.finalize().to_vec();
+        let sha256 = hasher.finish().await?;
         if let Some(declared) = self.header.size.filter(|d| *d != self.size) {
             return Err(invalid("size", format!("declared {declared} bytes but the stream carried {}", self.size)));
         }
@@ -190,7 +192,7 @@ impl<'a> Upload<'a> {
     }
 
     /// Sends one chunk, waiting first while `files.window` calls are in flight.
-    async fn send(&mut self, (hash, data): ([u8; 32], Bytes)) -> Result<()> {
+    async fn send(&mut self, Cut { sha256: hash, crc32, data }: Cut) -> Result<()> {
         while self.in_flight.len() >= self.cluster.files.window {
             if let Some(done) = self.in_flight.next().await {
                 self.count(done?);
@@ -206,7 +208,7 @@ impl<'a> Upload<'a> {
             upload: Some(self.ticket()),
             compress: self.compress,
             bulk: self.bulk,
-            chunks: vec![ChunkData { sha256: hash.to_vec(), data: data.to_vec() }],
+            chunks: vec![ChunkData { sha256: hash.to_vec(), data, crc32 }],
         };
         let handle = &self.cluster.shards[shard];
         self.in_flight.push(Box::pin(handle.call(move |c| {
@@ -288,25 +290,60 @@ impl<'a> Upload<'a> {
     }
 }
 
-/// Feeds `message` to the chunker and the whole-file hash off the reactor,
-/// returning the completed chunks with their SHA-256.
-async fn cut_and_hash(
-    mut chunker: Chunker,
-    mut hasher: Sha256,
-    message: Vec<u8>,
-    last: bool,
-) -> Result<(Chunker, Sha256, Vec<([u8; 32], Bytes)>)> {
+/// A chunk cut from the stream, with its address and its checksum.
+struct Cut {
+    sha256: [u8; 32],
+    crc32: u32,
+    data: Bytes,
+}
+
+/// Cuts `message` into chunks and hashes them, off the reactor.
+async fn cut_and_hash(mut chunker: Chunker, message: Bytes, last: bool) -> Result<(Chunker, Vec<Cut>)> {
     tokio::task::spawn_blocking(move || {
-        hasher.update(&message);
         let mut ready = chunker.push(&message);
         if last {
             ready.extend(chunker.finish());
         }
-        let hashed = ready.into_iter().map(|c| (Sha256::digest(&c).into(), c)).collect();
-        (chunker, hasher, hashed)
+        let hashed =
+            ready.into_iter().map(|c| Cut { sha256: sha256(&c), crc32: crc32fast::hash(&c), data: c }).collect();
+        (chunker, hashed)
     })
     .await
     .map_err(|e| Error::Exhausted(format!("chunking task failed: {e}")))
+}
+
+/// The SHA-256 of the whole upload, computed on a thread of its own while
+/// the chunks are cut and hashed on another: hashing is most of an upload's
+/// CPU time, and the two hashes do not depend on each other.
+struct WholeFileHash {
+    tx: mpsc::Sender<Bytes>,
+    done: tokio::task::JoinHandle<Vec<u8>>,
+}
+
+impl WholeFileHash {
+    /// Messages queued for hashing; bounds the memory a slow hash can hold.
+    const QUEUE: usize = 4;
+
+    fn start() -> WholeFileHash {
+        let (tx, mut rx) = mpsc::channel::<Bytes>(Self::QUEUE);
+        let done = tokio::task::spawn_blocking(move || {
+            let mut context = Context::new(&SHA256);
+            while let Some(message) = rx.blocking_recv() {
+                context.update(&message);
+            }
+            context.finish().as_ref().to_vec()
+        });
+        WholeFileHash { tx, done }
+    }
+
+    async fn update(&self, message: Bytes) -> Result<()> {
+        self.tx.send(message).await.map_err(|_| Error::Exhausted("the file hashing task stopped".into()))
+    }
+
+    async fn finish(self) -> Result<Vec<u8>> {
+        drop(self.tx);
+        self.done.await.map_err(|e| Error::Exhausted(format!("the file hashing task failed: {e}")))
+    }
 }
 
 impl Cluster {

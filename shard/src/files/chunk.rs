@@ -6,7 +6,7 @@
 //! reads. Every read recomputes the SHA-256 of the raw bytes: a mismatch is
 //! [`Error::Corrupt`] naming the chunk (`DATA_LOSS`), never wrong bytes.
 
-use sha2::{Digest, Sha256};
+use bytes::Bytes;
 
 use super::keys::HASH_LEN;
 use crate::error::{Error, Result};
@@ -50,9 +50,13 @@ impl Info {
     }
 }
 
-/// The SHA-256 of `data`.
+/// The SHA-256 of `data` (ring's assembly: about twice the speed of a
+/// portable implementation on CPUs without SHA extensions).
 pub fn sha256(data: &[u8]) -> [u8; HASH_LEN] {
-    Sha256::digest(data).into()
+    let digest = ring::digest::digest(&ring::digest::SHA256, data);
+    let mut out = [0u8; HASH_LEN];
+    out.copy_from_slice(digest.as_ref());
+    out
 }
 
 /// Names a chunk in messages.
@@ -84,8 +88,9 @@ fn framed(codec: u8, raw_len: u32, bytes: &[u8]) -> Vec<u8> {
     out
 }
 
-/// The raw bytes of a stored chunk, checked against `hash`.
-pub fn decode(ns: &str, hash: &[u8], stored: &[u8]) -> Result<Vec<u8>> {
+/// The raw bytes of a stored chunk, checked against `hash`. A raw chunk is
+/// returned in place, without a copy.
+pub fn decode(ns: &str, hash: &[u8], stored: Vec<u8>) -> Result<Bytes> {
     let corrupt = |reason: String| Error::Corrupt { key: name(ns, hash), reason };
     if stored.len() < HEADER_LEN {
         return Err(corrupt(format!("stored form is {} bytes, shorter than its header", stored.len())));
@@ -94,10 +99,11 @@ pub fn decode(ns: &str, hash: &[u8], stored: &[u8]) -> Result<Vec<u8>> {
     if raw_len > MAX_CHUNK_BYTES {
         return Err(corrupt(format!("header claims {raw_len} bytes, over the {MAX_CHUNK_BYTES}-byte chunk limit")));
     }
-    let body = &stored[HEADER_LEN..];
     let raw = match stored[0] {
-        RAW => body.to_vec(),
-        ZSTD => zstd::bulk::decompress(body, raw_len).map_err(|e| corrupt(format!("zstd: {e}")))?,
+        RAW => Bytes::from(stored).slice(HEADER_LEN..),
+        ZSTD => {
+            zstd::bulk::decompress(&stored[HEADER_LEN..], raw_len).map_err(|e| corrupt(format!("zstd: {e}")))?.into()
+        }
         codec => return Err(corrupt(format!("unknown codec {codec}"))),
     };
     let actual = sha256(&raw);
@@ -117,11 +123,11 @@ mod tests {
         let hash = sha256(&text);
         let (stored, info) = encode(&text, true);
         assert!(info.compressed && (info.stored_len as usize) < text.len() / 4);
-        assert_eq!(decode("ns", &hash, &stored).unwrap(), text);
+        assert_eq!(decode("ns", &hash, stored.clone()).unwrap(), text);
         assert_eq!(Info::decode(&info.encode()), Some(info));
         let (stored, info) = encode(&text, false);
         assert!(!info.compressed);
-        assert_eq!(decode("ns", &hash, &stored).unwrap(), text);
+        assert_eq!(decode("ns", &hash, stored.clone()).unwrap(), text);
     }
 
     #[test]
@@ -142,10 +148,10 @@ mod tests {
             let (mut stored, _) = encode(&data, compress);
             let at = stored.len() - 1;
             stored[at] ^= 1;
-            let err = decode("ns", &hash, &stored).unwrap_err();
+            let err = decode("ns", &hash, stored).unwrap_err();
             assert!(matches!(err, Error::Corrupt { .. }), "{err}");
             assert!(err.to_string().contains(&hex::encode(hash)), "{err}");
         }
-        assert!(decode("ns", &hash, &[0, 0]).is_err());
+        assert!(decode("ns", &hash, vec![0, 0]).is_err());
     }
 }
