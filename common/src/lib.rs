@@ -2,6 +2,7 @@
 //! cluster looks like, which inputs are acceptable, and how logs are written.
 //!
 //! Layout:
+//! * [`digest`] — SHA-256, the address of a file chunk.
 //! * [`placement`] — hash tags, the stable placement hash and the vnode ring.
 //! * [`topology`] — the cluster description loaded from TOML, and its checks.
 //! * [`limits`] — size limits on keys, values, batches and pages, with checks.
@@ -14,6 +15,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod digest;
 pub mod error;
 pub mod limits;
 pub mod namespace;

@@ -36,15 +36,6 @@ pub const UPLOAD_ID_LEN: usize = 16;
 pub const MAX_METADATA_ENTRIES: usize = 64;
 pub const MAX_METADATA_BYTES: usize = 64 * 1024;
 
-/// The SHA-256 of `data` (ring's assembly: about twice the speed of a
-/// portable implementation on CPUs without SHA extensions).
-pub fn sha256(data: &[u8]) -> [u8; 32] {
-    let digest = ring::digest::digest(&ring::digest::SHA256, data);
-    let mut out = [0u8; 32];
-    out.copy_from_slice(digest.as_ref());
-    out
-}
-
 /// The public description of a stored version.
 pub fn file_info(key: Vec<u8>, manifest: FileManifest, with_chunks: bool) -> FileInfo {
     FileInfo {

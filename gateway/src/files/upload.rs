@@ -10,6 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::stream::FuturesUnordered;
 use futures::{Stream, StreamExt};
+use omnishard_common::digest::sha256;
 use omnishard_common::namespace;
 use omnishard_proto::v1::{
     ChunkData, FileChunk, FileInfo, FileManifest, ShardChunkPutRequest, ShardChunkPutResponse,
@@ -19,7 +20,7 @@ use ring::digest::{Context, SHA256};
 use tokio::sync::mpsc;
 
 use super::chunker::Chunker;
-use super::{file_info, sha256, MAX_METADATA_BYTES, MAX_METADATA_ENTRIES, UPLOAD_ID_LEN};
+use super::{file_info, MAX_METADATA_BYTES, MAX_METADATA_ENTRIES, UPLOAD_ID_LEN};
 use crate::cluster::Cluster;
 use crate::error::{Error, Result};
 use crate::kv::now_ms;

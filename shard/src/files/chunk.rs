@@ -7,8 +7,8 @@
 //! [`Error::Corrupt`] naming the chunk (`DATA_LOSS`), never wrong bytes.
 
 use bytes::Bytes;
+use omnishard_common::digest::sha256;
 
-use super::keys::HASH_LEN;
 use crate::error::{Error, Result};
 
 /// Largest chunk a shard accepts (FastCDC's largest maximum, 16 MiB).
@@ -48,15 +48,6 @@ impl Info {
             raw_len: u32::from_be_bytes(raw[5..9].try_into().ok()?),
         })
     }
-}
-
-/// The SHA-256 of `data` (ring's assembly: about twice the speed of a
-/// portable implementation on CPUs without SHA extensions).
-pub fn sha256(data: &[u8]) -> [u8; HASH_LEN] {
-    let digest = ring::digest::digest(&ring::digest::SHA256, data);
-    let mut out = [0u8; HASH_LEN];
-    out.copy_from_slice(digest.as_ref());
-    out
 }
 
 /// Names a chunk in messages.
@@ -123,11 +114,11 @@ mod tests {
         let hash = sha256(&text);
         let (stored, info) = encode(&text, true);
         assert!(info.compressed && (info.stored_len as usize) < text.len() / 4);
-        assert_eq!(decode("ns", &hash, stored.clone()).unwrap(), text);
+        assert_eq!(decode("ns", &hash, stored).unwrap(), text);
         assert_eq!(Info::decode(&info.encode()), Some(info));
         let (stored, info) = encode(&text, false);
         assert!(!info.compressed);
-        assert_eq!(decode("ns", &hash, stored.clone()).unwrap(), text);
+        assert_eq!(decode("ns", &hash, stored).unwrap(), text);
     }
 
     #[test]
