@@ -11,3 +11,5 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/omnishard-target}"
 # The cluster tests run the real binary; build it first.
 cargo build --bin omnishard
 cargo test --workspace
+# Alert rules (promtool test rules) and dashboard queries.
+./deploy/observability/check.sh

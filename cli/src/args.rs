@@ -30,6 +30,26 @@ pub struct Global {
     /// Machine-readable JSON output.
     #[arg(long, global = true)]
     pub json: bool,
+    /// Print the trace id of each request on stderr (see `omnishard admin trace`).
+    #[arg(long, global = true)]
+    pub trace: bool,
+    /// Log lines as readable `text` or one JSON object per line (`json`).
+    #[arg(long, global = true, env = "OMNISHARD_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
+}
+
+/// Observability flags of the server roles.
+#[derive(Debug, Clone, Args)]
+pub struct ObserveArgs {
+    /// HTTP address of /metrics, /healthz and /readyz; port 0 picks a free port (printed on stdout).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub metrics_listen: String,
+    /// Requests at least this long are slow: logged, counted, and all their spans kept in memory.
+    #[arg(long, env = "OMNISHARD_SLOW_THRESHOLD", default_value = "100ms", value_parser = humantime::parse_duration)]
+    pub slow_threshold: Duration,
+    /// Log level when RUST_LOG is unset [default: info; warn for `dev`].
+    #[arg(long)]
+    pub log_level: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -73,6 +93,8 @@ pub struct ShardArgs {
     /// Optional TOML file with further shard settings.
     #[arg(long)]
     pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub observe: ObserveArgs,
 }
 
 #[derive(Debug, Args)]
@@ -83,6 +105,8 @@ pub struct GatewayArgs {
     /// Address to listen on; port 0 picks a free port (printed on stdout).
     #[arg(long)]
     pub listen: String,
+    #[command(flatten)]
+    pub observe: ObserveArgs,
 }
 
 #[derive(Debug, Args)]
@@ -96,6 +120,9 @@ pub struct DevArgs {
     /// Gateway port on 127.0.0.1.
     #[arg(long, default_value_t = DEV_PORT)]
     pub port: u16,
+    /// The gateway's observability flags (shards get a free metrics port each).
+    #[command(flatten)]
+    pub observe: ObserveArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -138,6 +165,17 @@ pub enum AdminCommand {
     Reindex { index: String },
     /// Re-read and hash every stored file chunk and check every file's chunks exist.
     VerifyFiles,
+    /// Show one request's trace as a waterfall, gathered from the gateway and every shard.
+    Trace {
+        /// The trace id (32 hex digits), as `--trace` or `x-trace-id` shows it.
+        trace_id: String,
+    },
+    /// List the slowest recent requests with their trace ids.
+    Slow {
+        /// Most requests to list.
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -279,6 +317,8 @@ pub enum SearchCommand {
 pub enum BenchCommand {
     /// Drive the gateway with concurrent puts and gets; report ops/s and latency.
     Kv(BenchKvArgs),
+    /// A local OTLP trace receiver that counts spans (for the tracing overhead benchmark).
+    OtlpSink(OtlpSinkArgs),
     /// Load a power-law graph, then time neighbour reads and 3-hop traversals.
     Graph(BenchGraphArgs),
     /// Index a real-language corpus (WordNet glosses) next to single-process
@@ -348,6 +388,13 @@ pub struct BenchGraphArgs {
     /// Length of each timed phase.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
     pub duration: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct OtlpSinkArgs {
+    /// gRPC address to receive OTLP exports on.
+    #[arg(long, default_value = "127.0.0.1:4317")]
+    pub listen: String,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -30,6 +30,7 @@ pub async fn run(global: &Global, cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Graph(args) => crate::bench_graph::run(global, args).await,
         BenchCommand::Search(args) => crate::bench_search::run(global, args).await,
         BenchCommand::Files(args) => crate::bench_files::run(global, args).await,
+        BenchCommand::OtlpSink(args) => crate::bench_otlp::run(args).await,
     }
 }
 

@@ -13,7 +13,7 @@ use omnishard_gateway::GatewayConfig;
 use tokio::process::{Child, Command};
 
 use crate::args::DevArgs;
-use crate::roles::{bind, shutdown_signal};
+use crate::roles::{bind, init_telemetry, shutdown_signal, start_metrics};
 
 /// The file `dev` keeps its topology in.
 const TOPOLOGY_FILE: &str = "topology.toml";
@@ -21,7 +21,10 @@ const TOPOLOGY_FILE: &str = "topology.toml";
 const SHARD_START_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
-    omnishard_common::telemetry::init_logging("warn");
+    let mut observe = args.observe.clone();
+    observe.log_level.get_or_insert_with(|| "warn".into());
+    let telemetry = init_telemetry("gateway", "gateway", &observe);
+    let metrics_addr = start_metrics(&observe, telemetry).await?;
     if args.shards == 0 || args.shards > 64 {
         bail!("--shards is {}; it must be between 1 and 64", args.shards);
     }
@@ -68,8 +71,9 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     std::fs::write(args.data.join(TOPOLOGY_FILE), toml::to_string_pretty(&config)?)
         .context("writing the topology file")?;
 
-    let result = serve_gateway(&config, listener, &args, &mut children).await;
+    let result = serve_gateway(&config, listener, &args, metrics_addr, &mut children).await;
     stop_all(&mut children).await;
+    omnishard_telemetry::shutdown();
     result
 }
 
@@ -77,11 +81,15 @@ async fn serve_gateway(
     config: &GatewayConfig,
     listener: tokio::net::TcpListener,
     args: &DevArgs,
+    metrics_addr: std::net::SocketAddr,
     children: &mut [(String, Child)],
 ) -> anyhow::Result<()> {
     let cluster = omnishard_gateway::connect(config).await?;
+    cluster.set_metrics_addr(metrics_addr.to_string());
+    omnishard_telemetry::global().readiness.set_ready();
     let endpoint = format!("http://{}", listener.local_addr()?);
     println!("omnishard dev: gateway listening on {endpoint}");
+    println!("  metrics on http://{metrics_addr}/metrics (every process's: omnishard admin cluster)");
     println!(
         "  {} shards (ring epoch {}), data in {}, topology in {}",
         config.shards.len(),

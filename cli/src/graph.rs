@@ -45,7 +45,7 @@ pub async fn run(global: &Global, args: GraphArgs) -> anyhow::Result<()> {
 }
 
 struct Ctx {
-    api: graph_service_client::GraphServiceClient<tonic::transport::Channel>,
+    api: graph_service_client::GraphServiceClient<omnishard_client::Transport>,
     namespace: String,
     graph: String,
     json: bool,

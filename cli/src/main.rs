@@ -10,9 +10,10 @@
 //! * `graph` — `omnishard graph ...`.
 //! * `search` — `omnishard search ...`.
 //! * `file` — `omnishard file ...`.
-//! * `admin` — `omnishard admin ...`.
+//! * `admin` — `omnishard admin ...`; `trace` — its `trace` and `slow` views.
 //! * `bench` — `omnishard bench kv`; `bench_graph` — `omnishard bench graph`;
-//!   `bench_search` — `omnishard bench search`; `bench_files` — `omnishard bench files`.
+//!   `bench_search` — `omnishard bench search`; `bench_files` — `omnishard bench files`;
+//!   `bench_otlp` — `omnishard bench otlp-sink`.
 //! * `output` — human and `--json` printing, and the error line.
 
 #![forbid(unsafe_code)]
@@ -22,6 +23,7 @@ mod args;
 mod bench;
 mod bench_files;
 mod bench_graph;
+mod bench_otlp;
 mod bench_search;
 mod dev;
 mod file;
@@ -30,6 +32,7 @@ mod kv;
 mod output;
 mod roles;
 mod search;
+mod trace;
 
 use clap::Parser;
 
@@ -37,6 +40,10 @@ use crate::args::{Cli, Command};
 
 fn main() {
     let cli = Cli::parse();
+    // Child processes (the shards of `dev`) inherit the log format; set
+    // before any thread starts.
+    std::env::set_var("OMNISHARD_LOG_FORMAT", &cli.global.log_format);
+    omnishard_client::print_trace_ids(cli.global.trace);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => output::fail(&anyhow::anyhow!("cannot start the async runtime: {e}")),

@@ -1,17 +1,20 @@
 //! `omnishard shard` and `omnishard gateway`: the server roles.
 //!
 //! Both bind first, then print `... listening on ADDR` on stdout once they
-//! serve, so a supervisor (or a test) can start them on port 0.
+//! serve, so a supervisor (or a test) can start them on port 0. Before it
+//! they print `... metrics on ADDR`, the HTTP side port of `/metrics`.
 
 use anyhow::Context;
 use omnishard_gateway::GatewayConfig;
 use omnishard_shard::ShardConfig;
 use tokio::net::TcpListener;
 
-use crate::args::{GatewayArgs, ShardArgs};
+use crate::args::{GatewayArgs, ObserveArgs, ShardArgs};
 
 pub async fn shard(args: ShardArgs) -> anyhow::Result<()> {
-    omnishard_common::telemetry::init_logging("info");
+    let telemetry = init_telemetry("shard", &args.id, &args.observe);
+    // The side port comes up first: /healthz answers while storage opens, /readyz after.
+    let metrics_addr = start_metrics(&args.observe, telemetry).await?;
     let mut config = match &args.config {
         Some(path) => {
             let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
@@ -22,22 +25,50 @@ pub async fn shard(args: ShardArgs) -> anyhow::Result<()> {
     config.id = args.id;
     config.data_dir = args.data;
     let shard = omnishard_shard::Shard::open(config).context("opening the shard")?;
+    omnishard_shard::metrics::register(&shard, &telemetry.metrics);
+    shard.set_metrics_addr(metrics_addr.to_string());
     let listener = bind(&args.listen).await?;
+    telemetry.readiness.set_ready();
+    println!("omnishard shard {} metrics on {metrics_addr}", shard.id());
     println!("omnishard shard {} listening on {}", shard.id(), listener.local_addr()?);
-    omnishard_shard::serve_shard(shard, listener, shutdown_signal())
-        .await
-        .map_err(|e| anyhow::anyhow!("shard failed: {e}"))
+    let served = omnishard_shard::serve_shard(shard, listener, shutdown_signal()).await;
+    omnishard_telemetry::shutdown();
+    served.map_err(|e| anyhow::anyhow!("shard failed: {e}"))
 }
 
 pub async fn gateway(args: GatewayArgs) -> anyhow::Result<()> {
-    omnishard_common::telemetry::init_logging("info");
+    let telemetry = init_telemetry("gateway", "gateway", &args.observe);
+    let metrics_addr = start_metrics(&args.observe, telemetry).await?;
     let config = GatewayConfig::load(&args.config)?;
     let listener = bind(&args.listen).await?;
     let cluster = omnishard_gateway::connect(&config).await?;
+    cluster.set_metrics_addr(metrics_addr.to_string());
+    telemetry.readiness.set_ready();
+    println!("omnishard gateway metrics on {metrics_addr}");
     println!("omnishard gateway listening on {}", listener.local_addr()?);
-    omnishard_gateway::serve_cluster(cluster, listener, shutdown_signal())
+    let served = omnishard_gateway::serve_cluster(cluster, listener, shutdown_signal()).await;
+    omnishard_telemetry::shutdown();
+    served.map_err(|e| anyhow::anyhow!("gateway failed: {e}"))
+}
+
+/// Logs, traces and metrics for a server process.
+pub fn init_telemetry(role: &str, id: &str, observe: &ObserveArgs) -> &'static omnishard_telemetry::Telemetry {
+    let mut options = omnishard_telemetry::Options::new(role, id);
+    options.slow_threshold = observe.slow_threshold;
+    if let Some(level) = &observe.log_level {
+        options.default_log_level = level.clone();
+    }
+    omnishard_telemetry::init(options)
+}
+
+/// Serves `/metrics`, `/healthz` and `/readyz` on `--metrics-listen`.
+pub async fn start_metrics(
+    observe: &ObserveArgs,
+    telemetry: &omnishard_telemetry::Telemetry,
+) -> anyhow::Result<std::net::SocketAddr> {
+    omnishard_telemetry::http::start(&observe.metrics_listen, telemetry.metrics.clone(), telemetry.readiness.clone())
         .await
-        .map_err(|e| anyhow::anyhow!("gateway failed: {e}"))
+        .with_context(|| format!("cannot serve metrics on {}", observe.metrics_listen))
 }
 
 pub async fn bind(addr: &str) -> anyhow::Result<TcpListener> {

@@ -3,11 +3,11 @@
 use std::io::BufRead;
 
 use anyhow::{bail, Context};
+use omnishard_client::Transport as Channel;
 use omnishard_client::{Client, Error as ClientError};
 use omnishard_proto::v1::search_service_client::SearchServiceClient;
 use omnishard_proto::v1::*;
 use serde_json::{json, Value};
-use tonic::transport::Channel;
 
 use crate::args::{Global, SearchCommand};
 use crate::output;

@@ -9,11 +9,14 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Layout: everything is in this file — [`Client`], its options and [`Error`].
+//! Layout: [`Client`], its options and [`Error`] are in this file;
+//! [`trace_ids`] notes the trace id of every response.
 
 #![forbid(unsafe_code)]
 
 use std::time::Duration;
+
+pub mod trace_ids;
 
 pub use bytes::Bytes;
 use futures::StreamExt;
@@ -24,6 +27,7 @@ use omnishard_proto::v1::kv_service_client::KvServiceClient;
 use omnishard_proto::v1::search_service_client::SearchServiceClient;
 use omnishard_proto::v1::*;
 use tonic::transport::{Channel, Endpoint};
+pub use trace_ids::print_trace_ids;
 
 pub use omnishard_proto::v1::{
     ClusterResponse, FileInfo, KeyValue, ShardInfo, UploadHeader, UploadResponse, WriteResult,
@@ -98,14 +102,19 @@ pub struct ScanPage {
     pub next_cursor: Option<Vec<u8>>,
 }
 
+/// The channel every service client of [`Client`] uses: a tonic channel
+/// that notes response trace ids.
+pub type Transport = trace_ids::TraceIds<Channel>;
+
 /// A connection to one gateway, for one namespace. Cheap to clone.
 #[derive(Clone)]
 pub struct Client {
-    kv: KvServiceClient<Channel>,
-    admin: AdminServiceClient<Channel>,
-    graph: GraphServiceClient<Channel>,
-    search: SearchServiceClient<Channel>,
-    files: FileServiceClient<Channel>,
+    kv: KvServiceClient<Transport>,
+    admin: AdminServiceClient<Transport>,
+    graph: GraphServiceClient<Transport>,
+    search: SearchServiceClient<Transport>,
+    files: FileServiceClient<Transport>,
+    transport: Transport,
     namespace: String,
 }
 
@@ -146,7 +155,9 @@ impl Client {
 
     /// Wraps an existing channel.
     pub fn from_channel(channel: Channel) -> Client {
+        let channel = trace_ids::TraceIds::new(channel);
         Client {
+            transport: channel.clone(),
             kv: KvServiceClient::new(channel.clone())
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
@@ -162,6 +173,11 @@ impl Client {
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
             namespace: String::new(),
         }
+    }
+
+    /// The trace id of the latest response on this connection (`omnishard admin trace` shows it).
+    pub fn last_trace_id(&self) -> Option<String> {
+        self.transport.last()
     }
 
     /// The same connection, working in `namespace`.
@@ -237,17 +253,17 @@ impl Client {
 
     /// The graph API (`GraphService`) on the same connection; requests name
     /// their namespace and graph themselves.
-    pub fn graph(&self) -> GraphServiceClient<Channel> {
+    pub fn graph(&self) -> GraphServiceClient<Transport> {
         self.graph.clone()
     }
 
     /// The raw `SearchService` client (indexes, documents, queries).
-    pub fn search(&self) -> SearchServiceClient<Channel> {
+    pub fn search(&self) -> SearchServiceClient<Transport> {
         self.search.clone()
     }
 
     /// The raw `FileService` client (stat, list, delete, copy, verify).
-    pub fn files(&self) -> FileServiceClient<Channel> {
+    pub fn files(&self) -> FileServiceClient<Transport> {
         self.files.clone()
     }
 
@@ -282,6 +298,16 @@ impl Client {
     /// Shards, health, ring epoch and key counts.
     pub async fn cluster(&self) -> Result<ClusterResponse, Error> {
         Ok(self.admin.clone().cluster(ClusterRequest {}).await?.into_inner())
+    }
+
+    /// Every span of one trace the gateway and the shards still hold, by start time.
+    pub async fn trace(&self, trace_id: &str) -> Result<TraceResponse, Error> {
+        Ok(self.admin.clone().trace(TraceRequest { trace_id: trace_id.to_string() }).await?.into_inner())
+    }
+
+    /// The slowest recent requests of the gateway, slowest first (`limit` 0 = 20).
+    pub async fn slow_requests(&self, limit: u32) -> Result<SlowRequestsResponse, Error> {
+        Ok(self.admin.clone().slow_requests(SlowRequestsRequest { limit }).await?.into_inner())
     }
 }
 

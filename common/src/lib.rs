@@ -9,7 +9,6 @@
 //! * [`namespace`] — namespace names and their rules.
 //! * [`predicate`] — property comparisons used by traversals and queries.
 //! * [`rejection`] — the typed "wrong shard / wrong epoch" error shards send.
-//! * [`telemetry`] — structured logging set-up.
 //! * [`process`] — starting role processes on port 0 and reading their address.
 //! * [`error`] — this crate's error enum.
 
@@ -23,7 +22,6 @@ pub mod placement;
 pub mod predicate;
 pub mod process;
 pub mod rejection;
-pub mod telemetry;
 pub mod topology;
 
 pub use error::{Error, Result};

@@ -25,10 +25,19 @@ pub async fn start_role(mut command: Command, timeout: Duration) -> io::Result<(
     let mut child = command.stdin(Stdio::null()).stdout(Stdio::piped()).kill_on_drop(true).spawn()?;
     let stdout = child.stdout.take().ok_or_else(|| io::Error::other("child has no stdout"))?;
     let mut lines = BufReader::new(stdout).lines();
-    let line = tokio::time::timeout(timeout, lines.next_line()).await.map_err(|_| {
+    // Earlier lines (the metrics address) come first; the listening line is last.
+    let first_address = async {
+        while let Some(line) = lines.next_line().await? {
+            if let Some(addr) = parse_listening(&line) {
+                return Ok(Some(addr.to_string()));
+            }
+        }
+        Ok::<_, io::Error>(None)
+    };
+    let found = tokio::time::timeout(timeout, first_address).await.map_err(|_| {
         io::Error::new(io::ErrorKind::TimedOut, format!("did not start listening within {timeout:?}"))
     })??;
-    let Some(addr) = line.as_deref().and_then(parse_listening).map(str::to_string) else {
+    let Some(addr) = found else {
         let status = child.wait().await?;
         return Err(io::Error::other(format!("exited ({status}) before listening; see its log")));
     };

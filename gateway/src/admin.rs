@@ -1,8 +1,10 @@
-//! Operator views of the cluster, gathered from every shard in parallel.
+//! Operator views of the cluster, gathered from every shard in parallel:
+//! `admin cluster`, and the trace views `admin trace` and `admin slow`.
 
 use std::time::Duration;
 
-use omnishard_proto::v1::{ClusterResponse, ShardInfo};
+use omnishard_proto::v1::{ClusterResponse, ShardInfo, SlowRequestsResponse, TraceRequest, TraceResponse, TraceSpan};
+use omnishard_telemetry::wire;
 
 use crate::cluster::Cluster;
 
@@ -24,6 +26,7 @@ impl Cluster {
                     info.key_count = stats.key_count;
                     info.seq = stats.seq;
                     info.epoch = stats.epoch;
+                    info.metrics_addr = stats.metrics_addr;
                 }
                 Ok(Err(e)) => {
                     info.health = "unavailable".into();
@@ -40,6 +43,40 @@ impl Cluster {
             epoch: self.epoch(),
             vnodes: self.ring.vnodes(),
             shards: futures::future::join_all(calls).await,
+            metrics_addr: self.metrics_addr.get().cloned().unwrap_or_default(),
+        }
+    }
+
+    /// Every span of `trace_id` held by this gateway and by every shard;
+    /// shards that cannot answer are listed, not fatal.
+    pub async fn trace(&self, trace_id: &str) -> Result<TraceResponse, tonic::Status> {
+        let id = wire::parse_trace_id(trace_id).map_err(tonic::Status::invalid_argument)?;
+        let local = omnishard_telemetry::global().buffer.trace(id);
+        let mut spans: Vec<TraceSpan> = local.iter().map(|span| wire::span(span, "gateway")).collect();
+        let calls = self.shards.iter().map(|shard| async move {
+            let request = TraceRequest { trace_id: id.to_string() };
+            let answer = tokio::time::timeout(STATS_TIMEOUT, shard.client.clone().trace_spans(request)).await;
+            (shard.client.id(), answer)
+        });
+        let mut unreachable = Vec::new();
+        for (shard_id, answer) in futures::future::join_all(calls).await {
+            match answer {
+                Ok(Ok(answer)) => spans.extend(answer.spans),
+                Ok(Err(e)) => unreachable.push(format!("{shard_id}: {e}")),
+                Err(_) => unreachable.push(format!("{shard_id}: no answer within {}ms", STATS_TIMEOUT.as_millis())),
+            }
+        }
+        spans.sort_by_key(|span| span.start_unix_nanos);
+        Ok(TraceResponse { spans, unreachable })
+    }
+
+    /// The slowest requests this gateway still remembers, slowest first.
+    pub fn slow_requests(&self, limit: u32) -> SlowRequestsResponse {
+        let limit = if limit == 0 { 20 } else { limit.min(10_000) } as usize;
+        let buffer = &omnishard_telemetry::global().buffer;
+        SlowRequestsResponse {
+            requests: buffer.slowest(limit).iter().map(wire::request).collect(),
+            slow_threshold_nanos: buffer.slow_threshold().as_nanos().min(u64::MAX as u128) as u64,
         }
     }
 }

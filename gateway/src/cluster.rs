@@ -27,6 +27,8 @@ pub struct Cluster {
     pub(crate) files: crate::config::FileSettings,
     /// One permit per running upload or download (`files.max_transfers`).
     pub(crate) transfers: Arc<tokio::sync::Semaphore>,
+    /// Where this gateway's `/metrics` is served, once known.
+    pub(crate) metrics_addr: std::sync::OnceLock<String>,
 }
 
 /// One shard as the gateway calls it: the client plus what is needed to
@@ -97,7 +99,13 @@ impl Cluster {
             statistics_cache: crate::search::query::StatisticsCache::new(config.search.statistics_cache),
             files: config.files.clone(),
             transfers: Arc::new(tokio::sync::Semaphore::new(config.files.max_transfers)),
+            metrics_addr: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Records where `/metrics` is served, for `admin cluster`.
+    pub fn set_metrics_addr(&self, addr: String) {
+        let _ = self.metrics_addr.set(addr);
     }
 
     /// The ring epoch.

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use omnishard_proto::v1::{ShardApplyRequest, ShardReadRequest, ShardTxn, ShardValue, TxnOutcome};
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+use tracing::{Instrument, Span};
 
 use crate::cluster::ShardHandle;
 use crate::config::GatewaySettings;
@@ -28,11 +29,14 @@ struct PendingRead {
     namespace: String,
     key: Vec<u8>,
     reply: oneshot::Sender<Result<ShardValue>>,
+    /// The request's span: a batch is traced inside its first request's trace.
+    span: Span,
 }
 
 struct PendingWrite {
     txn: ShardTxn,
     reply: oneshot::Sender<Result<TxnOutcome>>,
+    span: Span,
 }
 
 /// The coalescing queues of one shard.
@@ -63,14 +67,17 @@ impl Coalescer {
     /// Reads one key through the next read batch.
     pub async fn read(&self, namespace: String, key: Vec<u8>) -> Result<ShardValue> {
         let (reply, answer) = oneshot::channel();
-        self.reads.send(PendingRead { namespace, key, reply }).await.map_err(|_| self.closed())?;
+        self.reads
+            .send(PendingRead { namespace, key, reply, span: Span::current() })
+            .await
+            .map_err(|_| self.closed())?;
         answer.await.map_err(|_| self.closed())?
     }
 
     /// Applies one transaction through the next write batch.
     pub async fn apply(&self, txn: ShardTxn) -> Result<TxnOutcome> {
         let (reply, answer) = oneshot::channel();
-        self.writes.send(PendingWrite { txn, reply }).await.map_err(|_| self.closed())?;
+        self.writes.send(PendingWrite { txn, reply, span: Span::current() }).await.map_err(|_| self.closed())?;
         answer.await.map_err(|_| self.closed())?
     }
 
@@ -128,8 +135,20 @@ async fn release_after(call: impl Future<Output = ()>, permit: OwnedSemaphorePer
     drop(permit);
 }
 
+/// The span of a shard call made for a batch: a child of the batch's first
+/// request (the others see their wait in their own request span's duration).
+fn batch_span(first: Option<&Span>, name: &'static str, size: usize) -> Span {
+    let parent = first.and_then(Span::id);
+    tracing::info_span!(target: "omnishard::coalesce", parent: parent, "coalesced", otel.name = name, batch.size = size)
+}
+
 /// One `Read` per namespace present in the batch, answers fanned back out.
 async fn send_reads(shard: ShardHandle, batch: Vec<PendingRead>) {
+    let span = batch_span(batch.first().map(|p| &p.span), "coalesced.read", batch.len());
+    send_reads_in_span(shard, batch).instrument(span).await
+}
+
+async fn send_reads_in_span(shard: ShardHandle, batch: Vec<PendingRead>) {
     let mut by_namespace: Vec<(String, Vec<PendingRead>)> = Vec::new();
     for item in batch {
         match by_namespace.iter_mut().find(|(ns, _)| *ns == item.namespace) {
@@ -163,7 +182,12 @@ async fn read_namespace(shard: &ShardHandle, namespace: String, items: Vec<Pendi
 
 /// One `Apply` carrying every transaction of the batch.
 async fn send_writes(shard: ShardHandle, batch: Vec<PendingWrite>) {
+    let span = batch_span(batch.first().map(|p| &p.span), "coalesced.apply", batch.len());
     let (txns, replies): (Vec<ShardTxn>, Vec<_>) = batch.into_iter().map(|p| (p.txn, p.reply)).unzip();
+    apply_batch(shard, txns, replies).instrument(span).await
+}
+
+async fn apply_batch(shard: ShardHandle, txns: Vec<ShardTxn>, replies: Vec<oneshot::Sender<Result<TxnOutcome>>>) {
     let epoch = shard.epoch();
     let result = shard
         .call(|client| {

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use futures::{Stream, StreamExt};
 use omnishard_proto::v1::file_service_server::FileService;
 use omnishard_proto::v1::*;
+use omnishard_telemetry::record;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -65,6 +66,7 @@ impl FileService for FileGrpc {
 
     async fn download(&self, request: Request<DownloadRequest>) -> Result<Response<DownloadStream>, Status> {
         let req = request.into_inner();
+        record("namespace", req.namespace.clone());
         let download = self.cluster.download(&req.namespace, req.key, req.offset, req.length).await.map_err(status)?;
         let info = DownloadResponse { part: Some(download_response::Part::Info(download.info)) };
         let data = ReceiverStream::new(download.data).map(|chunk| match chunk {
@@ -77,24 +79,28 @@ impl FileService for FileGrpc {
 
     async fn stat(&self, request: Request<StatFileRequest>) -> Result<Response<FileInfo>, Status> {
         let req = request.into_inner();
+        record("namespace", req.namespace.clone());
         let info = self.cluster.stat_file(&req.namespace, req.key, req.chunks).await.map_err(status)?;
         Ok(Response::new(info))
     }
 
     async fn list(&self, request: Request<ListFilesRequest>) -> Result<Response<ListFilesResponse>, Status> {
         let req = request.into_inner();
+        record("namespace", req.namespace.clone());
         let page = self.cluster.list_files(&req.namespace, req.prefix, &req.cursor, req.limit).await.map_err(status)?;
         Ok(Response::new(ListFilesResponse { files: page.files, next_cursor: page.next_cursor }))
     }
 
     async fn delete(&self, request: Request<DeleteFileRequest>) -> Result<Response<DeleteFileResponse>, Status> {
         let req = request.into_inner();
+        record("namespace", req.namespace.clone());
         let deleted = self.cluster.delete_file(&req.namespace, req.key).await.map_err(status)?;
         Ok(Response::new(DeleteFileResponse { deleted }))
     }
 
     async fn copy(&self, request: Request<CopyFileRequest>) -> Result<Response<CopyFileResponse>, Status> {
         let req = request.into_inner();
+        record("namespace", req.namespace.clone());
         let file = self.cluster.copy_file(&req.namespace, req.source, req.destination).await.map_err(status)?;
         Ok(Response::new(CopyFileResponse { file: Some(file) }))
     }

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use omnishard_proto::v1::graph_service_server::GraphService;
 use omnishard_proto::v1::*;
+use omnishard_telemetry::record;
 use tonic::{Request, Response, Status};
 
 use crate::cluster::Cluster;
@@ -34,6 +35,7 @@ impl GraphService for GraphGrpc {
         request: Request<WriteVerticesRequest>,
     ) -> Result<Response<WriteVerticesResponse>, Status> {
         let req = request.into_inner();
+        record("namespace", req.namespace.clone());
         let vertices = self.cluster.write_vertices(&req.namespace, &req.graph, req.vertices).await.map_err(status)?;
         Ok(Response::new(WriteVerticesResponse { vertices }))
     }
@@ -43,6 +45,7 @@ impl GraphService for GraphGrpc {
         request: Request<GetVerticesRequest>,
     ) -> Result<Response<GetVerticesResponse>, Status> {
         let req = request.into_inner();
+        record("namespace", req.namespace.clone());
         let found = self.cluster.get_vertices(&req.namespace, &req.graph, &req.ids).await.map_err(status)?;
         let vertices = found.into_iter().map(|v| MaybeVertex { found: v.is_some(), vertex: v }).collect();
         Ok(Response::new(GetVerticesResponse { vertices }))
@@ -53,6 +56,7 @@ impl GraphService for GraphGrpc {
         request: Request<DeleteVerticesRequest>,
     ) -> Result<Response<DeleteVerticesResponse>, Status> {
         let req = request.into_inner();
+        record("namespace", req.namespace.clone());
         let (vertices_deleted, edges_deleted) =
             self.cluster.delete_vertices(&req.namespace, &req.graph, req.ids).await.map_err(status)?;
         Ok(Response::new(DeleteVerticesResponse { vertices_deleted, edges_deleted }))
@@ -60,6 +64,7 @@ impl GraphService for GraphGrpc {
 
     async fn write_edges(&self, request: Request<WriteEdgesRequest>) -> Result<Response<WriteEdgesResponse>, Status> {
         let req = request.into_inner();
+        record("namespace", req.namespace.clone());
         let edges = self.cluster.write_edges(&req.namespace, &req.graph, req.edges).await.map_err(status)?;
         Ok(Response::new(WriteEdgesResponse { edges }))
     }
@@ -69,12 +74,14 @@ impl GraphService for GraphGrpc {
         request: Request<DeleteEdgesRequest>,
     ) -> Result<Response<DeleteEdgesResponse>, Status> {
         let req = request.into_inner();
+        record("namespace", req.namespace.clone());
         let edges_deleted = self.cluster.delete_edges(&req.namespace, &req.graph, req.edges).await.map_err(status)?;
         Ok(Response::new(DeleteEdgesResponse { edges_deleted }))
     }
 
     async fn neighbors(&self, request: Request<NeighborsRequest>) -> Result<Response<NeighborsResponse>, Status> {
         let req = request.into_inner();
+        record("namespace", req.namespace.clone());
         let direction = direction(req.direction)?;
         let page = self
             .cluster
@@ -93,6 +100,7 @@ impl GraphService for GraphGrpc {
 
     async fn traverse(&self, request: Request<TraverseRequest>) -> Result<Response<TraverseResponse>, Status> {
         let req = request.into_inner();
+        record("namespace", req.namespace.clone());
         if TraversalOrder::try_from(req.order).is_err() {
             return Err(Status::invalid_argument(format!("order: {} is not BFS or DFS", req.order)));
         }
@@ -123,6 +131,7 @@ impl GraphService for GraphGrpc {
 
     async fn query(&self, request: Request<QueryRequest>) -> Result<Response<QueryResponse>, Status> {
         let req = request.into_inner();
+        record("namespace", req.namespace.clone());
         let out = self.cluster.query(&req.namespace, &req.graph, &req.query).await.map_err(status)?;
         Ok(Response::new(QueryResponse {
             results_json: out.results.iter().map(|v| v.to_string()).collect(),
@@ -135,6 +144,7 @@ impl GraphService for GraphGrpc {
         request: Request<ShortestPathRequest>,
     ) -> Result<Response<ShortestPathResponse>, Status> {
         let req = request.into_inner();
+        record("namespace", req.namespace.clone());
         let spec = PathSpec {
             from: req.from,
             to: req.to,

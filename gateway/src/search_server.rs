@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use omnishard_proto::v1::search_service_server::SearchService;
 use omnishard_proto::v1::*;
+use omnishard_telemetry::record;
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -27,24 +28,28 @@ fn written(done: DocsWritten) -> Response<IndexDocumentsResponse> {
 impl SearchService for SearchGrpc {
     async fn create_index(&self, request: Request<CreateIndexRequest>) -> Result<Response<IndexInfo>, Status> {
         let req = request.into_inner();
+        record("namespace", req.namespace.clone());
         let info = self.cluster.create_index(&req.namespace, &req.index, req.fields).await.map_err(status)?;
         Ok(Response::new(info))
     }
 
     async fn update_index(&self, request: Request<UpdateIndexRequest>) -> Result<Response<IndexInfo>, Status> {
         let req = request.into_inner();
+        record("namespace", req.namespace.clone());
         let info = self.cluster.update_index(&req.namespace, &req.index, req.fields).await.map_err(status)?;
         Ok(Response::new(info))
     }
 
     async fn drop_index(&self, request: Request<DropIndexRequest>) -> Result<Response<DropIndexResponse>, Status> {
         let req = request.into_inner();
+        record("namespace", req.namespace.clone());
         self.cluster.drop_index(&req.namespace, &req.index).await.map_err(status)?;
         Ok(Response::new(DropIndexResponse {}))
     }
 
     async fn describe_index(&self, request: Request<DescribeIndexRequest>) -> Result<Response<IndexInfo>, Status> {
         let req = request.into_inner();
+        record("namespace", req.namespace.clone());
         Ok(Response::new(self.cluster.describe_index(&req.namespace, &req.index).await.map_err(status)?))
     }
 
@@ -61,6 +66,7 @@ impl SearchService for SearchGrpc {
         request: Request<IndexDocumentsRequest>,
     ) -> Result<Response<IndexDocumentsResponse>, Status> {
         let req = request.into_inner();
+        record("namespace", req.namespace.clone());
         let done = self.cluster.index_documents(&req.namespace, &req.index, req.documents).await.map_err(status)?;
         Ok(written(done))
     }
@@ -89,6 +95,7 @@ impl SearchService for SearchGrpc {
         request: Request<UpdateDocumentRequest>,
     ) -> Result<Response<IndexDocumentsResponse>, Status> {
         let req = request.into_inner();
+        record("namespace", req.namespace.clone());
         let done = self.cluster.update_document(&req.namespace, &req.index, req.id, req.json).await.map_err(status)?;
         Ok(written(done))
     }
@@ -98,6 +105,7 @@ impl SearchService for SearchGrpc {
         request: Request<DeleteDocumentsRequest>,
     ) -> Result<Response<IndexDocumentsResponse>, Status> {
         let req = request.into_inner();
+        record("namespace", req.namespace.clone());
         let done = self.cluster.delete_documents(&req.namespace, &req.index, req.ids).await.map_err(status)?;
         Ok(written(done))
     }
@@ -107,6 +115,7 @@ impl SearchService for SearchGrpc {
         request: Request<GetDocumentsRequest>,
     ) -> Result<Response<GetDocumentsResponse>, Status> {
         let req = request.into_inner();
+        record("namespace", req.namespace.clone());
         let documents = self.cluster.get_documents(&req.namespace, &req.index, req.ids).await.map_err(status)?;
         Ok(Response::new(GetDocumentsResponse { documents }))
     }
@@ -117,12 +126,14 @@ impl SearchService for SearchGrpc {
 
     async fn refresh(&self, request: Request<RefreshRequest>) -> Result<Response<RefreshResponse>, Status> {
         let req = request.into_inner();
+        record("namespace", req.namespace.clone());
         let searchable_seq = self.cluster.refresh_index(&req.namespace, &req.index).await.map_err(status)?;
         Ok(Response::new(RefreshResponse { searchable_seq }))
     }
 
     async fn reindex(&self, request: Request<ReindexRequest>) -> Result<Response<ReindexResponse>, Status> {
         let req = request.into_inner();
+        record("namespace", req.namespace.clone());
         let documents = self.cluster.reindex(&req.namespace, &req.index).await.map_err(status)?;
         Ok(Response::new(ReindexResponse { documents }))
     }

@@ -9,10 +9,12 @@ use omnishard_proto::v1::admin_service_server::{AdminService, AdminServiceServer
 use omnishard_proto::v1::graph_service_server::GraphServiceServer;
 use omnishard_proto::v1::kv_service_server::{KvService, KvServiceServer};
 use omnishard_proto::v1::*;
+use omnishard_telemetry::record;
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
 use tonic::{Request, Response, Status};
+use tower::layer::util::{Identity, Stack as Layers};
 
 use crate::cluster::Cluster;
 use crate::config::GatewayConfig;
@@ -98,18 +100,31 @@ pub async fn serve_cluster(
     Ok(())
 }
 
+/// Most requests the gateway serves at once; past it, new ones are shed.
+pub const MAX_IN_FLIGHT: usize = 4096;
+
+type Stack = Layers<
+    crate::deadline::DeadlineLayer,
+    Layers<
+        tower::limit::ConcurrencyLimitLayer,
+        Layers<tower::load_shed::LoadShedLayer, Layers<omnishard_telemetry::server::RequestLayer, Identity>>,
+    >,
+>;
+
 /// The gateway server's layers, outermost first.
-fn server_stack() -> Server<tower::layer::util::Stack<crate::deadline::DeadlineLayer, tower::layer::util::Identity>> {
+fn server_stack() -> Server<Stack> {
     Server::builder()
         // Wide HTTP/2 windows let a file upload stream without stalls.
         .initial_stream_window_size(8 << 20)
         .initial_connection_window_size(32 << 20)
         // Large frames: a 1 MiB piece of a file is one frame, not 64.
         .max_frame_size(1 << 20)
-        // Concurrency limit: bounds in-flight requests per client connection.
-        .concurrency_limit_per_connection(1024)
+        // Traces, metrics and `x-trace-id` for every request, shed ones included.
+        .layer(omnishard_telemetry::server::RequestLayer::new("gateway"))
         // Load shed: past the limit, answer UNAVAILABLE at once instead of queueing.
-        .load_shed(true)
+        .layer(tower::load_shed::LoadShedLayer::new())
+        // Concurrency limit: bounds the requests in flight in the whole gateway.
+        .layer(tower::limit::ConcurrencyLimitLayer::new(MAX_IN_FLIGHT))
         // Deadline: a request never outlives this, whatever the shards do
         // (file transfers excepted: their length grows with the file).
         .layer(crate::deadline::DeadlineLayer(Duration::from_secs(60)))
@@ -128,13 +143,17 @@ pub struct KvGrpc {
 impl KvService for KvGrpc {
     async fn get(&self, request: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
         let req = request.into_inner();
+        record("namespace", req.namespace.clone());
         let kv = self.cluster.get(&req.namespace, req.key).await.map_err(status)?;
+        record("bytes", kv.value.len() as i64);
         Ok(Response::new(GetResponse { kv: Some(kv) }))
     }
 
     async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
         let req = request.into_inner();
+        record("namespace", req.namespace.clone());
         let ttl = ttl_from_proto(req.ttl)?;
+        record("bytes", req.value.len() as i64);
         let written =
             self.cluster.put(&req.namespace, req.key, req.value, ttl, req.expected_version).await.map_err(status)?;
         Ok(Response::new(PutResponse { result: Some(result(written)) }))
@@ -142,19 +161,24 @@ impl KvService for KvGrpc {
 
     async fn delete(&self, request: Request<DeleteRequest>) -> Result<Response<DeleteResponse>, Status> {
         let req = request.into_inner();
+        record("namespace", req.namespace.clone());
         let written = self.cluster.delete(&req.namespace, req.key, req.expected_version).await.map_err(status)?;
         Ok(Response::new(DeleteResponse { deleted: written.existed, result: Some(result(written)) }))
     }
 
     async fn batch_get(&self, request: Request<BatchGetRequest>) -> Result<Response<BatchGetResponse>, Status> {
         let req = request.into_inner();
+        record("namespace", req.namespace.clone());
+        record("keys", req.keys.len() as i64);
         let values = self.cluster.batch_get(&req.namespace, req.keys).await.map_err(status)?;
+        record("rows", values.iter().filter(|v| v.is_some()).count() as i64);
         let results = values.into_iter().map(|kv| MaybeKeyValue { found: kv.is_some(), kv }).collect();
         Ok(Response::new(BatchGetResponse { results }))
     }
 
     async fn write(&self, request: Request<WriteRequest>) -> Result<Response<WriteResponse>, Status> {
         let req = request.into_inner();
+        record("namespace", req.namespace.clone());
         let ops = req
             .ops
             .into_iter()
@@ -172,13 +196,20 @@ impl KvService for KvGrpc {
                 None => Err(Status::invalid_argument(format!("ops[{i}]: has neither put nor delete"))),
             })
             .collect::<Result<Vec<_>, Status>>()?;
+        record("keys", ops.len() as i64);
         let written = self.cluster.write(&req.namespace, ops).await.map_err(status)?;
+        record(
+            "shards",
+            written.iter().map(|w| w.shard_id.as_str()).collect::<std::collections::BTreeSet<_>>().len() as i64,
+        );
         Ok(Response::new(WriteResponse { results: written.into_iter().map(result).collect() }))
     }
 
     async fn scan(&self, request: Request<ScanRequest>) -> Result<Response<ScanResponse>, Status> {
         let req = request.into_inner();
+        record("namespace", req.namespace.clone());
         let page = self.cluster.scan(&req.namespace, req.prefix, &req.cursor, req.limit).await.map_err(status)?;
+        record("rows", page.entries.len() as i64);
         Ok(Response::new(ScanResponse { entries: page.entries, next_cursor: page.next_cursor }))
     }
 }
@@ -192,6 +223,17 @@ pub struct AdminGrpc {
 impl AdminService for AdminGrpc {
     async fn cluster(&self, _request: Request<ClusterRequest>) -> Result<Response<ClusterResponse>, Status> {
         Ok(Response::new(self.cluster.cluster_info().await))
+    }
+
+    async fn trace(&self, request: Request<TraceRequest>) -> Result<Response<TraceResponse>, Status> {
+        self.cluster.trace(&request.into_inner().trace_id).await.map(Response::new)
+    }
+
+    async fn slow_requests(
+        &self,
+        request: Request<SlowRequestsRequest>,
+    ) -> Result<Response<SlowRequestsResponse>, Status> {
+        Ok(Response::new(self.cluster.slow_requests(request.into_inner().limit)))
     }
 }
 

@@ -3,6 +3,8 @@
 //! name the shard.
 //!
 //! Layers, outermost first:
+//! 0. [`ShardCalls`] — a client span per call, the `traceparent` header, and
+//!    per-shard latency and error metrics.
 //! 1. [`Guard`] — circuit breaker (failsafe): after repeated transport
 //!    failures the shard is skipped for a backoff period, so a dead shard
 //!    costs its callers microseconds instead of a connect timeout each.
@@ -24,6 +26,7 @@ use omnishard_common::topology::ShardAddr;
 use omnishard_proto::v1::shard_file_service_client::ShardFileServiceClient;
 use omnishard_proto::v1::shard_service_client::ShardServiceClient;
 use omnishard_proto::v1::*;
+use omnishard_telemetry::client::{ShardCallLayer, ShardCalls};
 use tonic::transport::{Channel, Endpoint};
 use tower::limit::ConcurrencyLimit;
 use tower::timeout::Timeout;
@@ -36,7 +39,7 @@ use crate::error::{Error, Result};
 pub const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
 
 type Breaker = StateMachine<ConsecutiveFailures<Doubling>, ()>;
-type Stack = Guard<ConcurrencyLimit<Timeout<Channel>>>;
+type Stack = ShardCalls<Guard<ConcurrencyLimit<Timeout<Channel>>>>;
 
 /// A cheap-to-clone handle for calling one shard.
 #[derive(Clone)]
@@ -82,8 +85,10 @@ impl ShardClient {
                 Doubling { next: settings.breaker_backoff, max: settings.breaker_max_backoff },
             ))
             .build();
+        watch_breaker(&shard.id, breaker.clone());
         let stack = |channel: &Channel, timeout: Duration| {
             ServiceBuilder::new()
+                .layer(ShardCallLayer::new(&shard.id))
                 .layer_fn(|inner| Guard { inner, breaker: breaker.clone(), timeout })
                 .concurrency_limit(settings.shard_concurrency)
                 .timeout(timeout)
@@ -256,6 +261,10 @@ impl ShardClient {
         self.files.clone().chunks_present(req).await.map(|r| r.into_inner()).map_err(|s| self.error(s))
     }
 
+    pub async fn trace_spans(self, req: TraceRequest) -> Result<TraceResponse> {
+        self.grpc.clone().trace_spans(req).await.map(|r| r.into_inner()).map_err(|s| self.error(s))
+    }
+
     pub async fn install_topology(self, req: InstallTopologyRequest) -> Result<u64> {
         self.grpc.clone().install_topology(req).await.map(|r| r.into_inner().epoch).map_err(|s| self.error(s))
     }
@@ -281,6 +290,28 @@ impl ShardClient {
             code => Error::Shard { shard_id, code, message: status.message().to_string() },
         }
     }
+}
+
+/// Publishes the breaker's state as `omnishard_shard_breaker_open{shard}` (1 = open).
+fn watch_breaker(shard_id: &str, breaker: Breaker) {
+    static GAUGE: std::sync::OnceLock<prometheus::IntGaugeVec> = std::sync::OnceLock::new();
+    let metrics = &omnishard_telemetry::global().metrics;
+    let gauge = GAUGE
+        .get_or_init(|| {
+            metrics.gauge_vec(
+                "shard_breaker_open",
+                "1 while the gateway's circuit breaker to a shard is open",
+                &["shard"],
+            )
+        })
+        .clone();
+    let shard_id = shard_id.to_string();
+    metrics.on_scrape(move || {
+        // An open breaker whose back-off has passed lets the next call probe
+        // the shard (half-open), which counts as closed here.
+        let open = !breaker.is_call_permitted();
+        gauge.with_label_values(&[shard_id.as_str()]).set(i64::from(open));
+    });
 }
 
 /// Open periods of the circuit: `next`, doubling up to `max`. (failsafe's

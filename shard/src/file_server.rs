@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use omnishard_proto::v1::shard_file_service_server::ShardFileService;
 use omnishard_proto::v1::*;
+use omnishard_telemetry::record;
 use tonic::{Request, Response, Status};
 
 use crate::error::Error;
@@ -35,6 +36,8 @@ impl ShardFileService for ShardFileGrpc {
     ) -> Result<Response<ShardChunkPutResponse>, Status> {
         let req = request.into_inner();
         let upload = ticket(req.upload)?;
+        record("chunks", req.chunks.len() as i64);
+        record("bytes_written", req.chunks.iter().map(|c| c.data.len() as i64).sum::<i64>());
         let stored = self
             .shard
             .chunk_put(req.epoch, &req.namespace, upload, req.compress, req.bulk, req.chunks)
@@ -59,6 +62,7 @@ impl ShardFileService for ShardFileGrpc {
     ) -> Result<Response<ShardChunkGetResponse>, Status> {
         let req = request.into_inner();
         let data = self.shard.chunk_get(req.epoch, &req.namespace, req.sha256).await.map_err(|e| self.status(e))?;
+        record("bytes_read", data.len() as i64);
         Ok(Response::new(ShardChunkGetResponse { data }))
     }
 

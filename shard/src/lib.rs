@@ -9,6 +9,7 @@
 //! * [`ownership`] — the installed ring and the misrouting checks.
 //! * [`node`] — the [`Shard`] itself and its capacity pools.
 //! * [`kv`] — key-value operations.
+//! * [`metrics`] — RocksDB, Tantivy and disk figures for `/metrics`.
 //! * [`graph`] — the graph model: keys, writes, reads, local expansion.
 //! * [`search`] — full-text search: documents, outbox, Tantivy indexes, queries.
 //! * [`files`] — files: content-addressed chunks, manifests, claims and collection.
@@ -26,6 +27,7 @@ pub mod file_server;
 pub mod files;
 pub mod graph;
 pub mod kv;
+pub mod metrics;
 pub mod node;
 pub mod ownership;
 pub mod search;

@@ -2,7 +2,7 @@
 //! capacity pools that keep heavy work from starving point operations.
 
 use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use omnishard_common::topology::Topology;
 use prost::Message;
@@ -40,6 +40,8 @@ pub struct Shard {
     pub(crate) read_leases: ReadLeases,
     /// Set after a bulk (WAL-less) chunk write, cleared by the flush that makes it durable.
     pub(crate) chunks_dirty: AtomicBool,
+    /// Where this shard's `/metrics` is served, once known.
+    metrics_addr: OnceLock<String>,
 }
 
 /// What `Stats` reports.
@@ -79,6 +81,7 @@ impl Shard {
             file_permits: Semaphore::new(config.files.concurrency.max(1)),
             read_leases: ReadLeases::new(config.files.read_lease_max),
             chunks_dirty: AtomicBool::new(false),
+            metrics_addr: OnceLock::new(),
             search,
             indexer,
             point_permits: Semaphore::new(config.point_read_concurrency.max(1)),
@@ -93,6 +96,16 @@ impl Shard {
     /// This shard's id.
     pub fn id(&self) -> &str {
         &self.config.id
+    }
+
+    /// Records where `/metrics` is served, for `admin cluster`.
+    pub fn set_metrics_addr(&self, addr: String) {
+        let _ = self.metrics_addr.set(addr);
+    }
+
+    /// Where `/metrics` is served, if it is.
+    pub fn metrics_addr(&self) -> Option<&str> {
+        self.metrics_addr.get().map(String::as_str)
     }
 
     /// The store, for admin tooling and tests.
@@ -164,6 +177,8 @@ impl Shard {
     ) -> Result<T> {
         let _permit = budget.acquire().await.map_err(|_| Error::ShuttingDown)?;
         let shard = self.clone();
-        tokio::task::spawn_blocking(move || f(&shard)).await.map_err(|_| Error::ShuttingDown)?
+        // The blocking thread works inside the request's span.
+        let span = tracing::Span::current();
+        tokio::task::spawn_blocking(move || span.in_scope(|| f(&shard))).await.map_err(|_| Error::ShuttingDown)?
     }
 }

@@ -9,6 +9,7 @@ use omnishard_common::topology::Topology;
 use omnishard_proto::v1::shard_file_service_server::ShardFileServiceServer;
 use omnishard_proto::v1::shard_service_server::{ShardService, ShardServiceServer};
 use omnishard_proto::v1::*;
+use omnishard_telemetry::record;
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
@@ -53,7 +54,7 @@ pub async fn serve_shard(
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     tracing::info!(shard_id = %shard.id(), addr = %listener.local_addr()?, epoch = shard.ownership.epoch(), "shard serving");
-    server_stack()
+    server_stack(shard.id())
         .add_service(health)
         .add_service(reflection)
         .add_service(service)
@@ -64,23 +65,35 @@ pub async fn serve_shard(
     Ok(())
 }
 
+/// Most requests a shard serves at once; past it, new ones are shed.
+pub const MAX_IN_FLIGHT: usize = 2048;
+
+type Stack = tower::layer::util::Stack<
+    tower::limit::ConcurrencyLimitLayer,
+    tower::layer::util::Stack<
+        tower::load_shed::LoadShedLayer,
+        tower::layer::util::Stack<omnishard_telemetry::server::RequestLayer, tower::layer::util::Identity>,
+    >,
+>;
+
 /// The shard server's layers, outermost first.
-fn server_stack() -> Server {
+fn server_stack(shard_id: &str) -> Server<Stack> {
     Server::builder()
         // Wide HTTP/2 windows let chunk writes stream without stalls.
         .initial_stream_window_size(8 << 20)
         .initial_connection_window_size(32 << 20)
         // Large frames: a chunk is a few frames, not hundreds.
         .max_frame_size(1 << 20)
-        // Concurrency limit: a gateway multiplexes everything over one
-        // connection, so this bounds in-flight requests per gateway.
-        .concurrency_limit_per_connection(1024)
-        // Load shed: past that limit, fail fast with UNAVAILABLE instead of queueing.
-        .load_shed(true)
         // Timeout: no request holds resources longer than this. Generous,
         // because rebuilding a search index is one call; everyday calls are
         // bounded far tighter by the gateway's deadlines (it cancels them).
         .timeout(Duration::from_secs(600))
+        // Traces, metrics and `x-trace-id` for every request, shed ones included.
+        .layer(omnishard_telemetry::server::RequestLayer::new("shard").with_shard_id(shard_id))
+        // Load shed: past the limit, fail fast with UNAVAILABLE instead of queueing.
+        .layer(tower::load_shed::LoadShedLayer::new())
+        // Concurrency limit: bounds the requests in flight in the whole process.
+        .layer(tower::limit::ConcurrencyLimitLayer::new(MAX_IN_FLIGHT))
 }
 
 /// The tonic adapter: convert, call the domain, map the error.
@@ -98,7 +111,10 @@ impl ShardGrpc {
 impl ShardService for ShardGrpc {
     async fn read(&self, request: Request<ShardReadRequest>) -> Result<Response<ShardReadResponse>, Status> {
         let req = request.into_inner();
+        record("namespace", req.namespace.clone());
+        record("keys_read", req.keys.len() as i64);
         let values = self.shard.read(req.epoch, &req.namespace, req.keys).await.map_err(|e| self.status(e))?;
+        record("rows", values.iter().filter(|v| v.is_some()).count() as i64);
         let values = values
             .into_iter()
             .map(|entry| match entry {
@@ -114,6 +130,7 @@ impl ShardService for ShardGrpc {
     async fn apply(&self, request: Request<ShardApplyRequest>) -> Result<Response<ShardApplyResponse>, Status> {
         let req = request.into_inner();
         let txns = req.txns.into_iter().map(txn_from_proto).collect::<Result<Vec<_>, Status>>()?;
+        record("txns", txns.len() as i64);
         let results = self.shard.apply(req.epoch, txns).await.map_err(|e| self.status(e))?;
         let outcomes = results
             .into_iter()
@@ -140,6 +157,7 @@ impl ShardService for ShardGrpc {
             .scan(req.epoch, &req.namespace, req.prefix, req.start_after, req.limit)
             .await
             .map_err(|e| self.status(e))?;
+        record("rows", entries.len() as i64);
         Ok(Response::new(ShardScanResponse { entries: entries.into_iter().map(entry_to_proto).collect(), more }))
     }
 
@@ -150,7 +168,16 @@ impl ShardService for ShardGrpc {
             seq: stats.seq,
             epoch: stats.epoch,
             key_count: stats.key_count,
+            metrics_addr: self.shard.metrics_addr().unwrap_or_default().to_string(),
         }))
+    }
+
+    async fn trace_spans(&self, request: Request<TraceRequest>) -> Result<Response<TraceResponse>, Status> {
+        let trace_id = omnishard_telemetry::wire::parse_trace_id(&request.into_inner().trace_id)
+            .map_err(Status::invalid_argument)?;
+        let spans = omnishard_telemetry::global().buffer.trace(trace_id);
+        let spans = spans.iter().map(|span| omnishard_telemetry::wire::span(span, self.shard.id())).collect();
+        Ok(Response::new(TraceResponse { spans, unreachable: Vec::new() }))
     }
 
     async fn install_topology(
@@ -240,7 +267,12 @@ impl ShardService for ShardGrpc {
         request: Request<ShardGraphExpandRequest>,
     ) -> Result<Response<ShardGraphExpandResponse>, Status> {
         let req = request.into_inner();
+        record("namespace", req.namespace.clone());
+        record("frontier", req.frontier.len() as i64);
         let expanded = self.shard.graph_expand(req.epoch, req).await.map_err(|e| self.status(e))?;
+        record("edges_expanded", expanded.edges_read as i64);
+        record("vertices_reached", expanded.reached.len() as i64);
+        record("frontier_out", expanded.remote.len() as i64);
         Ok(Response::new(ShardGraphExpandResponse {
             reached: expanded.reached,
             remote: expanded.remote,
@@ -276,7 +308,9 @@ impl ShardService for ShardGrpc {
         &self,
         request: Request<ShardSearchWriteRequest>,
     ) -> Result<Response<IndexDocumentsResponse>, Status> {
-        let (written, seq) = self.shard.search_write(request.into_inner()).await.map_err(|e| self.status(e))?;
+        let req = request.into_inner();
+        record("docs_written", req.ops.len() as i64);
+        let (written, seq) = self.shard.search_write(req).await.map_err(|e| self.status(e))?;
         Ok(Response::new(IndexDocumentsResponse { written, seq }))
     }
 
@@ -299,14 +333,19 @@ impl ShardService for ShardGrpc {
         &self,
         request: Request<ShardSearchQueryRequest>,
     ) -> Result<Response<ShardSearchQueryResponse>, Status> {
-        Ok(Response::new(self.shard.search_query(request.into_inner()).await.map_err(|e| self.status(e))?))
+        let answer = self.shard.search_query(request.into_inner()).await.map_err(|e| self.status(e))?;
+        record("docs_scored", answer.total as i64);
+        record("hits", answer.hits.len() as i64);
+        Ok(Response::new(answer))
     }
 
     async fn search_fetch(
         &self,
         request: Request<ShardSearchFetchRequest>,
     ) -> Result<Response<ShardSearchFetchResponse>, Status> {
-        Ok(Response::new(self.shard.search_fetch(request.into_inner()).await.map_err(|e| self.status(e))?))
+        let req = request.into_inner();
+        record("docs_fetched", req.ids.len() as i64);
+        Ok(Response::new(self.shard.search_fetch(req).await.map_err(|e| self.status(e))?))
     }
 
     async fn search_refresh(&self, request: Request<RefreshRequest>) -> Result<Response<RefreshResponse>, Status> {

@@ -32,6 +32,7 @@ pub struct ClusterBuilder {
     shards: usize,
     gateway_toml: String,
     shard_toml: String,
+    env: Vec<(String, String)>,
 }
 
 /// A running cluster of separate processes.
@@ -42,6 +43,8 @@ pub struct Cluster {
     gateway_url: String,
     /// The `--config` file of every shard, if the builder gave one.
     shard_config: Option<PathBuf>,
+    /// Environment of every process.
+    env: Vec<(String, String)>,
 }
 
 struct ShardProcess {
@@ -53,7 +56,7 @@ struct ShardProcess {
 impl Cluster {
     /// Starts describing a cluster (default: 3 shards).
     pub fn builder() -> ClusterBuilder {
-        ClusterBuilder { shards: 3, gateway_toml: String::new(), shard_toml: String::new() }
+        ClusterBuilder { shards: 3, gateway_toml: String::new(), shard_toml: String::new(), env: Vec::new() }
     }
 
     /// The gateway's URL.
@@ -96,7 +99,7 @@ impl Cluster {
             args.extend(["--config", config]);
         }
         for _ in 0..50 {
-            match spawn(&args).await {
+            match spawn_with(&args, &self.env).await {
                 Ok((child, _)) => {
                     shard.child = Some(child);
                     return Ok(());
@@ -146,7 +149,8 @@ impl Cluster {
         self.gateway.wait().await?;
         let config = self.dir.path().join("gateway.toml");
         let (gateway, addr) =
-            spawn(&["gateway", "--config", &config.to_string_lossy(), "--listen", "127.0.0.1:0"]).await?;
+            spawn_with(&["gateway", "--config", &config.to_string_lossy(), "--listen", "127.0.0.1:0"], &self.env)
+                .await?;
         self.gateway = gateway;
         self.gateway_url = format!("http://{addr}");
         Ok(())
@@ -182,6 +186,12 @@ impl ClusterBuilder {
         self
     }
 
+    /// Sets an environment variable of every process (e.g. `OTEL_EXPORTER_OTLP_ENDPOINT`).
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_string(), value.to_string()));
+        self
+    }
+
     /// Extra TOML appended to the gateway config (e.g. a `[gateway]` table).
     pub fn gateway_toml(mut self, toml: &str) -> Self {
         self.gateway_toml = toml.to_string();
@@ -205,7 +215,7 @@ impl ClusterBuilder {
             if let Some(config) = &config {
                 args.extend(["--config", config]);
             }
-            let (child, addr) = spawn(&args).await?;
+            let (child, addr) = spawn_with(&args, &self.env).await?;
             topology.push_str(&format!("\n[[shards]]\nid = \"{id}\"\naddr = \"{addr}\"\n"));
             shards.push(ShardProcess { id, addr, child: Some(child) });
         }
@@ -213,8 +223,9 @@ impl ClusterBuilder {
         let config = dir.path().join("gateway.toml");
         std::fs::write(&config, topology)?;
         let (gateway, addr) =
-            spawn(&["gateway", "--config", &config.to_string_lossy(), "--listen", "127.0.0.1:0"]).await?;
-        Ok(Cluster { dir, shards, gateway, gateway_url: format!("http://{addr}"), shard_config })
+            spawn_with(&["gateway", "--config", &config.to_string_lossy(), "--listen", "127.0.0.1:0"], &self.env)
+                .await?;
+        Ok(Cluster { dir, shards, gateway, gateway_url: format!("http://{addr}"), shard_config, env: self.env })
     }
 }
 
@@ -237,7 +248,13 @@ pub fn binary() -> anyhow::Result<PathBuf> {
 
 /// Starts `omnishard ARGS...` and waits for its address.
 pub async fn spawn(args: &[&str]) -> anyhow::Result<(Child, String)> {
+    spawn_with(args, &[]).await
+}
+
+/// Starts `omnishard ARGS...` with extra environment variables and waits for its address.
+pub async fn spawn_with(args: &[&str], env: &[(String, String)]) -> anyhow::Result<(Child, String)> {
     let mut command = Command::new(binary()?);
     command.args(args).env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()));
+    command.envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     start_role(command, START_TIMEOUT).await.with_context(|| format!("starting omnishard {args:?}"))
 }

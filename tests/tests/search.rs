@@ -7,11 +7,11 @@
 
 use std::collections::HashMap;
 
+use omnishard_client::Transport as Channel;
 use omnishard_proto::v1::search_service_client::SearchServiceClient;
 use omnishard_proto::v1::*;
 use omnishard_tests::Cluster;
 use serde_json::Value;
-use tonic::transport::Channel;
 use tonic::Code;
 
 const CORPUS: &str = include_str!("../data/wordnet-sample.jsonl");

@@ -11,8 +11,9 @@ use futures::StreamExt;
 use omnishard_common::namespace;
 use omnishard_proto::v1::{FileInfo, ShardChunkGetRequest, ShardReadLeaseRequest};
 use tokio::sync::mpsc;
+use tracing::Instrument;
 
-use super::{file_info, not_found};
+use super::{file_info, not_found, ChunkBatch};
 use crate::cluster::Cluster;
 use crate::error::{Error, Result};
 
@@ -78,13 +79,17 @@ impl Cluster {
         let info = file_info(key, manifest, false);
         let (tx, data) = mpsc::channel(2);
         let cluster = self.clone();
-        tokio::spawn(async move {
-            let renewer = tokio::spawn(cluster.clone().renew_read_lease(lease_shard, upload_id.clone(), lease_id));
-            cluster.stream_pieces(&ns, pieces, &tx).await;
-            renewer.abort();
-            cluster.end_read_lease(lease_shard, upload_id, lease_id);
-            drop(permit);
-        });
+        let request_span = tracing::Span::current();
+        tokio::spawn(
+            async move {
+                let renewer = tokio::spawn(cluster.clone().renew_read_lease(lease_shard, upload_id.clone(), lease_id));
+                cluster.stream_pieces(&ns, pieces, &tx).await;
+                renewer.abort();
+                cluster.end_read_lease(lease_shard, upload_id, lease_id);
+                drop(permit);
+            }
+            .instrument(request_span),
+        );
         Ok(Download { info, data })
     }
 
@@ -106,9 +111,11 @@ impl Cluster {
             Ok(data.slice(piece.skip..piece.skip + piece.take))
         });
         let mut fetches = fetches.buffered(self.files.window);
-        while let Some(fetched) = fetches.next().await {
+        let mut batch = ChunkBatch::new("files.download_batch");
+        while let Some(fetched) = fetches.next().instrument(batch.span()).await {
             match fetched {
                 Ok(mut bytes) => {
+                    batch.add(bytes.len());
                     while !bytes.is_empty() {
                         let message = bytes.split_to(bytes.len().min(MESSAGE_BYTES));
                         if tx.send(Ok(message)).await.is_err() {

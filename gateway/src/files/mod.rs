@@ -28,6 +28,7 @@ use omnishard_proto::v1::{
 use crate::cluster::Cluster;
 use crate::error::{Error, Result};
 use crate::kv::show;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 /// Bytes of an upload id.
 pub const UPLOAD_ID_LEN: usize = 16;
@@ -118,5 +119,61 @@ impl Cluster {
         if let Err(e) = self.control_upload(shards, upload_id, UploadAction::Release, 0).await {
             tracing::warn!(upload = %hex::encode(upload_id), error = %e, "release failed; the sweeper will retry");
         }
+    }
+}
+
+/// Chunks per transfer batch span.
+const CHUNKS_PER_BATCH: u32 = 16;
+
+/// The spans of a transfer's chunks, one per batch of [`CHUNKS_PER_BATCH`]:
+/// each chunk's shard call is traced inside its batch, so a large file's
+/// waterfall shows batches with their chunk and byte counts.
+pub(crate) struct ChunkBatch {
+    name: &'static str,
+    span: Option<tracing::Span>,
+    number: u32,
+    chunks: u32,
+    bytes: u64,
+}
+
+impl ChunkBatch {
+    /// Batches whose spans are called `name`.
+    pub(crate) fn new(name: &'static str) -> ChunkBatch {
+        ChunkBatch { name, span: None, number: 0, chunks: 0, bytes: 0 }
+    }
+
+    /// The current batch's span, opening the next batch when none is open.
+    pub(crate) fn span(&mut self) -> tracing::Span {
+        let (number, name) = (self.number, self.name);
+        self.span
+            .get_or_insert_with(
+                || tracing::info_span!(target: "omnishard::files", "batch", otel.name = name, batch = number),
+            )
+            .clone()
+    }
+
+    /// Counts a fetched chunk; a full batch ends its span.
+    pub(crate) fn add(&mut self, bytes: usize) {
+        self.chunks += 1;
+        self.bytes += bytes as u64;
+        if self.chunks >= CHUNKS_PER_BATCH {
+            self.close();
+        }
+    }
+
+    fn close(&mut self) {
+        if let Some(span) = self.span.take() {
+            span.set_attribute("chunks", i64::from(self.chunks));
+            span.set_attribute("bytes", self.bytes.min(i64::MAX as u64) as i64);
+        }
+        self.number += 1;
+        self.chunks = 0;
+        self.bytes = 0;
+    }
+}
+
+impl Drop for ChunkBatch {
+    fn drop(&mut self) {
+        self.close();
     }
 }

@@ -18,9 +18,10 @@ use omnishard_proto::v1::{
 };
 use ring::digest::{Context, SHA256};
 use tokio::sync::mpsc;
+use tracing::Instrument;
 
 use super::chunker::Chunker;
-use super::{file_info, MAX_METADATA_BYTES, MAX_METADATA_ENTRIES, UPLOAD_ID_LEN};
+use super::{file_info, ChunkBatch, MAX_METADATA_BYTES, MAX_METADATA_ENTRIES, UPLOAD_ID_LEN};
 use crate::cluster::Cluster;
 use crate::error::{Error, Result};
 use crate::kv::now_ms;
@@ -86,6 +87,8 @@ struct Upload<'a> {
     in_flight: FuturesUnordered<futures::future::BoxFuture<'a, Result<ShardChunkPutResponse>>>,
     /// Committed or released: nothing left for [`Drop`] to clean up.
     settled: bool,
+    /// Traces the chunk calls in batches.
+    batch: ChunkBatch,
 }
 
 impl Drop for Upload<'_> {
@@ -134,6 +137,7 @@ impl Cluster {
             deduplicated: 0,
             in_flight: FuturesUnordered::new(),
             settled: false,
+            batch: ChunkBatch::new("files.upload_batch"),
         };
         match upload.run(data).await {
             Ok(sha256) => upload.commit(sha256).await,
@@ -212,10 +216,13 @@ impl<'a> Upload<'a> {
             chunks: vec![ChunkData { sha256: hash.to_vec(), data, crc32 }],
         };
         let handle = &self.cluster.shards[shard];
-        self.in_flight.push(Box::pin(handle.call(move |c| {
+        let span = self.batch.span();
+        self.batch.add(req.chunks.iter().map(|c| c.data.len()).sum());
+        let call = handle.call(move |c| {
             let req = req.clone();
             async move { c.chunk_put(req).await }
-        })));
+        });
+        self.in_flight.push(Box::pin(call.instrument(span)));
         Ok(())
     }
 
@@ -269,12 +276,12 @@ impl<'a> Upload<'a> {
         self.settled = true;
         let (cluster, ns, deadline) = (self.cluster.clone(), self.ns.clone(), self.deadline_ms);
         let (commit_key, commit_manifest) = (key.clone(), manifest.clone());
-        let version =
-            tokio::spawn(
-                async move { cluster.commit_and_seal(&ns, &commit_key, commit_manifest, deadline, touched).await },
-            )
-            .await
-            .map_err(|e| Error::Exhausted(format!("the commit task failed: {e}")))??;
+        let version = tokio::spawn(
+            async move { cluster.commit_and_seal(&ns, &commit_key, commit_manifest, deadline, touched).await }
+                .instrument(tracing::Span::current()),
+        )
+        .await
+        .map_err(|e| Error::Exhausted(format!("the commit task failed: {e}")))??;
         Ok(Uploaded {
             file: file_info(key, FileManifest { version, ..manifest }, false),
             chunks_stored: self.stored,

@@ -21,6 +21,9 @@ use omnishard_proto::v1::{
 
 use crate::cluster::Cluster;
 use crate::error::{Error, Result};
+use omnishard_telemetry::record;
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 /// A traversal request after validation.
 #[derive(Debug, Clone, Default)]
@@ -203,6 +206,7 @@ impl Cluster {
             })
             .collect();
         let mut out = Traversal::default();
+        let mut hop_number = 0;
         while !frontier.is_empty() {
             if let Some(budget) = over_budget(&budgets, &best, &frontier, deadline) {
                 if spec.allow_partial {
@@ -216,6 +220,8 @@ impl Cluster {
                 by_shard.entry(self.vertex_owner(&ns, &entry.id)).or_default().push(entry);
             }
             out.shard_round_trips += by_shard.len() as u32;
+            hop_number += 1;
+            let hop = hop_span(hop_number, by_shard.values().map(Vec::len).sum(), by_shard.len());
             let visit_budget = (budgets.max_visited.saturating_sub(best.len())).max(1) as u32;
             let calls = by_shard.into_iter().map(|(shard, entries)| {
                 let handle = &self.shards[shard];
@@ -237,8 +243,10 @@ impl Cluster {
                 async move { handle.call(|c| c.graph_expand(req.clone())).await }
             });
             let mut next: HashMap<String, FrontierEntry> = HashMap::new();
-            for result in futures::future::join_all(calls).await {
+            let mut edges_expanded = 0;
+            for result in futures::future::join_all(calls).instrument(hop.clone()).await {
                 let expanded = result?;
+                edges_expanded += expanded.edges_read;
                 if !expanded.truncated_by.is_empty() {
                     if !spec.allow_partial {
                         return Err(Error::Budget {
@@ -264,7 +272,11 @@ impl Cluster {
                 }
             }
             frontier = next.into_values().collect();
+            hop.set_attribute("edges_expanded", edges_expanded as i64);
+            hop.set_attribute("next_frontier", frontier.len() as i64);
         }
+        record("shard_round_trips", out.shard_round_trips as i64);
+        record("rows", best.len() as i64);
         let mut reached: Vec<Reached> = best
             .into_values()
             .filter_map(|b| b.vertex.map(|v| Reached { vertex: Some(v), depth: b.depth, path: b.path }))
@@ -411,6 +423,7 @@ impl Cluster {
             by_shard.entry(self.vertex_owner(ns, &entry.id)).or_default().push(entry);
         }
         let calls = by_shard.len() as u32;
+        let hop = hop_span(level + 1, by_shard.values().map(Vec::len).sum(), by_shard.len());
         let requests = by_shard.into_iter().map(|(shard, entries)| {
             let handle = &self.shards[shard];
             let req = ShardGraphExpandRequest {
@@ -429,8 +442,10 @@ impl Cluster {
             async move { handle.call(|c| c.graph_expand(req.clone())).await }
         });
         let mut next = Vec::new();
-        for result in futures::future::join_all(requests).await {
+        let mut edges_expanded = 0;
+        for result in futures::future::join_all(requests).instrument(hop.clone()).await {
             let expanded = result?;
+            edges_expanded += expanded.edges_read;
             let found = expanded.reached.into_iter().map(|r| FrontierEntry {
                 id: vertex_id(&r).to_string(),
                 depth: r.depth,
@@ -445,6 +460,8 @@ impl Cluster {
         }
         side.frontier = next;
         side.level += 1;
+        hop.set_attribute("edges_expanded", edges_expanded as i64);
+        hop.set_attribute("next_frontier", side.frontier.len() as i64);
         Ok(calls)
     }
 }
@@ -531,6 +548,11 @@ impl Cluster {
 }
 
 /// A traversal depth must be 1..=`limit` (`graph.max_depth`).
+/// The span of one round of shard expansions: `frontier` vertices sent to `shards` shards.
+fn hop_span(hop: u32, frontier: usize, shards: usize) -> tracing::Span {
+    tracing::info_span!(target: "omnishard::graph", "hop", otel.name = "graph.hop", hop, frontier, shards)
+}
+
 fn check_depth(depth: u32, limit: u32) -> Result<()> {
     if depth == 0 || depth > limit {
         return Err(omnishard_common::Error::invalid(

@@ -28,6 +28,9 @@ use serde::{Deserialize, Serialize};
 use super::names;
 use crate::cluster::Cluster;
 use crate::error::{Error, Result};
+use omnishard_telemetry::record;
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 fn invalid(field: &'static str, reason: impl Into<String>) -> Error {
     omnishard_common::Error::invalid(field, reason).into()
@@ -185,11 +188,21 @@ impl Cluster {
                 (Some(hit.statistics.clone()), hit.views.clone(), true)
             } else {
                 round_trips += self.shards.len() as u32;
-                let (statistics, views) = self.gather_statistics(req, plan).await?;
+                let phase = phase_span("search.statistics", self.shards.len());
+                let (statistics, views) = self.gather_statistics(req, plan).instrument(phase).await?;
                 (Some(statistics), views, false)
             };
             round_trips += self.shards.len() as u32;
-            match self.query_shards(req, plan, statistics.as_ref(), &views, cached, deadline).await? {
+            let phase = phase_span("search.query", self.shards.len());
+            phase.set_attribute("statistics_cached", cached);
+            let queried =
+                self.query_shards(req, plan, statistics.as_ref(), &views, cached, deadline).instrument(phase.clone());
+            let queried = queried.await?;
+            if let Some(gathered) = &queried {
+                phase.set_attribute("docs_scored", gathered.total as i64);
+                phase.set_attribute("candidates", gathered.candidates.len() as i64);
+            }
+            match queried {
                 Some(gathered) => {
                     if let (Some(statistics), false) = (&statistics, cached || req.local_statistics) {
                         self.statistics_cache.put(key.clone(), Cached { statistics: statistics.clone(), views });
@@ -313,6 +326,8 @@ impl Cluster {
                 by_shard.entry(winner.shard).or_default().push(winner.hit.id.clone());
             }
             round_trips += by_shard.len() as u32;
+            let phase = phase_span("search.fetch", by_shard.len());
+            phase.set_attribute("docs_fetched", winners.len() as i64);
             let calls = by_shard.into_iter().map(|(shard, ids)| {
                 let handle = &self.shards[shard];
                 let shard_req = ShardSearchFetchRequest {
@@ -325,13 +340,13 @@ impl Cluster {
                 };
                 async move { (shard, ids, handle.call(|c| c.search_fetch(shard_req.clone())).await) }
             });
-            for (shard, ids, answer) in futures::future::join_all(calls).await {
+            for (shard, ids, answer) in futures::future::join_all(calls).instrument(phase).await {
                 for (id, doc) in ids.into_iter().zip(answer?.documents) {
                     fetched.insert((shard, id), doc);
                 }
             }
         }
-        let hits = winners
+        let hits: Vec<SearchHit> = winners
             .into_iter()
             .map(|winner| {
                 let doc = fetched.remove(&(winner.shard, winner.hit.id.clone())).unwrap_or_default();
@@ -351,6 +366,9 @@ impl Cluster {
             .iter()
             .map(|(field, size)| facet_result(field, *size, gathered.facets.remove(field).unwrap_or_default()))
             .collect();
+        record("docs_scored", gathered.total as i64);
+        record("rows", hits.len() as i64);
+        record("shard_round_trips", round_trips as i64);
         Ok(SearchResponse {
             total: gathered.total,
             hits,
@@ -360,6 +378,11 @@ impl Cluster {
             shard_round_trips: round_trips,
         })
     }
+}
+
+/// The span of one search phase across `shards` shards.
+fn phase_span(name: &'static str, shards: usize) -> tracing::Span {
+    tracing::info_span!(target: "omnishard::search", "phase", otel.name = name, shards)
 }
 
 /// Bounds on the parts of a request that cost work before any deadline applies.
