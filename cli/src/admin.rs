@@ -33,7 +33,7 @@ async fn cluster(global: &Global, client: &Client) -> anyhow::Result<()> {
         return Ok(());
     }
     println!("ring epoch {}, {} vnodes per shard; gateway metrics on {}", info.epoch, info.vnodes, info.metrics_addr);
-    println!("{:<12} {:<22} {:<12} {:>10} {:>10}  {}", "SHARD", "ADDR", "HEALTH", "KEYS", "SEQ", "METRICS");
+    println!("{:<12} {:<22} {:<12} {:>10} {:>10}  METRICS", "SHARD", "ADDR", "HEALTH", "KEYS", "SEQ");
     for s in &info.shards {
         println!("{:<12} {:<22} {:<12} {:>10} {:>10}  {}", s.id, s.addr, s.health, s.key_count, s.seq, s.metrics_addr);
         if !s.error.is_empty() {

@@ -80,9 +80,9 @@ fn refresh(shard: &Shard, gauges: &Gauges) {
         gauges.search.with_label_values(&labels("lag")).set(clamp(lag));
     }
     if let Ok(stat) = nix::sys::statvfs::statvfs(&shard.config.data_dir) {
-        let fragment = stat.fragment_size() as u64;
-        gauges.disk_free.set(clamp(stat.blocks_available() as u64 * fragment));
-        gauges.disk_total.set(clamp(stat.blocks() as u64 * fragment));
+        let fragment = stat.fragment_size();
+        gauges.disk_free.set(clamp(stat.blocks_available() * fragment));
+        gauges.disk_total.set(clamp(stat.blocks() * fragment));
     }
 }
 

@@ -3,7 +3,7 @@
 //! a bounded ring, and moves every span of a slow request into a second,
 //! separately bounded store so a burst of fast requests cannot evict it.
 //!
-//! A *request* is a local root: a span with no parent in this process (the
+//! A *request* is a local root server span: no parent in this process (the
 //! gateway's `gateway.<Service>.<Method>` span, a shard's server span). Its
 //! children end before it does, so when a slow root ends its spans are still
 //! in the ring and are copied out then; spans of that trace that end later
@@ -13,7 +13,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
-use opentelemetry::trace::{SpanId, Status, TraceId};
+use opentelemetry::trace::{SpanId, SpanKind, Status, TraceId};
 use opentelemetry::Context;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{Span, SpanData, SpanProcessor};
@@ -137,7 +137,9 @@ impl SpanBuffer {
     fn keep(&self, span: SpanData) {
         let span = Arc::new(span);
         let trace_id = span.span_context.trace_id();
-        let is_request = span.parent_span_id == SpanId::INVALID || span.parent_span_is_remote;
+        // Background work (a sweeper's shard calls) has roots too, but no server span.
+        let is_request = span.span_kind == SpanKind::Server
+            && (span.parent_span_id == SpanId::INVALID || span.parent_span_is_remote);
         let duration = span.end_time.duration_since(span.start_time).unwrap_or_default();
         let mut store = self.lock();
         if is_request && duration >= self.limits.slow_threshold {
@@ -238,7 +240,7 @@ impl SpanProcessor for SpanBuffer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use opentelemetry::trace::{SpanContext, SpanKind, TraceFlags, TraceState};
+    use opentelemetry::trace::{SpanContext, TraceFlags, TraceState};
     use opentelemetry::KeyValue;
 
     fn span(trace: u128, id: u64, parent: u64, name: &str, start_ms: u64, ms: u64) -> SpanData {
@@ -253,7 +255,7 @@ mod tests {
             ),
             parent_span_id: SpanId::from(parent),
             parent_span_is_remote: false,
-            span_kind: SpanKind::Internal,
+            span_kind: if parent == 0 { SpanKind::Server } else { SpanKind::Internal },
             name: name.to_string().into(),
             start_time: start,
             end_time: start + Duration::from_millis(ms),

@@ -36,23 +36,25 @@ pub fn layer<S>(format: LogFormat, default_level: &str) -> Box<dyn Layer<S> + Se
 where
     S: Subscriber + for<'a> LookupSpan<'a> + Send + Sync,
 {
-    let levels = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
-    // omnishard's request spans stay visible to the log layer whatever the
-    // level, so every line inside a request can name its trace.
-    let filter = levels.or(filter_fn(|meta| meta.is_span() && meta.target().starts_with("omnishard")));
+    let levels = || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
     match format {
+        // json-subscriber finds the trace ids through the spans it sees, so
+        // omnishard's spans stay visible to it whatever the level.
         LogFormat::Json => json_subscriber::fmt::layer()
             .with_writer(std::io::stderr)
             .with_current_span(false)
             .with_span_list(false)
             .with_opentelemetry_ids(true)
-            .with_filter(filter)
+            .with_filter(levels().or(filter_fn(|meta| meta.is_span() && meta.target().starts_with("omnishard"))))
             .boxed(),
+        // Text lines get their ids from the current span directly; the layer
+        // sees no spans at all, which saves formatting every span's fields on
+        // the request path.
         LogFormat::Text => tracing_subscriber::fmt::layer()
             .with_writer(std::io::stderr)
             .with_ansi(false)
             .event_format(WithTraceIds(tracing_subscriber::fmt::format().compact().with_ansi(false)))
-            .with_filter(filter)
+            .with_filter(levels().and(filter_fn(|meta| !meta.is_span())))
             .boxed(),
     }
 }

@@ -429,12 +429,13 @@ async fn test_metrics_count_requests_errors_and_storage_on_every_process() {
     }
 }
 
-#[tokio::test]
-async fn test_json_logs_carry_the_trace_id_and_log_slow_requests() {
+/// The stderr of a shard started with `--log-format FORMAT` and a 0 ms slow
+/// threshold, after one `Stats` call made inside the caller's trace.
+async fn shard_log_after_a_traced_call(format: &str) -> String {
     use tokio::io::AsyncReadExt;
     let dir = tempfile::tempdir().unwrap();
     let mut shard = tokio::process::Command::new(omnishard_tests::binary().unwrap())
-        .args(["--log-format", "json", "shard", "--id", "s1", "--listen", "127.0.0.1:0", "--slow-threshold", "0ms"])
+        .args(["--log-format", format, "shard", "--id", "s1", "--listen", "127.0.0.1:0", "--slow-threshold", "0ms"])
         .arg("--data")
         .arg(dir.path())
         .env("RUST_LOG", "warn")
@@ -459,6 +460,12 @@ async fn test_json_logs_carry_the_trace_id_and_log_slow_requests() {
         .unwrap();
     let mut log = String::new();
     shard.stderr.take().unwrap().read_to_string(&mut log).await.unwrap();
+    log
+}
+
+#[tokio::test]
+async fn test_json_logs_carry_the_trace_id_and_log_slow_requests() {
+    let log = shard_log_after_a_traced_call("json").await;
     let slow: Vec<serde_json::Value> = log
         .lines()
         .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
@@ -468,4 +475,13 @@ async fn test_json_logs_carry_the_trace_id_and_log_slow_requests() {
     assert_eq!(ours["openTelemetry"]["traceId"], CALLER_TRACE, "{ours}");
     assert_eq!(ours["openTelemetry"]["spanId"].as_str().map(str::len), Some(16), "{ours}");
     assert_eq!(ours["level"], "WARN");
+}
+
+#[tokio::test]
+async fn test_text_logs_carry_the_trace_id_and_span_id() {
+    let log = shard_log_after_a_traced_call("text").await;
+    let line = log.lines().find(|l| l.contains("slow request") && l.contains("ShardService/Stats")).expect(&log);
+    assert!(line.contains(" WARN "), "{line}");
+    assert!(line.ends_with(&format!("span_id={}", &line[line.len() - 16..])), "{line}");
+    assert!(line.contains(&format!("trace_id={CALLER_TRACE} span_id=")), "{line}");
 }
