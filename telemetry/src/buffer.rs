@@ -77,7 +77,8 @@ struct Store {
     recent: VecDeque<Arc<SpanData>>,
     slow: HashMap<TraceId, Vec<Arc<SpanData>>>,
     slow_order: VecDeque<TraceId>,
-    requests: VecDeque<RequestRecord>,
+    /// Local root server spans; turned into [`RequestRecord`]s only when asked.
+    requests: VecDeque<Arc<SpanData>>,
 }
 
 /// The buffer; cheap to clone, every clone shares the same store.
@@ -123,10 +124,10 @@ impl SpanBuffer {
 
     /// The `limit` slowest requests still remembered, slowest first.
     pub fn slowest(&self, limit: usize) -> Vec<RequestRecord> {
-        let mut requests: Vec<RequestRecord> = self.lock().requests.iter().cloned().collect();
-        requests.sort_by_key(|r| std::cmp::Reverse(r.duration));
+        let mut requests: Vec<Arc<SpanData>> = self.lock().requests.iter().cloned().collect();
+        requests.sort_by_key(|span| std::cmp::Reverse(duration(span)));
         requests.truncate(limit);
-        requests
+        requests.iter().map(|span| request(span)).collect()
     }
 
     fn lock(&self) -> MutexGuard<'_, Store> {
@@ -134,15 +135,18 @@ impl SpanBuffer {
         self.store.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// Files a finished span. Runs on the request path for every span, so it
+    /// only moves pointers under the lock; evicted spans are freed after it.
     fn keep(&self, span: SpanData) {
         let span = Arc::new(span);
         let trace_id = span.span_context.trace_id();
         // Background work (a sweeper's shard calls) has roots too, but no server span.
         let is_request = span.span_kind == SpanKind::Server
             && (span.parent_span_id == SpanId::INVALID || span.parent_span_is_remote);
-        let duration = span.end_time.duration_since(span.start_time).unwrap_or_default();
+        let is_slow = is_request && duration(&span) >= self.limits.slow_threshold;
+        let mut evicted = Vec::new();
         let mut store = self.lock();
-        if is_request && duration >= self.limits.slow_threshold {
+        if is_slow {
             self.promote(&mut store, trace_id);
         }
         if let Some(slow) = store.slow.get_mut(&trace_id) {
@@ -152,20 +156,16 @@ impl SpanBuffer {
         }
         if is_request {
             if store.requests.len() >= self.limits.requests {
-                store.requests.pop_front();
+                evicted.extend(store.requests.pop_front());
             }
-            store.requests.push_back(RequestRecord {
-                trace_id,
-                name: span.name.to_string(),
-                start: span.start_time,
-                duration,
-                code: attribute(&span, "error.code").unwrap_or_else(|| "ok".into()),
-            });
+            store.requests.push_back(span.clone());
         }
         if store.recent.len() >= self.limits.recent_spans {
-            store.recent.pop_front();
+            evicted.extend(store.recent.pop_front());
         }
         store.recent.push_back(span);
+        drop(store);
+        drop(evicted);
     }
 
     /// Copies the spans of a slow trace out of the ring, evicting the oldest slow trace if full.
@@ -190,6 +190,20 @@ impl SpanBuffer {
     }
 }
 
+fn duration(span: &SpanData) -> Duration {
+    span.end_time.duration_since(span.start_time).unwrap_or_default()
+}
+
+fn request(span: &SpanData) -> RequestRecord {
+    RequestRecord {
+        trace_id: span.span_context.trace_id(),
+        name: span.name.to_string(),
+        start: span.start_time,
+        duration: duration(span),
+        code: attribute(span, "error.code").unwrap_or_else(|| "ok".into()),
+    }
+}
+
 fn attribute(span: &SpanData, key: &str) -> Option<String> {
     span.attributes.iter().find(|kv| kv.key.as_str() == key).map(|kv| kv.value.to_string())
 }
@@ -207,7 +221,7 @@ fn record(span: &SpanData) -> SpanRecord {
         parent_span_id: span.parent_span_id,
         name: span.name.to_string(),
         start: span.start_time,
-        duration: span.end_time.duration_since(span.start_time).unwrap_or_default(),
+        duration: duration(span),
         attributes: span
             .attributes
             .iter()

@@ -150,6 +150,10 @@ fn install_subscriber(telemetry: &Telemetry, options: &Options) {
     let otel = tracing_opentelemetry::layer()
         .with_tracer(provider.tracer("omnishard"))
         .with_tracked_inactivity(false)
+        // Parents come from tracing's own span stack; attaching an
+        // OpenTelemetry context on every poll of every instrumented future
+        // costs more than the rest of the span.
+        .with_context_activation(false)
         .with_threads(false)
         .with_location(false)
         .with_target(false)

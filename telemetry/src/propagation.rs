@@ -19,6 +19,20 @@ pub fn extract(headers: &http::HeaderMap) -> Context {
 /// Writes `span`'s context into `headers`, so the callee joins the trace.
 pub fn inject(span: &tracing::Span, headers: &mut http::HeaderMap) {
     TraceContextPropagator::new().inject_context(&span.context(), &mut HeaderInjector(headers));
+    for name in ["traceparent", "tracestate"] {
+        if let Some(value) = headers.get_mut(name) {
+            never_index(value);
+        }
+    }
+}
+
+/// Keeps a per-request header value (a trace id) out of the HTTP/2 header
+/// compression table. Every value is new, so indexing it would only evict
+/// the entries that do repeat (content-type, grpc-status) from the table on
+/// both ends of the connection, making every later header block bigger and
+/// slower to encode and decode.
+pub fn never_index(value: &mut http::HeaderValue) {
+    value.set_sensitive(true);
 }
 
 /// The trace id of `span`, if tracing is on.

@@ -150,7 +150,8 @@ impl Call {
     /// Reads a trailers-only status and tags the response with the trace id.
     fn respond<RB>(mut self, mut response: http::Response<RB>) -> http::Response<TracedBody<RB>> {
         self.read_status(response.headers());
-        if let Some(id) = self.trace_id.as_deref().and_then(|id| http::HeaderValue::from_str(id).ok()) {
+        if let Some(mut id) = self.trace_id.as_deref().and_then(|id| http::HeaderValue::from_str(id).ok()) {
+            propagation::never_index(&mut id);
             response.headers_mut().insert(TRACE_ID_HEADER, id);
         }
         response.map(|inner| TracedBody { inner, call: Some(self) })
