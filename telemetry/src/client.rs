@@ -14,7 +14,7 @@ use tower::{BoxError, Layer, Service};
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use crate::{code_name, propagation, split_path, Telemetry};
+use crate::{code_name, propagation, rpc, Telemetry};
 
 /// Wraps a channel to shard `shard_id` in [`ShardCalls`].
 #[derive(Clone)]
@@ -59,17 +59,16 @@ where
     }
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
-        let path = request.uri().path().to_string();
-        let (service, method) = split_path(&path);
+        let names = rpc::names("call", request.uri().path());
         let span = tracing::info_span!(
             target: "omnishard::call",
             "call",
-            otel.name = %format_args!("call.{service}.{method}"),
+            otel.name = names.span_name.as_str(),
             otel.kind = "client",
             rpc.system = "grpc",
-            rpc.service = service,
-            rpc.method = method,
-            shard.id = %self.shard_id,
+            rpc.service = names.service.as_str(),
+            rpc.method = names.method.as_str(),
+            shard.id = &*self.shard_id,
         );
         propagation::inject(&span, request.headers_mut());
         let future = span.in_scope(|| self.inner.call(request)).instrument(span.clone());
@@ -85,7 +84,7 @@ where
                     None => tonic::Status::unavailable(err.to_string()),
                 }),
             };
-            let (_, method) = split_path(&path);
+            let method = names.method.as_str();
             let metrics = &telemetry.metrics;
             metrics.shard_latency.with_label_values(&[&shard_id, method]).observe(start.elapsed().as_secs_f64());
             if let Some(status) = status.filter(|s| s.code() != tonic::Code::Ok) {

@@ -7,6 +7,7 @@
 //! * [`tracer`] — the tracer provider: sampler, resource, OTLP exporter.
 //! * [`buffer`] — the in-memory span buffer behind `admin trace` and `admin slow`.
 //! * [`propagation`] — W3C trace context in gRPC metadata.
+//! * [`rpc`] — service, method and span names of a gRPC path.
 //! * [`server`] — the tower layer of every gRPC server: spans, metrics, `x-trace-id`.
 //! * [`client`] — the tower layer of the gateway's shard channels.
 //! * [`metrics`] — the Prometheus registry and the shared metric families.
@@ -25,6 +26,7 @@ pub mod http;
 pub mod logs;
 pub mod metrics;
 pub mod propagation;
+pub mod rpc;
 pub mod server;
 pub mod tracer;
 pub mod wire;

@@ -21,7 +21,8 @@ use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::propagation::{self, TRACE_ID_HEADER};
-use crate::{code_name, split_path, Telemetry};
+use crate::rpc::{self, RpcNames};
+use crate::{code_name, Telemetry};
 
 /// Wraps a server in [`Requests`].
 #[derive(Clone)]
@@ -105,7 +106,7 @@ where
 struct Call {
     span: tracing::Span,
     telemetry: &'static Telemetry,
-    path: String,
+    names: std::sync::Arc<RpcNames>,
     start: Instant,
     trace_id: Option<String>,
     code: Option<tonic::Code>,
@@ -115,16 +116,15 @@ struct Call {
 
 impl Call {
     fn start<B>(layer: &RequestLayer, telemetry: &'static Telemetry, request: &http::Request<B>) -> Call {
-        let path = request.uri().path().to_string();
-        let (service, method) = split_path(&path);
+        let names = rpc::names(layer.prefix, request.uri().path());
         let span = tracing::info_span!(
             target: "omnishard::request",
             "request",
-            otel.name = %format_args!("{}.{service}.{method}", layer.prefix),
+            otel.name = names.span_name.as_str(),
             otel.kind = "server",
             rpc.system = "grpc",
-            rpc.service = service,
-            rpc.method = method,
+            rpc.service = names.service.as_str(),
+            rpc.method = names.method.as_str(),
         );
         let parent = propagation::extract(request.headers());
         if opentelemetry::trace::TraceContextExt::has_active_span(&parent) {
@@ -138,7 +138,7 @@ impl Call {
         Call {
             span,
             telemetry,
-            path,
+            names,
             start: Instant::now(),
             trace_id,
             code: None,
@@ -168,7 +168,7 @@ impl Call {
     fn finish(&mut self) {
         let code = self.code.unwrap_or(if self.body_ended { tonic::Code::Ok } else { tonic::Code::Cancelled });
         let elapsed = self.start.elapsed();
-        let (service, method) = split_path(&self.path);
+        let (service, method) = (self.names.service.as_str(), self.names.method.as_str());
         // Unknown paths must not mint new label values: the caller chooses them.
         let (service, method) =
             if code == tonic::Code::Unimplemented { ("unknown", "unknown") } else { (service, method) };
@@ -188,7 +188,7 @@ impl Call {
                 tracing::warn!(
                     target: "omnishard::slow",
                     trace_id = self.trace_id.as_deref().unwrap_or("-"),
-                    rpc = %self.path,
+                    rpc = self.names.path.as_str(),
                     code = code_name(code),
                     duration_ms = elapsed.as_secs_f64() * 1e3,
                     "slow request"
