@@ -4,7 +4,10 @@
 # span buffer only, and with every span exported (always_on) over OTLP to a
 # local receiver (`omnishard bench otlp-sink`). Modes alternate within each
 # round so drift of the machine hits all three alike. Prints one Markdown
-# row per run and the median of each mode.
+# row per run and, per mode, the median throughput and the median CPU time
+# per get of all processes (client, gateway, shards). On a shared 2-vCPU VM
+# throughput drifts by ±15% between runs; CPU per get moves far less, and it
+# is what tracing adds.
 #
 #   cargo build --release --bin omnishard
 #   bench/tracing-overhead.sh [ROUNDS] [DURATION]
@@ -19,9 +22,9 @@ trap 'kill $sink 2>/dev/null; rm -f "$sink_log"' EXIT
 for _ in $(seq 50); do grep -q "listening on" "$sink_log" && break; sleep 0.1; done
 endpoint="http://$(sed -n 's/.*listening on //p' "$sink_log" | head -1)"
 
-declare -A results
-echo "| round | mode | gets/s | p50 ms | p99 ms | spans exported |"
-echo "|------:|------|-------:|-------:|-------:|---------------:|"
+declare -A results cpu
+echo "| round | mode | gets/s | p50 ms | p99 ms | CPU µs/get gateway | shards | client | total | spans exported |"
+echo "|------:|------|-------:|-------:|-------:|-------------------:|-------:|-------:|------:|---------------:|"
 for round in $(seq "$rounds"); do
   for mode in off memory export; do
     case $mode in
@@ -35,13 +38,23 @@ for round in $(seq "$rounds"); do
     json=$(env "${vars[@]}" "$bin" --json bench kv --phases put,get --keys 20000 --duration "$duration")
     sleep 6 # the last batches reach the receiver
     after=$(sed -n 's/^spans received: \([0-9]*\).*/\1/p' "$sink_log" | tail -1)
-    read -r ops p50 p99 < <(python3 -c 'import json,sys; p=[p for p in json.loads(sys.argv[1])["phases"] if p["phase"] == "get"][0]; print(round(p["ops_per_sec"]), p["p50_ms"], p["p99_ms"])' "$json")
-    echo "| $round | $mode | $ops | $p50 | $p99 | $(( ${after:-0} - ${before:-0} )) |"
+    read -r ops p50 p99 gw shards client total < <(python3 -c '
+import json, sys
+p = [p for p in json.loads(sys.argv[1])["phases"] if p["phase"] == "get"][0]
+c = p["cpu_us_per_op"]
+print(round(p["ops_per_sec"]), p["p50_ms"], p["p99_ms"], *("%.1f" % c[k] for k in ("gateway", "shards", "client", "total")))' "$json")
+    echo "| $round | $mode | $ops | $p50 | $p99 | $gw | $shards | $client | $total | $(( ${after:-0} - ${before:-0} )) |"
     results[$mode]+="$ops "
+    cpu[$mode]+="$total "
   done
 done
 echo
+median() { tr ' ' '\n' | grep . | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+off_ops=$(echo "${results[off]}" | median)
+off_cpu=$(echo "${cpu[off]}" | median)
 for mode in off memory export; do
-  median=$(echo "${results[$mode]}" | tr ' ' '\n' | grep . | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
-  echo "median $mode: $median gets/s"
+  ops=$(echo "${results[$mode]}" | median)
+  us=$(echo "${cpu[$mode]}" | median)
+  python3 -c 'import sys; m, ops, us, o_ops, o_us = sys.argv[1], *map(float, sys.argv[2:])
+print(f"median {m}: {ops:.0f} gets/s ({(1 - ops / o_ops) * 100:+.1f}% fewer than off), {us:.1f} CPU µs/get ({(us / o_us - 1) * 100:+.1f}% vs off)")' "$mode" "$ops" "$us" "$off_ops" "$off_cpu"
 done

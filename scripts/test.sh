@@ -8,6 +8,14 @@ cd "$(dirname "$0")/.."
 # One fixed target folder outside the checkout, so clones share the RocksDB build.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/omnishard-target}"
 
+# The benchmark drivers' smoke tests need real PostgreSQL and Redis servers:
+# installed from Debian's packages if missing, started on free loopback
+# ports in a temp folder, stopped when this script exits.
+source ./scripts/peers.sh
+peers_install
+peers_start
+export OMNISHARD_REQUIRE_PEERS=1
+
 # The cluster tests run the real binary; build it first.
 cargo build --bin omnishard
 cargo test --workspace

@@ -327,6 +327,65 @@ pub enum BenchCommand {
     /// Upload and download one large file next to dd's sequential write
     /// speed, with KV get latency during the transfers.
     Files(BenchFilesArgs),
+    /// YCSB core workloads against omnishard and the systems users would
+    /// otherwise pick (PostgreSQL, Redis, in-process RocksDB), next to the
+    /// gRPC echo floor; Markdown and JSON reports (`bench/run-peers.sh` runs it all).
+    Ycsb(BenchYcsbArgs),
+    /// A gRPC echo server (the RPC floor), or with --upstream a relay to one.
+    EchoServer(EchoServerArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BenchYcsbArgs {
+    /// Systems to drive, in order: omnishard, postgres, redis-always, redis-everysec, rocksdb, echo.
+    #[arg(long, value_delimiter = ',', default_value = "echo,omnishard,rocksdb")]
+    pub systems: Vec<String>,
+    /// YCSB core workloads to run, in order.
+    #[arg(long, value_delimiter = ',', default_value = "A,B,C,D,E,F")]
+    pub workloads: Vec<char>,
+    /// Key distribution for every workload instead of each one's own (zipfian; latest for D).
+    #[arg(long)]
+    pub distribution: Option<omnishard_bench::distribution::Distribution>,
+    /// Records loaded before the workloads run.
+    #[arg(long, default_value_t = 100_000)]
+    pub records: u64,
+    /// Value size in bytes.
+    #[arg(long, default_value_t = 1024)]
+    pub value_size: usize,
+    /// Concurrent clients (PostgreSQL: one connection each).
+    #[arg(long, default_value_t = 32)]
+    pub clients: usize,
+    /// Warm-up before each measured period (not recorded).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "2s")]
+    pub warmup: Duration,
+    /// Measured period of each workload.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+    pub duration: Duration,
+    /// PostgreSQL connection string (the postgres system).
+    #[arg(long, default_value = "host=127.0.0.1 port=5432 user=postgres dbname=postgres")]
+    pub postgres: String,
+    /// Redis URL (the redis-* systems).
+    #[arg(long, default_value = "redis://127.0.0.1:6379")]
+    pub redis: String,
+    /// Shards of the embedded omnishard cluster.
+    #[arg(long, default_value_t = 3)]
+    pub shards: usize,
+    /// HTTP/2 connections the omnishard and echo clients share.
+    #[arg(long, default_value_t = 8)]
+    pub connections: usize,
+    /// Folder for report.md and report.json.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct EchoServerArgs {
+    /// Address to listen on; port 0 picks a free port (printed on stdout).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub listen: String,
+    /// Relay every call to this echo server (`http://ADDR`) instead of answering.
+    #[arg(long)]
+    pub upstream: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -31,6 +31,8 @@ pub async fn run(global: &Global, cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Search(args) => crate::bench_search::run(global, args).await,
         BenchCommand::Files(args) => crate::bench_files::run(global, args).await,
         BenchCommand::OtlpSink(args) => crate::bench_otlp::run(args).await,
+        BenchCommand::Ycsb(args) => crate::bench_ycsb::run(global, args).await,
+        BenchCommand::EchoServer(args) => crate::bench_ycsb::echo_server(args).await,
     }
 }
 
@@ -41,6 +43,57 @@ struct PhaseResult {
     errors: u64,
     elapsed: Duration,
     latency: Histogram<u64>,
+    /// CPU seconds each process used during the phase.
+    cpu: CpuUse,
+}
+
+/// CPU time (user + system, seconds) of the benchmark's processes. Reported
+/// per operation beside throughput: on a shared VM the wall clock drifts from
+/// run to run, while CPU time per operation is what tracing or coalescing
+/// actually change.
+#[derive(Debug, Clone, Copy, Default)]
+struct CpuUse {
+    gateway: f64,
+    shards: f64,
+    client: f64,
+}
+
+impl CpuUse {
+    /// Now, for `cluster`'s processes (none when the gateway is external) and this process.
+    fn now(cluster: Option<&EmbeddedCluster>) -> CpuUse {
+        let mut cpu = CpuUse { client: cpu_seconds("self").unwrap_or(0.0), ..CpuUse::default() };
+        for (name, _, seconds) in cluster.map(EmbeddedCluster::usage).unwrap_or_default() {
+            if name == "gateway" {
+                cpu.gateway += seconds;
+            } else {
+                cpu.shards += seconds;
+            }
+        }
+        cpu
+    }
+
+    fn since(self, before: CpuUse) -> CpuUse {
+        CpuUse {
+            gateway: self.gateway - before.gateway,
+            shards: self.shards - before.shards,
+            client: self.client - before.client,
+        }
+    }
+
+    /// Microseconds of CPU per operation: gateway, shards, client, total.
+    fn per_op_us(&self, ops: u64) -> [f64; 4] {
+        let per = |s: f64| if ops == 0 { 0.0 } else { s * 1e6 / ops as f64 };
+        [per(self.gateway), per(self.shards), per(self.client), per(self.gateway + self.shards + self.client)]
+    }
+}
+
+/// User + system CPU seconds of process `pid` (`self` for this one), from `/proc`.
+fn cpu_seconds(pid: &str) -> Option<f64> {
+    // utime and stime, fields 14 and 15 of /proc/PID/stat, in clock ticks (100 Hz).
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(ticks as f64 / 100.0)
 }
 
 async fn kv(global: &Global, args: BenchKvArgs) -> anyhow::Result<()> {
@@ -58,7 +111,10 @@ async fn kv(global: &Global, args: BenchKvArgs) -> anyhow::Result<()> {
     load(&clients[0], &args, &value).await?;
     let mut results = Vec::new();
     for phase in &args.phases {
-        results.push(run_phase(phase, &clients, &args, &value).await?);
+        let before = CpuUse::now(cluster.as_ref());
+        let mut result = run_phase(phase, &clients, &args, &value).await?;
+        result.cpu = CpuUse::now(cluster.as_ref()).since(before);
+        results.push(result);
     }
     report(global, &args, &results);
     if let Some(cluster) = cluster {
@@ -134,7 +190,7 @@ async fn run_phase(
     let elapsed = started.elapsed();
     ticker.abort();
     bar.finish_and_clear();
-    Ok(PhaseResult { name: phase.to_string(), ops, errors, elapsed, latency })
+    Ok(PhaseResult { name: phase.to_string(), ops, errors, elapsed, latency, cpu: CpuUse::default() })
 }
 
 /// One client: back-to-back operations on uniformly random keys until `deadline`.
@@ -183,9 +239,11 @@ fn report(global: &Global, args: &BenchKvArgs, results: &[PhaseResult]) {
         let phases: Vec<_> = results
             .iter()
             .map(|r| {
+                let [gateway, shards, client, total] = r.cpu.per_op_us(r.ops);
                 json!({"phase": r.name, "ops": r.ops, "errors": r.errors,
                        "ops_per_sec": r.ops as f64 / r.elapsed.as_secs_f64(),
-                       "p50_ms": ms(&r.latency, 0.50), "p99_ms": ms(&r.latency, 0.99), "p999_ms": ms(&r.latency, 0.999)})
+                       "p50_ms": ms(&r.latency, 0.50), "p99_ms": ms(&r.latency, 0.99), "p999_ms": ms(&r.latency, 0.999),
+                       "cpu_us_per_op": {"gateway": gateway, "shards": shards, "client": client, "total": total}})
             })
             .collect();
         output::print_json(&json!({"clients": args.clients, "value_size": args.value_size, "keys": args.keys,
@@ -202,11 +260,12 @@ fn report(global: &Global, args: &BenchKvArgs, results: &[PhaseResult]) {
         if args.external { "external".to_string() } else { args.coalesce.to_string() },
         args.coalesce_inflight.map(|n| n.to_string()).unwrap_or_else(|| "default".into())
     );
-    println!("| op  | ops/s | p50 ms | p99 ms | p99.9 ms | errors |");
-    println!("|-----|------:|-------:|-------:|---------:|-------:|");
+    println!("| op  | ops/s | p50 ms | p99 ms | p99.9 ms | errors | CPU µs/op gateway | shards | client |");
+    println!("|-----|------:|-------:|-------:|---------:|-------:|------------------:|-------:|-------:|");
     for r in results {
+        let [gateway, shards, client, _] = r.cpu.per_op_us(r.ops);
         println!(
-            "| {} | {:.0} | {:.2} | {:.2} | {:.2} | {} |",
+            "| {} | {:.0} | {:.2} | {:.2} | {:.2} | {} | {gateway:.1} | {shards:.1} | {client:.1} |",
             r.name,
             r.ops as f64 / r.elapsed.as_secs_f64(),
             ms(&r.latency, 0.50),
@@ -284,12 +343,8 @@ impl EmbeddedCluster {
                 let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
                 let kib: u64 =
                     status.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()?;
-                // utime and stime, fields 14 and 15 of /proc/PID/stat, in clock ticks (100 Hz).
-                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-                let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-                let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
                 let name = if i == last { "gateway".to_string() } else { format!("shard-{}", i + 1) };
-                Some((name, kib * 1024, ticks as f64 / 100.0))
+                Some((name, kib * 1024, cpu_seconds(&pid.to_string())?))
             })
             .collect()
     }
@@ -302,8 +357,9 @@ impl EmbeddedCluster {
 }
 
 /// Starts `omnishard ARGS...` and waits for its address.
-async fn spawn_role(args: &[&str]) -> anyhow::Result<(Child, String)> {
+pub async fn spawn_role(args: &[&str]) -> anyhow::Result<(Child, String)> {
     let mut command = Command::new(std::env::current_exe()?);
-    command.args(args).env("RUST_LOG", "warn");
+    // Slow-request lines are expected under a benchmark's load; keep them out of its output.
+    command.args(args).env("RUST_LOG", "warn,omnishard::slow=error");
     start_role(command, Duration::from_secs(30)).await.with_context(|| format!("starting omnishard {}", args[0]))
 }

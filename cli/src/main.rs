@@ -13,7 +13,8 @@
 //! * `admin` — `omnishard admin ...`; `trace` — its `trace` and `slow` views.
 //! * `bench` — `omnishard bench kv`; `bench_graph` — `omnishard bench graph`;
 //!   `bench_search` — `omnishard bench search`; `bench_files` — `omnishard bench files`;
-//!   `bench_otlp` — `omnishard bench otlp-sink`.
+//!   `bench_otlp` — `omnishard bench otlp-sink`; `bench_ycsb` — `omnishard bench ycsb`
+//!   and `bench echo-server` (the harness itself is the `omnishard-bench` crate).
 //! * `output` — human and `--json` printing, and the error line.
 
 #![forbid(unsafe_code)]
@@ -25,6 +26,7 @@ mod bench_files;
 mod bench_graph;
 mod bench_otlp;
 mod bench_search;
+mod bench_ycsb;
 mod dev;
 mod file;
 mod graph;
@@ -37,6 +39,13 @@ mod trace;
 use clap::Parser;
 
 use crate::args::{Cli, Command};
+
+/// mimalloc instead of the system allocator for every role: requests, spans
+/// and protobuf messages are many small, short-lived allocations freed on
+/// other threads than the ones that made them, which glibc's malloc handles
+/// with contended arenas and which showed up in the gateway's profile.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
     let cli = Cli::parse();

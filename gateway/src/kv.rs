@@ -49,9 +49,6 @@ pub struct ScanPage {
     pub next_cursor: Vec<u8>,
 }
 
-/// First byte of every scan cursor; bump it when the cursor format changes.
-const CURSOR_V1: u8 = 1;
-
 impl Cluster {
     /// Reads one key; `NotFound` when absent or expired.
     pub async fn get(&self, ns: &str, key: Vec<u8>) -> Result<KeyValue> {
@@ -322,17 +319,13 @@ pub fn check_ttl(ttl: Duration) -> Result<Duration> {
 }
 
 pub(crate) fn encode_cursor(last_key: &[u8]) -> Vec<u8> {
-    let mut cursor = Vec::with_capacity(last_key.len() + 1);
-    cursor.push(CURSOR_V1);
-    cursor.extend_from_slice(last_key);
-    cursor
+    omnishard_proto::scan_cursor::after(last_key)
 }
 
 pub(crate) fn decode_cursor(cursor: &[u8]) -> Result<Vec<u8>> {
-    match cursor.split_first() {
-        None => Ok(Vec::new()),
-        Some((&CURSOR_V1, key)) if !key.is_empty() => Ok(key.to_vec()),
-        _ => Err(omnishard_common::Error::invalid("cursor", "is not a cursor returned by a previous scan").into()),
+    match omnishard_proto::scan_cursor::decode(cursor) {
+        Some(key) => Ok(key.to_vec()),
+        None => Err(omnishard_common::Error::invalid("cursor", "is not a cursor returned by a previous scan").into()),
     }
 }
 

@@ -65,9 +65,6 @@ where
             "call",
             otel.name = names.span_name.as_str(),
             otel.kind = "client",
-            rpc.system = "grpc",
-            rpc.service = names.service.as_str(),
-            rpc.method = names.method.as_str(),
             shard.id = &*self.shard_id,
         );
         propagation::inject(&span, request.headers_mut());
