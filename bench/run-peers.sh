@@ -15,8 +15,8 @@ source scripts/peers.sh
 mode=full
 if [ "${1:-}" = "--quick" ]; then mode=quick; fi
 case $mode in
-  quick) shape=(--records 20000 --warmup 1s --duration 4s) ;;
-  full) shape=(--records 200000 --warmup 5s --duration 20s) ;;
+  quick) shape=(--records 20000 --warmup 1s --duration 4s --batch-reads 100) ;;
+  full) shape=(--records 200000 --warmup 5s --duration 20s --batch-reads 100) ;;
 esac
 
 ./scripts/setup.sh

@@ -70,7 +70,13 @@ peers_stop() {
   local pgbin
   pgbin=$(dirname "$(ls /usr/lib/postgresql/*/bin/initdb | sort -V | tail -1)")
   _as_postgres "$pgbin/pg_ctl" -D "$PEERS_DIR/pg/data" -m immediate stop >/dev/null 2>&1 || true
-  if [ -f "$PEERS_DIR/redis/pid" ]; then kill "$(cat "$PEERS_DIR/redis/pid")" 2>/dev/null || true; fi
-  rm -rf "$PEERS_DIR"
+  if [ -f "$PEERS_DIR/redis/pid" ]; then
+    local pid
+    pid=$(cat "$PEERS_DIR/redis/pid")
+    kill "$pid" 2>/dev/null || true
+    # Redis writes its files while it shuts down; wait before removing them.
+    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  fi
+  rm -rf "$PEERS_DIR" || true
   PEERS_DIR=""
 }

@@ -27,7 +27,7 @@ pub fn render(report: &Report, dir: &Path) -> Result<Vec<PathBuf>, String> {
     register_font()?;
     let groups = by_workload(&report.results);
     let throughput = dir.join("throughput.png");
-    draw(&throughput, &groups, "operations per second (more is better)", |r| r.ops_per_sec)?;
+    draw(&throughput, &groups, "records per second (more is better)", |r| r.records_per_sec)?;
     let latency = dir.join("latency-p99.png");
     draw(&latency, &groups, "p99 ms of the slowest operation (less is better)", |r| {
         r.ops.iter().map(|o| o.p99_ms).fold(0.0, f64::max)
@@ -138,7 +138,14 @@ mod tests {
             p99_ms: 3.0,
             p999_ms: 4.0,
         };
-        YcsbResult { system: system.into(), workload: workload.into(), ops_per_sec, errors: 0, ops: vec![op] }
+        YcsbResult {
+            system: system.into(),
+            workload: workload.into(),
+            ops_per_sec,
+            records_per_sec: ops_per_sec,
+            errors: 0,
+            ops: vec![op],
+        }
     }
 
     #[test]

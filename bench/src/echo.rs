@@ -113,5 +113,12 @@ pub async fn measure(
     let ops = recorder.summarize(duration);
     let ops_per_sec = ops.iter().map(|o| o.ops_per_sec).sum();
     let errors = ops.iter().map(|o| o.errors).sum();
-    Ok(YcsbResult { system: name.to_string(), workload: "echo (RPC floor)".into(), ops_per_sec, errors, ops })
+    Ok(YcsbResult {
+        system: name.to_string(),
+        workload: "echo (RPC floor)".into(),
+        ops_per_sec,
+        records_per_sec: ops_per_sec,
+        errors,
+        ops,
+    })
 }

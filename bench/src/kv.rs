@@ -32,6 +32,8 @@ pub trait KvSystem: Send + Sync + 'static {
 pub trait KvClient: Send + 'static {
     /// Whether the key exists (its value is read in full).
     fn read(&mut self, key: &str) -> impl Future<Output = DriverResult<bool>> + Send;
+    /// Reads many keys in one call; returns how many exist.
+    fn read_batch(&mut self, keys: Vec<String>) -> impl Future<Output = DriverResult<usize>> + Send;
     /// Overwrites an existing key.
     fn write(&mut self, key: &str, value: Vec<u8>) -> impl Future<Output = DriverResult<()>> + Send;
     /// Creates a new key (a store that keeps a separate key index adds to it).
@@ -84,6 +86,8 @@ pub struct YcsbResult {
     pub system: String,
     pub workload: String,
     pub ops_per_sec: f64,
+    /// Records touched per second: `ops_per_sec` times the batch size of batched reads.
+    pub records_per_sec: f64,
     pub errors: u64,
     pub ops: Vec<OpSummary>,
 }
@@ -100,6 +104,10 @@ pub async fn check<S: KvSystem>(system: &S) -> DriverResult<()> {
     }
     if client.read("absent-key").await? {
         return Err(format!("{}: a key never written reads as present", system.name()));
+    }
+    let found = client.read_batch(vec![key(1), "absent-key".into(), key(19), key(2)]).await?;
+    if found != 3 {
+        return Err(format!("{}: a batch of 3 written keys and 1 absent one found {found}", system.name()));
     }
     client.write(&key(3), value(3, 1, 100)).await?;
     client.insert(&key(20), value(20, 0, 100)).await?;
@@ -155,10 +163,12 @@ pub async fn run<S: KvSystem>(system: &S, workload: Workload, config: &YcsbConfi
         recorder.merge(&task.await.map_err(|e| format!("client task failed: {e}"))?);
     }
     let ops = recorder.summarize(config.duration);
+    let ops_per_sec: f64 = ops.iter().map(|o| o.ops_per_sec).sum();
     Ok(YcsbResult {
         system: system.name(),
         workload: generator.workload().describe(),
-        ops_per_sec: ops.iter().map(|o| o.ops_per_sec).sum(),
+        ops_per_sec,
+        records_per_sec: ops_per_sec * generator.workload().batch as f64,
         errors: ops.iter().map(|o| o.errors).sum(),
         ops,
     })
@@ -178,6 +188,7 @@ async fn drive<C: KvClient>(
     let mut version = 1;
     loop {
         let op = generator.next(&mut rng);
+        let kind = op.kind();
         let t = Instant::now();
         if t >= deadline {
             break;
@@ -185,7 +196,7 @@ async fn drive<C: KvClient>(
         version += 1;
         let ok = execute(&mut client, op, version, size).await;
         if t >= measure_from {
-            recorder.record(op.kind().name(), t.elapsed(), ok);
+            recorder.record(kind.name(), t.elapsed(), ok);
         }
     }
     recorder
@@ -194,6 +205,7 @@ async fn drive<C: KvClient>(
 async fn execute<C: KvClient>(client: &mut C, op: Operation, version: u64, size: usize) -> bool {
     match op {
         Operation::Read(n) => client.read(&key(n)).await.is_ok(),
+        Operation::BatchRead(records) => client.read_batch(records.into_iter().map(key).collect()).await.is_ok(),
         Operation::Update(n) => client.write(&key(n), value(n, version, size)).await.is_ok(),
         Operation::Insert(n) => client.insert(&key(n), value(n, version, size)).await.is_ok(),
         Operation::Scan { start, len } => client.scan(start, len).await.is_ok(),

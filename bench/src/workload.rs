@@ -9,9 +9,11 @@ use serde::Serialize;
 use crate::distribution::{Distribution, KeyChooser};
 
 /// One operation on the store.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Operation {
     Read(u64),
+    /// Several records read in one call (a `BatchGet`, `MGET`, `multi_get`).
+    BatchRead(Vec<u64>),
     Update(u64),
     Insert(u64),
     /// Up to `len` records in key order, from the record's key on.
@@ -28,6 +30,7 @@ impl Operation {
     pub fn kind(&self) -> OpKind {
         match self {
             Operation::Read(_) => OpKind::Read,
+            Operation::BatchRead(_) => OpKind::BatchRead,
             Operation::Update(_) => OpKind::Update,
             Operation::Insert(_) => OpKind::Insert,
             Operation::Scan { .. } => OpKind::Scan,
@@ -41,6 +44,8 @@ impl Operation {
 #[serde(rename_all = "lowercase")]
 pub enum OpKind {
     Read,
+    #[serde(rename = "batch-read")]
+    BatchRead,
     Update,
     Insert,
     Scan,
@@ -52,6 +57,7 @@ impl OpKind {
     pub fn name(&self) -> &'static str {
         match self {
             OpKind::Read => "read",
+            OpKind::BatchRead => "batch-read",
             OpKind::Update => "update",
             OpKind::Insert => "insert",
             OpKind::Scan => "scan",
@@ -73,6 +79,8 @@ pub struct Workload {
     pub distribution: Distribution,
     /// Scans read 1..=max_scan_len records (uniformly).
     pub max_scan_len: usize,
+    /// Records per read call; above 1 every read is a batched read.
+    pub batch: usize,
 }
 
 impl Workload {
@@ -87,6 +95,7 @@ impl Workload {
             read_modify_write: 0.0,
             distribution: Distribution::Zipfian,
             max_scan_len: 100,
+            batch: 1,
         };
         Ok(match letter.to_ascii_uppercase() {
             'A' => Workload { read: 0.5, update: 0.5, ..base },
@@ -99,8 +108,27 @@ impl Workload {
         })
     }
 
-    /// What the workload does, in one line for reports.
+    /// Workload C with every read fetching `batch` records in one call.
+    pub fn batched_reads(batch: usize) -> Workload {
+        // 'C' always exists.
+        let c = Workload::core('C').unwrap_or_else(|_| unreachable!());
+        Workload { batch: batch.max(1), ..c }
+    }
+
+    /// `A` … `F`, or `C-batch100` for batched reads.
+    pub fn label(&self) -> String {
+        if self.batch > 1 {
+            format!("{}-batch{}", self.name, self.batch)
+        } else {
+            self.name.to_string()
+        }
+    }
+
+    /// What the workload does, in one line for reports; starts with [`Workload::label`].
     pub fn describe(&self) -> String {
+        if self.batch > 1 {
+            return format!("{} (reads of {} records per call, {})", self.label(), self.batch, self.distribution);
+        }
         let parts: Vec<String> = [
             (self.read, "read"),
             (self.update, "update"),
@@ -112,7 +140,7 @@ impl Workload {
         .filter(|(p, _)| *p > 0.0)
         .map(|(p, name)| format!("{:.0}% {name}", p * 100.0))
         .collect();
-        format!("{} ({}, {})", self.name, parts.join(" / "), self.distribution)
+        format!("{} ({}, {})", self.label(), parts.join(" / "), self.distribution)
     }
 }
 
@@ -146,17 +174,29 @@ impl OpGenerator {
             roll -= p;
             hit
         };
-        if pick(w.read) {
-            Operation::Read(self.chooser.next(rng, existing))
+        let kind = if pick(w.read) {
+            OpKind::Read
         } else if pick(w.update) {
-            Operation::Update(self.chooser.next(rng, existing))
+            OpKind::Update
         } else if pick(w.insert) {
-            Operation::Insert(self.inserted.fetch_add(1, Ordering::Relaxed))
+            OpKind::Insert
         } else if pick(w.scan) {
-            let len = rng.random_range(1..=w.max_scan_len.max(1));
-            Operation::Scan { start: self.chooser.next(rng, existing), len }
+            OpKind::Scan
         } else {
-            Operation::ReadModifyWrite(self.chooser.next(rng, existing))
+            OpKind::ReadModifyWrite
+        };
+        match kind {
+            OpKind::Read | OpKind::BatchRead if w.batch > 1 => {
+                Operation::BatchRead((0..w.batch).map(|_| self.chooser.next(rng, existing)).collect())
+            }
+            OpKind::Read | OpKind::BatchRead => Operation::Read(self.chooser.next(rng, existing)),
+            OpKind::Update => Operation::Update(self.chooser.next(rng, existing)),
+            OpKind::Insert => Operation::Insert(self.inserted.fetch_add(1, Ordering::Relaxed)),
+            OpKind::Scan => {
+                let len = rng.random_range(1..=w.max_scan_len.max(1));
+                Operation::Scan { start: self.chooser.next(rng, existing), len }
+            }
+            OpKind::ReadModifyWrite => Operation::ReadModifyWrite(self.chooser.next(rng, existing)),
         }
     }
 }
@@ -230,6 +270,22 @@ mod tests {
             }
         }
         assert!(next_insert > 400, "about 5% inserts: {next_insert}");
+    }
+
+    #[test]
+    fn test_batched_reads_draw_a_batch_of_records_per_call() {
+        let workload = Workload::batched_reads(100);
+        assert_eq!(workload.label(), "C-batch100");
+        assert_eq!(workload.describe(), "C-batch100 (reads of 100 records per call, zipfian)");
+        let generator = OpGenerator::new(workload, 1_000);
+        let mut rng = StdRng::seed_from_u64(9);
+        match generator.next(&mut rng) {
+            Operation::BatchRead(records) => {
+                assert_eq!(records.len(), 100);
+                assert!(records.iter().all(|&n| n < 1_000));
+            }
+            other => panic!("batched reads issued {other:?}"),
+        }
     }
 
     #[test]

@@ -343,6 +343,10 @@ pub struct BenchYcsbArgs {
     /// YCSB core workloads to run, in order.
     #[arg(long, value_delimiter = ',', default_value = "A,B,C,D,E,F")]
     pub workloads: Vec<char>,
+    /// Also run workload C with reads of this many records per call
+    /// (`BatchGet`, `MGET`, `multi_get`, `= ANY`); 0 or 1: not at all.
+    #[arg(long, default_value_t = 0)]
+    pub batch_reads: usize,
     /// Key distribution for every workload instead of each one's own (zipfian; latest for D).
     #[arg(long)]
     pub distribution: Option<omnishard_bench::distribution::Distribution>,

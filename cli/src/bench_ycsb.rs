@@ -77,8 +77,11 @@ pub async fn run(global: &Global, args: BenchYcsbArgs) -> anyhow::Result<()> {
             ),
         }
     }
-    // One table per workload, systems in the order they ran.
-    results.sort_by_key(|r| r.workload.chars().next().filter(|c| c.is_ascii_uppercase()).unwrap_or(' '));
+    // One table per workload (the echo floor first), systems in the order they ran.
+    results.sort_by_key(|r| {
+        let label = r.workload.split(' ').next().unwrap_or_default().to_string();
+        (label != "echo", label)
+    });
     let report = Report { machine: machine(), config, settings, results };
     if let Some(dir) = &args.out {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -102,8 +105,10 @@ pub async fn run(global: &Global, args: BenchYcsbArgs) -> anyhow::Result<()> {
 fn workloads(args: &BenchYcsbArgs) -> anyhow::Result<Vec<Workload>> {
     args.workloads
         .iter()
-        .map(|&letter| {
-            let mut workload = Workload::core(letter).map_err(|e| anyhow::anyhow!("--workloads: {e}"))?;
+        .map(|&letter| Workload::core(letter).map_err(|e| anyhow::anyhow!("--workloads: {e}")))
+        .chain((args.batch_reads > 1).then(|| Ok(Workload::batched_reads(args.batch_reads))))
+        .map(|workload| {
+            let mut workload = workload?;
             if let Some(distribution) = args.distribution {
                 workload.distribution = distribution;
             }

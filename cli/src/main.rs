@@ -40,13 +40,6 @@ use clap::Parser;
 
 use crate::args::{Cli, Command};
 
-/// mimalloc instead of the system allocator for every role: requests, spans
-/// and protobuf messages are many small, short-lived allocations freed on
-/// other threads than the ones that made them, which glibc's malloc handles
-/// with contended arenas and which showed up in the gateway's profile.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() {
     let cli = Cli::parse();
     // Child processes (the shards of `dev`) inherit the log format; set

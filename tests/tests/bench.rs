@@ -55,7 +55,7 @@ async fn test_bench_ycsb_command_reports_echo_floor_and_rocksdb() {
     assert_eq!(rows[0], ("echo direct".to_string(), "echo (RPC floor)".to_string()));
     assert_eq!(rows[1].0, "echo via relay");
     assert!(rows[2].1.starts_with("C (100% read"), "{rows:?}");
-    assert!(rows[3].1.starts_with("E (95% scan"), "{rows:?}");
+    assert!(rows[3].1.starts_with("E (5% insert / 95% scan"), "{rows:?}");
     let markdown = std::fs::read_to_string(out.path().join("report.md")).unwrap();
     assert!(markdown.contains("| rocksdb (in-process) |"), "{markdown}");
     assert!(out.path().join("report.json").exists());

@@ -48,6 +48,12 @@ impl KvClient for Client {
         }
     }
 
+    async fn read_batch(&mut self, keys: Vec<String>) -> DriverResult<usize> {
+        let keys: Vec<Vec<u8>> = keys.into_iter().map(String::into_bytes).collect();
+        let found = self.batch_get(&keys).await.map_err(|e| e.to_string())?;
+        Ok(found.iter().filter(|v| v.is_some()).count())
+    }
+
     async fn write(&mut self, key: &str, value: Vec<u8>) -> DriverResult<()> {
         self.put(key.as_bytes(), &value, PutOptions::default()).await.map(drop).map_err(|e| e.to_string())
     }

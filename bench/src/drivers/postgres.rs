@@ -51,6 +51,7 @@ pub async fn connect(url: &str) -> DriverResult<Client> {
 pub struct PostgresClient {
     client: Client,
     read: Statement,
+    read_batch: Statement,
     write: Statement,
     load: Statement,
     scan: Statement,
@@ -70,6 +71,7 @@ impl KvSystem for Postgres {
             async move { client.prepare(sql).await.map_err(|e| format!("preparing {sql:?}: {e}")) }
         };
         let read = prepare("SELECT field0 FROM usertable WHERE ycsb_key = $1").await?;
+        let read_batch = prepare("SELECT ycsb_key, field0 FROM usertable WHERE ycsb_key = ANY($1)").await?;
         let write = prepare(
             "INSERT INTO usertable (ycsb_key, field0) VALUES ($1, $2)
              ON CONFLICT (ycsb_key) DO UPDATE SET field0 = EXCLUDED.field0",
@@ -82,7 +84,7 @@ impl KvSystem for Postgres {
         .await?;
         let scan =
             prepare("SELECT ycsb_key, field0 FROM usertable WHERE ycsb_key >= $1 ORDER BY ycsb_key LIMIT $2").await?;
-        Ok(PostgresClient { client, read, write, load, scan })
+        Ok(PostgresClient { client, read, read_batch, write, load, scan })
     }
 }
 
@@ -90,6 +92,11 @@ impl KvClient for PostgresClient {
     async fn read(&mut self, key: &str) -> DriverResult<bool> {
         let row = self.client.query_opt(&self.read, &[&key]).await.map_err(|e| e.to_string())?;
         Ok(row.is_some())
+    }
+
+    async fn read_batch(&mut self, keys: Vec<String>) -> DriverResult<usize> {
+        let rows = self.client.query(&self.read_batch, &[&keys]).await.map_err(|e| e.to_string())?;
+        Ok(rows.len())
     }
 
     async fn write(&mut self, key: &str, value: Vec<u8>) -> DriverResult<()> {

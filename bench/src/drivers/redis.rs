@@ -65,6 +65,12 @@ impl KvClient for MultiplexedConnection {
         Ok(value.is_some())
     }
 
+    async fn read_batch(&mut self, keys: Vec<String>) -> DriverResult<usize> {
+        let values: Vec<Option<Vec<u8>>> =
+            redis::cmd("MGET").arg(&keys).query_async(self).await.map_err(|e| e.to_string())?;
+        Ok(values.iter().filter(|v| v.is_some()).count())
+    }
+
     async fn write(&mut self, key: &str, value: Vec<u8>) -> DriverResult<()> {
         redis::cmd("SET").arg(key).arg(value).query_async::<()>(self).await.map_err(|e| e.to_string())
     }

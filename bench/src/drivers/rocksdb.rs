@@ -61,6 +61,14 @@ impl KvClient for RocksDb {
         self.get(key.as_bytes())
     }
 
+    async fn read_batch(&mut self, keys: Vec<String>) -> DriverResult<usize> {
+        let mut found = 0;
+        for value in self.db.multi_get(keys) {
+            found += usize::from(value.map_err(|e| e.to_string())?.is_some());
+        }
+        Ok(found)
+    }
+
     async fn write(&mut self, key: &str, value: Vec<u8>) -> DriverResult<()> {
         let (db, key) = (self.db.clone(), key.to_string());
         tokio::task::spawn_blocking(move || db.put_opt(key, value, &synced()))
