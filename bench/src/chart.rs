@@ -124,29 +124,7 @@ fn short(v: f64) -> String {
 mod tests {
     use super::*;
     use crate::kv::YcsbConfig;
-    use crate::stats::OpSummary;
-
-    fn result(system: &str, workload: &str, ops_per_sec: f64) -> YcsbResult {
-        let op = OpSummary {
-            op: "read".into(),
-            ops: 10,
-            errors: 0,
-            ops_per_sec,
-            mean_ms: 1.0,
-            p50_ms: 1.0,
-            p95_ms: 2.0,
-            p99_ms: 3.0,
-            p999_ms: 4.0,
-        };
-        YcsbResult {
-            system: system.into(),
-            workload: workload.into(),
-            ops_per_sec,
-            records_per_sec: ops_per_sec,
-            errors: 0,
-            ops: vec![op],
-        }
-    }
+    use crate::report::tests::result;
 
     #[test]
     fn test_charts_are_png_files_with_a_panel_per_workload() {

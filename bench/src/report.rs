@@ -142,11 +142,12 @@ impl Report {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::stats::OpSummary;
 
-    fn result(system: &str, workload: &str, ops_per_sec: f64) -> YcsbResult {
+    /// One result with a single `read` row (shared with the chart tests).
+    pub(crate) fn result(system: &str, workload: &str, ops_per_sec: f64) -> YcsbResult {
         let op = OpSummary {
             op: "read".into(),
             ops: 100,
