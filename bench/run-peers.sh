@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # The comparison with the systems users would otherwise pick: installs
-# PostgreSQL and Redis from Debian's packages if missing, starts them on
-# loopback with data in a temp folder, runs every driver of
-# `omnishard bench ycsb` in one run (echo floor, omnishard, PostgreSQL,
-# Redis with appendfsync always and everysec, in-process RocksDB), stops
-# them, and writes docs/bench/report.{md,json} and the section of
-# docs/BENCHMARKS.md between the `peers` markers.
+# PostgreSQL, Redis and the WordNet corpus from Debian's packages if
+# missing, starts the servers on loopback with data in a temp folder, runs
+# every driver of `omnishard bench compare` in one run (YCSB: echo floor,
+# omnishard, PostgreSQL, Redis with appendfsync always and everysec,
+# in-process RocksDB; graph: omnishard, PostgreSQL; search: omnishard,
+# PostgreSQL, in-process Tantivy; files: omnishard, the raw disk), stops
+# them, and writes docs/bench/report.{md,json}, the PNG charts and the
+# section of docs/BENCHMARKS.md between the `peers` markers.
 #
 #   bench/run-peers.sh [--quick]     # --quick: under 5 minutes; full: under 30
 set -euo pipefail
@@ -15,8 +17,10 @@ source scripts/peers.sh
 mode=full
 if [ "${1:-}" = "--quick" ]; then mode=quick; fi
 case $mode in
-  quick) shape=(--records 20000 --warmup 1s --duration 4s --batch-reads 100) ;;
-  full) shape=(--records 200000 --warmup 5s --duration 20s --batch-reads 100) ;;
+  quick) shape=(--records 20000 --warmup 1s --duration 2s --batch-reads 100 --model-duration 2s
+                --graph-vertices 20000 --search-docs 30000 --file-size 128MiB --files 1) ;;
+  full) shape=(--records 200000 --warmup 5s --duration 15s --batch-reads 100 --model-duration 10s
+               --graph-vertices 68000 --search-docs 100000 --file-size 1GiB --files 2) ;;
 esac
 
 ./scripts/setup.sh
@@ -28,9 +32,11 @@ peers_install
 peers_start
 
 out=docs/bench
-command=(omnishard bench ycsb --systems echo,omnishard,postgres,redis-always,redis-everysec,rocksdb "${shape[@]}")
+systems=echo,omnishard,omnishard-uncoalesced,omnishard-direct,postgres,redis-always,redis-everysec,rocksdb,tantivy,disk
+suites=kv,graph,search,files
+command=(omnishard bench compare --systems $systems --suites $suites "${shape[@]}")
 started=$(date +%s)
-"$bin" bench ycsb --systems echo,omnishard,postgres,redis-always,redis-everysec,rocksdb \
+"$bin" bench compare --systems $systems --suites $suites \
   --postgres "$OMNISHARD_PEER_POSTGRES" --redis "$OMNISHARD_PEER_REDIS" --out "$out" "${shape[@]}" >/dev/null
 elapsed=$(( $(date +%s) - started ))
 peers_stop

@@ -2,7 +2,8 @@
 # PostgreSQL and Redis on loopback for the benchmark comparison and the
 # drivers' smoke tests. Source it, then:
 #
-#   peers_install   # apt-get install postgresql redis-server, if missing
+#   peers_install   # apt-get install postgresql redis-server (and the search
+#                   # corpus wordnet-base, the charts' fonts-dejavu-core), if missing
 #   peers_start     # both servers on free loopback ports, data in a temp folder;
 #                   # exports OMNISHARD_PEER_POSTGRES and OMNISHARD_PEER_REDIS
 #   peers_stop      # stops both and removes the folder (peers_start traps EXIT)
@@ -14,6 +15,8 @@ peers_install() {
   local missing=()
   ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
   command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+  [ -f /usr/share/wordnet/data.noun ] || missing+=(wordnet-base)
+  [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || missing+=(fonts-dejavu-core)
   if [ ${#missing[@]} -gt 0 ]; then
     echo "peers: installing ${missing[*]}" >&2
     local sudo=""

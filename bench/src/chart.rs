@@ -12,8 +12,8 @@ use plotters::coord::ranged1d::SegmentValue;
 use plotters::prelude::*;
 use plotters::style::FontStyle;
 
-use crate::kv::YcsbResult;
 use crate::report::Report;
+use crate::stats::Measurement;
 
 /// Where the font is looked for, in order.
 const FONTS: &[&str] = &[
@@ -27,7 +27,7 @@ pub fn render(report: &Report, dir: &Path) -> Result<Vec<PathBuf>, String> {
     register_font()?;
     let groups = by_workload(&report.results);
     let throughput = dir.join("throughput.png");
-    draw(&throughput, &groups, "records per second (more is better)", |r| r.records_per_sec)?;
+    draw(&throughput, &groups, "{unit} per second (more is better)", |r| r.records_per_sec)?;
     let latency = dir.join("latency-p99.png");
     draw(&latency, &groups, "p99 ms of the slowest operation (less is better)", |r| {
         r.ops.iter().map(|o| o.p99_ms).fold(0.0, f64::max)
@@ -50,8 +50,8 @@ fn register_font() -> Result<(), String> {
 }
 
 /// Results grouped by workload, workloads and systems in report order.
-fn by_workload(results: &[YcsbResult]) -> Vec<(&str, Vec<&YcsbResult>)> {
-    let mut groups: Vec<(&str, Vec<&YcsbResult>)> = Vec::new();
+fn by_workload(results: &[Measurement]) -> Vec<(&str, Vec<&Measurement>)> {
+    let mut groups: Vec<(&str, Vec<&Measurement>)> = Vec::new();
     for result in results {
         match groups.iter_mut().find(|(w, _)| *w == result.workload) {
             Some((_, members)) => members.push(result),
@@ -63,9 +63,9 @@ fn by_workload(results: &[YcsbResult]) -> Vec<(&str, Vec<&YcsbResult>)> {
 
 fn draw(
     path: &Path,
-    groups: &[(&str, Vec<&YcsbResult>)],
+    groups: &[(&str, Vec<&Measurement>)],
     axis: &str,
-    value: fn(&YcsbResult) -> f64,
+    value: fn(&Measurement) -> f64,
 ) -> Result<(), String> {
     let rows = groups.len().div_ceil(2).max(1);
     let root = BitMapBackend::new(path, (1400, 260 * rows as u32)).into_drawing_area();
@@ -73,6 +73,8 @@ fn draw(
     root.fill(&WHITE).map_err(failed)?;
     for (area, (workload, results)) in root.split_evenly((rows, 2)).iter().zip(groups) {
         let names: Vec<String> = results.iter().map(|r| r.system.clone()).collect();
+        let unit = results.first().map(|r| r.unit.as_str()).unwrap_or_default();
+        let axis = axis.replace("{unit}", unit);
         let max = results.iter().map(|r| value(r)).fold(0.0, f64::max).max(1e-9) * 1.2;
         let mut chart = ChartBuilder::on(area)
             .caption(*workload, ("sans-serif", 18))
@@ -91,7 +93,7 @@ fn draw(
             })
             .x_labels(6)
             .x_label_formatter(&|v| short(*v))
-            .x_desc(axis)
+            .x_desc(axis.as_str())
             .label_style(("sans-serif", 13))
             .draw()
             .map_err(failed)?;
@@ -143,6 +145,7 @@ mod tests {
                 result("postgres", "C", 2000.0),
                 result("omnishard", "E", 300.0),
             ],
+            checks: vec![],
         };
         let dir = tempfile::tempdir().unwrap();
         let files = render(&report, dir.path()).unwrap();

@@ -12,8 +12,8 @@ use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Channel, Endpoint, Server};
 use tonic::{Request, Response, Status};
 
-use crate::kv::{DriverResult, YcsbResult};
-use crate::stats::Recorder;
+use crate::kv::DriverResult;
+use crate::stats::{Measurement, Recorder};
 
 /// Generated code of `bench/proto/echo.proto`.
 pub mod proto {
@@ -76,7 +76,7 @@ pub async fn measure(
     payload_size: usize,
     warmup: Duration,
     duration: Duration,
-) -> DriverResult<YcsbResult> {
+) -> DriverResult<Measurement> {
     let mut channels = Vec::new();
     for _ in 0..connections.max(1) {
         let endpoint =
@@ -110,15 +110,5 @@ pub async fn measure(
     for task in tasks {
         recorder.merge(&task.await.map_err(|e| format!("echo client failed: {e}"))?);
     }
-    let ops = recorder.summarize(duration);
-    let ops_per_sec = ops.iter().map(|o| o.ops_per_sec).sum();
-    let errors = ops.iter().map(|o| o.errors).sum();
-    Ok(YcsbResult {
-        system: name.to_string(),
-        workload: "echo (RPC floor)".into(),
-        ops_per_sec,
-        records_per_sec: ops_per_sec,
-        errors,
-        ops,
-    })
+    Ok(Measurement::of(name, "echo (RPC floor)".into(), &recorder, duration, 1.0, "calls"))
 }

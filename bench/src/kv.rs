@@ -10,7 +10,7 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 use serde::Serialize;
 
-use crate::stats::{OpSummary, Recorder};
+use crate::stats::{Measurement, Recorder};
 use crate::workload::{key, value, OpGenerator, Operation, Workload};
 
 /// Failures are reported as text: each driver's library has its own error type.
@@ -80,18 +80,6 @@ impl Default for YcsbConfig {
     }
 }
 
-/// What one workload did on one system.
-#[derive(Debug, Clone, Serialize)]
-pub struct YcsbResult {
-    pub system: String,
-    pub workload: String,
-    pub ops_per_sec: f64,
-    /// Records touched per second: `ops_per_sec` times the batch size of batched reads.
-    pub records_per_sec: f64,
-    pub errors: u64,
-    pub ops: Vec<OpSummary>,
-}
-
 /// Checks that `system` behaves like a key-value store before it is
 /// measured: batch writes land, reads tell present from absent keys, scans
 /// run in key order from their start, overwrites stick. Leaves records
@@ -146,7 +134,7 @@ pub async fn load<S: KvSystem>(system: &S, config: &YcsbConfig) -> DriverResult<
 
 /// Runs `workload` on already loaded `system`: warm-up, then the measured
 /// period; every client issues operations back to back.
-pub async fn run<S: KvSystem>(system: &S, workload: Workload, config: &YcsbConfig) -> DriverResult<YcsbResult> {
+pub async fn run<S: KvSystem>(system: &S, workload: Workload, config: &YcsbConfig) -> DriverResult<Measurement> {
     let generator = Arc::new(OpGenerator::new(workload, config.records));
     let started = Instant::now();
     let measure_from = started + config.warmup;
@@ -162,16 +150,15 @@ pub async fn run<S: KvSystem>(system: &S, workload: Workload, config: &YcsbConfi
     for task in tasks {
         recorder.merge(&task.await.map_err(|e| format!("client task failed: {e}"))?);
     }
-    let ops = recorder.summarize(config.duration);
-    let ops_per_sec: f64 = ops.iter().map(|o| o.ops_per_sec).sum();
-    Ok(YcsbResult {
-        system: system.name(),
-        workload: generator.workload().describe(),
-        ops_per_sec,
-        records_per_sec: ops_per_sec * generator.workload().batch as f64,
-        errors: ops.iter().map(|o| o.errors).sum(),
-        ops,
-    })
+    let workload = generator.workload();
+    Ok(Measurement::of(
+        &system.name(),
+        workload.describe(),
+        &recorder,
+        config.duration,
+        workload.batch as f64,
+        "records",
+    ))
 }
 
 /// One client: operations until `deadline`, recorded from `measure_from` on.

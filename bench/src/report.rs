@@ -6,7 +6,8 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::kv::{YcsbConfig, YcsbResult};
+use crate::kv::YcsbConfig;
+use crate::stats::Measurement;
 
 /// Everything one comparison run measured.
 #[derive(Debug, Clone, Serialize)]
@@ -16,64 +17,108 @@ pub struct Report {
     pub config: YcsbConfig,
     /// Durability and pool settings of each system, as stated in the report.
     pub settings: Vec<String>,
-    pub results: Vec<YcsbResult>,
+    pub results: Vec<Measurement>,
+    /// Goals measured some other way than by comparing two results (the
+    /// share of identical search rankings).
+    pub checks: Vec<Ratio>,
 }
 
-/// One of the goals: omnishard's records per second on a workload over a
-/// baseline system's on a (possibly different) workload.
+/// How a goal compares omnishard with its baseline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Metric {
+    /// omnishard's units per second over the baseline's.
+    Throughput,
+    /// The baseline's median latency of the first operation over omnishard's
+    /// (above 1: omnishard answers faster).
+    MedianLatency,
+}
+
+/// One goal: omnishard on a workload against a baseline system on a
+/// (possibly different) workload, and the floor of their ratio.
+#[derive(Debug, Clone, Copy)]
+pub struct Goal {
+    pub workload: &'static str,
+    pub baseline: &'static str,
+    pub baseline_workload: &'static str,
+    pub metric: Metric,
+    pub floor: f64,
+}
+
+const fn goal(
+    workload: &'static str,
+    baseline: &'static str,
+    baseline_workload: &'static str,
+    metric: Metric,
+    floor: f64,
+) -> Goal {
+    Goal { workload, baseline, baseline_workload, metric, floor }
+}
+
+/// The goals.
+pub const GOALS: &[Goal] = &[
+    goal("C", "postgres", "C", Metric::Throughput, 1.0),
+    goal("A", "postgres", "A", Metric::Throughput, 1.5),
+    goal("A", "redis (appendfsync always)", "A", Metric::Throughput, 0.5),
+    goal("C", "echo direct", "echo", Metric::Throughput, 0.7),
+    goal("C-batch100", "rocksdb (in-process)", "C", Metric::Throughput, 0.25),
+    goal("search-index", "tantivy (in-process)", "search-index", Metric::Throughput, 0.5),
+    goal("search-term", "postgres", "search-term", Metric::MedianLatency, 1.0),
+    goal("search-phrase", "postgres", "search-phrase", Metric::MedianLatency, 1.0),
+    goal("search-boolean", "postgres", "search-boolean", Metric::MedianLatency, 1.0),
+    goal("graph-3hop", "postgres", "graph-3hop", Metric::MedianLatency, 1.0),
+    goal("graph-3hop", "postgres", "graph-3hop", Metric::MedianLatency, 2.0),
+    goal("graph-load", "postgres", "graph-load", Metric::Throughput, 1.0),
+];
+
+/// A goal as measured.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Ratio {
-    /// A workload label: `A` … `F`, `C-batch100`, `echo`.
-    pub workload: String,
-    pub system: String,
-    pub baseline: String,
-    pub baseline_workload: String,
+    /// What is compared, e.g. `omnishard A / postgres A (throughput)`.
+    pub goal: String,
     pub ratio: f64,
-    pub goal: f64,
+    pub floor: f64,
 }
 
 impl Ratio {
     pub fn met(&self) -> bool {
-        self.ratio >= self.goal
+        self.ratio >= self.floor
     }
 }
 
-/// The throughput goals: (omnishard's workload, baseline system, baseline's
-/// workload, floor of omnishard / baseline).
-pub const GOALS: &[(&str, &str, &str, f64)] = &[
-    ("C", "postgres", "C", 1.0),
-    ("A", "postgres", "A", 1.5),
-    ("A", "redis (appendfsync always)", "A", 0.5),
-    ("C", "echo direct", "echo", 0.7),
-    ("C-batch100", "rocksdb (in-process)", "C", 0.25),
-];
-
 impl Report {
-    /// The goal ratios this report has both sides of.
+    /// The goal ratios this report has both sides of, for omnishard and each
+    /// of its variants (coalescing off, SDK direct mode), then the checks.
     pub fn ratios(&self) -> Vec<Ratio> {
+        let mut variants: Vec<&str> = Vec::new();
+        for system in self.results.iter().map(|r| r.system.as_str()).filter(|s| s.starts_with("omnishard")) {
+            if !variants.contains(&system) {
+                variants.push(system);
+            }
+        }
         GOALS
             .iter()
-            .filter_map(|&(workload, baseline, baseline_workload, goal)| {
-                let ours = self.throughput(workload, "omnishard")?;
-                let theirs = self.throughput(baseline_workload, baseline)?;
-                (theirs > 0.0).then(|| Ratio {
-                    workload: workload.into(),
-                    system: "omnishard".into(),
-                    baseline: baseline.into(),
-                    baseline_workload: baseline_workload.into(),
-                    ratio: ours / theirs,
-                    goal,
-                })
-            })
+            .flat_map(|g| variants.iter().filter_map(move |v| self.measure(g, v)))
+            .chain(self.checks.iter().cloned())
             .collect()
     }
 
-    /// Records per second of `system` on the workload labelled `workload`.
-    fn throughput(&self, workload: &str, system: &str) -> Option<f64> {
-        self.results
-            .iter()
-            .find(|r| r.system == system && r.workload.split(' ').next() == Some(workload))
-            .map(|r| r.records_per_sec)
+    fn measure(&self, goal: &Goal, system: &str) -> Option<Ratio> {
+        let ours = self.result(goal.workload, system)?;
+        let theirs = self.result(goal.baseline_workload, goal.baseline)?;
+        let (ratio, what) = match goal.metric {
+            Metric::Throughput => (ours.records_per_sec / theirs.records_per_sec, "throughput"),
+            Metric::MedianLatency => (theirs.ops.first()?.p50_ms / ours.ops.first()?.p50_ms, "inverse p50 latency"),
+        };
+        ratio.is_finite().then(|| Ratio {
+            goal: format!("{system} {} / {} {} ({what})", goal.workload, goal.baseline, goal.baseline_workload),
+            ratio,
+            floor: goal.floor,
+        })
+    }
+
+    /// The result of `system` on the workload labelled `workload`.
+    fn result(&self, workload: &str, system: &str) -> Option<&Measurement> {
+        self.results.iter().find(|r| r.system == system && r.label() == workload)
     }
 
     /// The report as Markdown.
@@ -97,8 +142,9 @@ impl Report {
         for result in &self.results {
             if workload != Some(&result.workload) {
                 workload = Some(&result.workload);
-                let _ = writeln!(out, "\n**YCSB {}**\n", result.workload);
-                let _ = writeln!(out, "| system | records/s | op | p50 ms | p95 ms | p99 ms | p99.9 ms | errors |");
+                let _ = writeln!(out, "\n**{}**\n", heading(&result.workload));
+                let _ =
+                    writeln!(out, "| system | {}/s | op | p50 ms | p95 ms | p99 ms | p99.9 ms | errors |", result.unit);
                 let _ = writeln!(out, "|--------|----------:|----|-------:|-------:|-------:|---------:|-------:|");
             }
             for (i, op) in result.ops.iter().enumerate() {
@@ -118,17 +164,8 @@ impl Report {
         if !ratios.is_empty() {
             let _ = writeln!(out, "\n| goal | ratio | floor | met |\n|------|------:|------:|-----|");
             for r in ratios {
-                let _ = writeln!(
-                    out,
-                    "| {} {} / {} {} | {:.2}× | {:.2}× | {} |",
-                    r.system,
-                    r.workload,
-                    r.baseline,
-                    r.baseline_workload,
-                    r.ratio,
-                    r.goal,
-                    if r.met() { "yes" } else { "**no**" }
-                );
+                let met = if r.met() { "yes" } else { "**no**" };
+                let _ = writeln!(out, "| {} | {:.2}× | {:.2}× | {met} |", r.goal, r.ratio, r.floor);
             }
         }
         out
@@ -141,13 +178,23 @@ impl Report {
     }
 }
 
+/// A workload's table heading: YCSB's workloads are the capitalised labels
+/// (`A`…`F`, `C-batch100`); the other models' labels are lower case.
+fn heading(workload: &str) -> String {
+    if workload.starts_with(|c: char| c.is_ascii_uppercase()) {
+        format!("YCSB {workload}")
+    } else {
+        workload.to_string()
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
     use crate::stats::OpSummary;
 
     /// One result with a single `read` row (shared with the chart tests).
-    pub(crate) fn result(system: &str, workload: &str, ops_per_sec: f64) -> YcsbResult {
+    pub(crate) fn result(system: &str, workload: &str, ops_per_sec: f64) -> Measurement {
         let op = OpSummary {
             op: "read".into(),
             ops: 100,
@@ -159,11 +206,12 @@ pub(crate) mod tests {
             p99_ms: 2.25,
             p999_ms: 4.0,
         };
-        YcsbResult {
+        Measurement {
             system: system.into(),
             workload: workload.into(),
             ops_per_sec,
             records_per_sec: ops_per_sec,
+            unit: "records".into(),
             errors: 0,
             ops: vec![op],
         }
@@ -180,6 +228,7 @@ pub(crate) mod tests {
                 result("omnishard", "A (50% read / 50% update, zipfian)", 1000.0),
                 result("postgres", "A (50% read / 50% update, zipfian)", 1000.0),
             ],
+            checks: vec![],
         }
     }
 
@@ -187,8 +236,9 @@ pub(crate) mod tests {
     fn test_ratios_compare_omnishard_with_each_baseline() {
         let ratios = report().ratios();
         assert_eq!(ratios.len(), 2, "no redis result, so no redis ratio: {ratios:?}");
-        assert_eq!((ratios[0].workload.as_str(), ratios[0].ratio, ratios[0].met()), ("C", 1.5, true));
-        assert_eq!((ratios[1].workload.as_str(), ratios[1].ratio, ratios[1].met()), ("A", 1.0, false));
+        assert_eq!(ratios[0].goal, "omnishard C / postgres C (throughput)");
+        assert_eq!((ratios[0].ratio, ratios[0].met()), (1.5, true));
+        assert_eq!((ratios[1].ratio, ratios[1].floor, ratios[1].met()), (1.0, 1.5, false));
     }
 
     #[test]
@@ -198,8 +248,9 @@ pub(crate) mod tests {
         batch.records_per_sec = 20_000.0;
         report.results.push(batch);
         report.results.push(result("rocksdb (in-process)", "C (100% read, zipfian)", 400_000.0));
-        let ratio = report.ratios().into_iter().find(|r| r.workload == "C-batch100").unwrap();
-        assert_eq!((ratio.baseline_workload.as_str(), ratio.ratio), ("C", 0.05));
+        let ratio = report.ratios().into_iter().find(|r| r.goal.contains("C-batch100")).unwrap();
+        assert_eq!(ratio.goal, "omnishard C-batch100 / rocksdb (in-process) C (throughput)");
+        assert_eq!(ratio.ratio, 0.05);
         assert!(!ratio.met());
     }
 
@@ -208,9 +259,28 @@ pub(crate) mod tests {
         let md = report().markdown();
         assert!(md.contains("**YCSB C (100% read, zipfian)**"), "{md}");
         assert!(md.contains("| omnishard | 3000 | read | 0.500 | 1.500 | 2.250 | 4.000 | 0 |"), "{md}");
-        assert!(md.contains("| omnishard A / postgres A | 1.00× | 1.50× | **no** |"), "{md}");
+        assert!(md.contains("| omnishard A / postgres A (throughput) | 1.00× | 1.50× | **no** |"), "{md}");
+        assert!(md.contains("| system | records/s | op |"), "{md}");
         assert!(md.contains("* postgres: synchronous_commit=on"), "{md}");
         assert_eq!(md.matches("| system |").count(), 2);
+    }
+
+    #[test]
+    fn test_latency_goals_compare_medians_and_checks_are_listed() {
+        let mut report = report();
+        let mut ours = result("omnishard", "graph-3hop (3-hop traversals, 1 client)", 100.0);
+        ours.ops[0].p50_ms = 0.25;
+        report.results.push(ours);
+        report.results.push(result("postgres", "graph-3hop (3-hop traversals, 1 client)", 100.0));
+        report.checks.push(Ratio { goal: "search top 10 identical to tantivy".into(), ratio: 0.99, floor: 1.0 });
+        let ratios = report.ratios();
+        let graph: Vec<&Ratio> = ratios.iter().filter(|r| r.goal.contains("graph-3hop")).collect();
+        // postgres p50 0.5 ms / omnishard 0.25 ms, against floors 1.0 and 2.0.
+        assert_eq!(graph.iter().map(|r| (r.ratio, r.met())).collect::<Vec<_>>(), [(2.0, true), (2.0, true)]);
+        assert!(graph[0].goal.ends_with("(inverse p50 latency)"), "{}", graph[0].goal);
+        let md = report.markdown();
+        assert!(md.contains("\n**graph-3hop (3-hop traversals, 1 client)**\n"), "{md}");
+        assert!(md.contains("| search top 10 identical to tantivy | 0.99× | 1.00× | **no** |"), "{md}");
     }
 
     #[test]

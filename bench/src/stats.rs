@@ -69,6 +69,52 @@ fn new_histogram() -> Histogram<u64> {
     histogram
 }
 
+/// What one workload did on one system: throughput and each operation's latencies.
+#[derive(Debug, Clone, Serialize)]
+pub struct Measurement {
+    pub system: String,
+    /// Its label (`A`, `graph-3hop`, `search-term`, …) and, after a space, its description.
+    pub workload: String,
+    pub ops_per_sec: f64,
+    /// Units of work per second: `ops_per_sec` times the records of a batched
+    /// read, edges or documents while loading, megabytes of a transfer.
+    pub records_per_sec: f64,
+    /// What `records_per_sec` counts: `records`, `edges`, `docs`, `queries`, `MB`.
+    pub unit: String,
+    pub errors: u64,
+    pub ops: Vec<OpSummary>,
+}
+
+impl Measurement {
+    /// A measurement of one kind of operation, recorded by `recorder` over `elapsed`,
+    /// where each operation moves `per_op` units.
+    pub fn of(
+        system: &str,
+        workload: String,
+        recorder: &Recorder,
+        elapsed: Duration,
+        per_op: f64,
+        unit: &str,
+    ) -> Measurement {
+        let ops = recorder.summarize(elapsed);
+        let ops_per_sec: f64 = ops.iter().map(|o| o.ops_per_sec).sum();
+        Measurement {
+            system: system.to_string(),
+            workload,
+            ops_per_sec,
+            records_per_sec: ops_per_sec * per_op,
+            unit: unit.to_string(),
+            errors: ops.iter().map(|o| o.errors).sum(),
+            ops,
+        }
+    }
+
+    /// The label: the workload's first word.
+    pub fn label(&self) -> &str {
+        self.workload.split(' ').next().unwrap_or_default()
+    }
+}
+
 /// Throughput and latency percentiles of one operation.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct OpSummary {

@@ -1,13 +1,22 @@
-//! Smoke tests of every driver against its real system: RocksDB in-process,
-//! the echo floor on loopback, PostgreSQL and Redis started by
+//! Smoke tests of every driver against its real system: RocksDB and Tantivy
+//! in-process, the echo floor on loopback, PostgreSQL and Redis started by
 //! `scripts/test.sh` (through `scripts/peers.sh`), which names them in
 //! `OMNISHARD_PEER_POSTGRES` and `OMNISHARD_PEER_REDIS`. The omnishard
 //! driver's smoke test runs against a real cluster in `tests/tests/bench.rs`.
 
 use std::time::Duration;
 
+use std::sync::Arc;
+
+use omnishard_bench::drivers::postgres_graph::PostgresGraph;
+use omnishard_bench::drivers::postgres_search::PostgresSearch;
+use omnishard_bench::drivers::tantivy::TantivySearch;
 use omnishard_bench::drivers::{postgres::Postgres, redis::Redis, rocksdb::RocksDb};
+use omnishard_bench::graph::{self, GraphConfig, SyntheticGraph};
 use omnishard_bench::kv::{self, KvSystem, YcsbConfig};
+use omnishard_bench::runner::Timing;
+use omnishard_bench::search::{self, Doc, SearchConfig, SearchRun, SearchSystem};
+use omnishard_bench::stats::Measurement;
 use omnishard_bench::workload::Workload;
 
 fn tiny() -> YcsbConfig {
@@ -102,4 +111,69 @@ async fn test_echo_floor_direct_and_through_a_relay() {
         assert_eq!(result.errors, 0, "{result:?}");
         assert!(result.ops[0].ops > 10, "{result:?}");
     }
+}
+
+fn tiny_timing() -> Timing {
+    Timing { warmup: Duration::from_millis(20), duration: Duration::from_millis(200) }
+}
+
+/// The labels of `results`, in order.
+fn labels(results: &[Measurement]) -> Vec<&str> {
+    results.iter().map(Measurement::label).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_postgres_graph_driver_answers_like_the_in_memory_graph() {
+    let Some(url) = peer("OMNISHARD_PEER_POSTGRES") else { return };
+    let store = PostgresGraph::create(&url).await.unwrap();
+    let graph = Arc::new(SyntheticGraph::generate(2_000, 4.0, 1));
+    let config = GraphConfig { vertices: 2_000, mean_degree: 4.0, loaders: 2, clients: 3, timing: tiny_timing() };
+    // `run` first checks neighbours, 3-hop reach and shortest paths against the in-memory graph.
+    let results = graph::run(&store, graph.clone(), &config).await.unwrap();
+    assert_eq!(labels(&results), ["graph-load", "graph-1hop", "graph-3hop", "graph-3hop-concurrent", "graph-path"]);
+    assert_eq!(results[0].unit, "edges");
+    assert!(results[0].workload.contains(&format!("{} power-law edges", graph.edges())), "{}", results[0].workload);
+    for m in &results[1..] {
+        assert!(m.errors == 0 && m.ops[0].ops > 0, "{m:?}");
+    }
+}
+
+/// The 4,058-document WordNet sample the search tests use.
+pub fn sample_docs() -> Arc<Vec<Doc>> {
+    let text = include_str!("../../tests/data/wordnet-sample.jsonl");
+    Arc::new(text.lines().map(|line| serde_json::from_str(line).unwrap()).collect())
+}
+
+async fn search_smoke<S: SearchSystem>(store: &S) -> SearchRun {
+    let config = SearchConfig { loaders: 2, batch: 500, queries: 30, clients: 3, timing: tiny_timing() };
+    let run = search::run(store, sample_docs(), &config).await.unwrap();
+    let expected = ["search-index", "search-term", "search-phrase", "search-boolean", "search-concurrent"];
+    assert_eq!(labels(&run.measurements), expected);
+    assert_eq!(run.measurements[0].unit, "docs");
+    for m in &run.measurements[1..] {
+        assert!(m.errors == 0 && m.ops[0].ops > 0, "{m:?}");
+    }
+    // Queries come from the corpus: most of them match something.
+    let matched = run.answers.iter().flatten().filter(|top| !top.is_empty()).count();
+    assert!(matched * 10 > 90 * 7, "{matched} of 90 queries matched");
+    assert!(run
+        .answers
+        .iter()
+        .flatten()
+        .all(|top| top.len() <= 10 && top.windows(2).all(|w| w[0].score >= w[1].score)));
+    run
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_tantivy_search_driver_indexes_and_ranks_the_sample() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = search_smoke(&TantivySearch::create(dir.path()).unwrap()).await;
+    // Ranking is deterministic: the same index agrees with itself.
+    assert_eq!(search::agreement(&run.answers, &run.answers), 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_postgres_search_driver_indexes_and_ranks_the_sample() {
+    let Some(url) = peer("OMNISHARD_PEER_POSTGRES") else { return };
+    search_smoke(&PostgresSearch::create(&url).await.unwrap()).await;
 }

@@ -327,19 +327,28 @@ pub enum BenchCommand {
     /// Upload and download one large file next to dd's sequential write
     /// speed, with KV get latency during the transfers.
     Files(BenchFilesArgs),
-    /// YCSB core workloads against omnishard and the systems users would
-    /// otherwise pick (PostgreSQL, Redis, in-process RocksDB), next to the
-    /// gRPC echo floor; Markdown and JSON reports (`bench/run-peers.sh` runs it all).
-    Ycsb(BenchYcsbArgs),
+    /// omnishard against the systems users would otherwise pick: YCSB on
+    /// PostgreSQL, Redis and in-process RocksDB next to the gRPC echo floor;
+    /// graphs on PostgreSQL; search on PostgreSQL and in-process Tantivy;
+    /// files against the raw disk. Markdown, JSON and PNG reports
+    /// (`bench/run-peers.sh` runs it all).
+    #[command(alias = "ycsb")]
+    Compare(Box<BenchCompareArgs>),
     /// A gRPC echo server (the RPC floor), or with --upstream a relay to one.
     EchoServer(EchoServerArgs),
 }
 
 #[derive(Debug, Clone, Args)]
-pub struct BenchYcsbArgs {
-    /// Systems to drive, in order: omnishard, postgres, redis-always, redis-everysec, rocksdb, echo.
+pub struct BenchCompareArgs {
+    /// Systems to drive, in order: echo, omnishard, omnishard-uncoalesced,
+    /// omnishard-direct (the SDK's direct mode), postgres, redis-always,
+    /// redis-everysec, rocksdb, tantivy, disk. Each runs the suites it has
+    /// drivers for.
     #[arg(long, value_delimiter = ',', default_value = "echo,omnishard,rocksdb")]
     pub systems: Vec<String>,
+    /// Suites to run: kv (YCSB), graph, search, files.
+    #[arg(long, value_delimiter = ',', default_value = "kv")]
+    pub suites: Vec<String>,
     /// YCSB core workloads to run, in order.
     #[arg(long, value_delimiter = ',', default_value = "A,B,C,D,E,F")]
     pub workloads: Vec<char>,
@@ -377,9 +386,36 @@ pub struct BenchYcsbArgs {
     /// HTTP/2 connections the omnishard and echo clients share.
     #[arg(long, default_value_t = 8)]
     pub connections: usize,
-    /// Folder for report.md and report.json.
+    /// Folder for report.md, report.json and the PNG charts.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Graph suite: vertices of the synthetic power-law graph.
+    #[arg(long, default_value_t = 68_000)]
+    pub graph_vertices: u64,
+    /// Graph suite: mean out-degree.
+    #[arg(long, default_value_t = 4.0)]
+    pub graph_degree: f64,
+    /// Search suite: WordNet database folder (Debian package wordnet-base).
+    #[arg(long, default_value = "/usr/share/wordnet")]
+    pub corpus: PathBuf,
+    /// Search suite: documents indexed (WordNet has 117,659).
+    #[arg(long, default_value_t = 100_000)]
+    pub search_docs: usize,
+    /// Search suite: queries of each kind.
+    #[arg(long, default_value_t = 200)]
+    pub search_queries: usize,
+    /// Files suite: size of each file, e.g. 256MiB.
+    #[arg(long, default_value = "256MiB")]
+    pub file_size: bytesize::ByteSize,
+    /// Files suite: files written and read.
+    #[arg(long, default_value_t = 2)]
+    pub files: usize,
+    /// Graph and search suites: connections loading in parallel.
+    #[arg(long, default_value_t = 4)]
+    pub loaders: usize,
+    /// Graph and search suites: measured period of each timed workload.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "5s")]
+    pub model_duration: Duration,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -31,8 +31,8 @@ pub async fn run(global: &Global, cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Search(args) => crate::bench_search::run(global, args).await,
         BenchCommand::Files(args) => crate::bench_files::run(global, args).await,
         BenchCommand::OtlpSink(args) => crate::bench_otlp::run(args).await,
-        BenchCommand::Ycsb(args) => crate::bench_ycsb::run(global, args).await,
-        BenchCommand::EchoServer(args) => crate::bench_ycsb::echo_server(args).await,
+        BenchCommand::Compare(args) => crate::bench_compare::run(global, *args).await,
+        BenchCommand::EchoServer(args) => crate::bench_compare::echo_server(args).await,
     }
 }
 

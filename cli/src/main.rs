@@ -22,11 +22,11 @@
 mod admin;
 mod args;
 mod bench;
+mod bench_compare;
 mod bench_files;
 mod bench_graph;
 mod bench_otlp;
 mod bench_search;
-mod bench_ycsb;
 mod dev;
 mod file;
 mod graph;

@@ -10,15 +10,18 @@
 //! ```
 //!
 //! Layout: [`Client`], its options and [`Error`] are in this file;
-//! [`trace_ids`] notes the trace id of every response.
+//! [`trace_ids`] notes the trace id of every response; [`direct`] is the
+//! direct mode that caches the ring and calls the shards itself.
 
 #![forbid(unsafe_code)]
 
 use std::time::Duration;
 
+pub mod direct;
 pub mod trace_ids;
 
 pub use bytes::Bytes;
+pub use direct::DirectClient;
 use futures::StreamExt;
 use omnishard_proto::v1::admin_service_client::AdminServiceClient;
 use omnishard_proto::v1::file_service_client::FileServiceClient;

@@ -1,7 +1,8 @@
-//! omnishard through its gateway, with the Rust SDK: every write is
-//! acknowledged once the shard has it in its synced write-ahead log.
+//! omnishard with the Rust SDK, through its gateway or (direct mode) straight
+//! to the shards: every write is acknowledged once the shard has it in its
+//! synced write-ahead log.
 
-use omnishard_client::{Client, Op, PutOptions};
+use omnishard_client::{Client, DirectClient, Op, PutOptions};
 
 use crate::kv::{DriverResult, KvClient, KvSystem};
 use crate::workload::key;
@@ -13,6 +14,7 @@ pub const NAMESPACE: &str = "ycsb";
 pub struct Omnishard {
     clients: Vec<Client>,
     next: std::sync::atomic::AtomicUsize,
+    name: String,
 }
 
 impl Omnishard {
@@ -22,7 +24,12 @@ impl Omnishard {
             let client = Client::connect(url).await.map_err(|e| format!("connecting to {url}: {e}"))?;
             clients.push(client.with_namespace(NAMESPACE));
         }
-        Ok(Omnishard { clients, next: Default::default() })
+        Ok(Omnishard { clients, next: Default::default(), name: "omnishard".into() })
+    }
+
+    /// The same driver, reported under `name` (a variant of the cluster's settings).
+    pub fn named(self, name: &str) -> Omnishard {
+        Omnishard { name: name.to_string(), ..self }
     }
 }
 
@@ -30,7 +37,7 @@ impl KvSystem for Omnishard {
     type Client = Client;
 
     fn name(&self) -> String {
-        "omnishard".into()
+        self.name.clone()
     }
 
     async fn client(&self) -> DriverResult<Client> {
@@ -71,5 +78,66 @@ impl KvClient for Client {
         let cursor = start.checked_sub(1).map(|before| omnishard_proto::scan_cursor::after(key(before).as_bytes()));
         let page = Client::scan(self, b"user", cursor.as_deref(), len as u32).await.map_err(|e| e.to_string())?;
         Ok(page.entries.len())
+    }
+}
+
+/// omnishard with the SDK's direct mode: gets, batch gets and puts go from
+/// the client straight to the owning shard (ring cached in the client);
+/// loads and scans still go through the gateway.
+pub struct OmnishardDirect {
+    clients: Vec<DirectClient>,
+    next: std::sync::atomic::AtomicUsize,
+}
+
+impl OmnishardDirect {
+    /// `connections` independent clients, each with its own channel to every shard.
+    pub async fn connect(url: &str, connections: usize) -> DriverResult<OmnishardDirect> {
+        let mut clients = Vec::new();
+        for _ in 0..connections.max(1) {
+            let client = DirectClient::connect(url).await.map_err(|e| format!("connecting to {url}: {e}"))?;
+            clients.push(client.with_namespace(NAMESPACE));
+        }
+        Ok(OmnishardDirect { clients, next: Default::default() })
+    }
+}
+
+impl KvSystem for OmnishardDirect {
+    type Client = DirectClient;
+
+    fn name(&self) -> String {
+        "omnishard (SDK direct mode)".into()
+    }
+
+    async fn client(&self) -> DriverResult<DirectClient> {
+        let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(self.clients[n % self.clients.len()].clone())
+    }
+}
+
+impl KvClient for DirectClient {
+    async fn read(&mut self, key: &str) -> DriverResult<bool> {
+        match self.get(key.as_bytes()).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.code() == tonic::Code::NotFound => Ok(false),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    async fn read_batch(&mut self, keys: Vec<String>) -> DriverResult<usize> {
+        let keys: Vec<Vec<u8>> = keys.into_iter().map(String::into_bytes).collect();
+        let found = self.batch_get(&keys).await.map_err(|e| e.to_string())?;
+        Ok(found.iter().filter(|v| v.is_some()).count())
+    }
+
+    async fn write(&mut self, key: &str, value: Vec<u8>) -> DriverResult<()> {
+        self.put(key.as_bytes(), &value, PutOptions::default()).await.map(drop).map_err(|e| e.to_string())
+    }
+
+    async fn write_batch(&mut self, records: Vec<(String, Vec<u8>)>) -> DriverResult<()> {
+        KvClient::write_batch(&mut self.gateway(), records).await
+    }
+
+    async fn scan(&mut self, start: u64, len: usize) -> DriverResult<usize> {
+        KvClient::scan(&mut self.gateway(), start, len).await
     }
 }

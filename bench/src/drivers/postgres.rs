@@ -30,10 +30,15 @@ impl Postgres {
 
     /// Reports a server setting (`synchronous_commit`), for the report's fine print.
     pub async fn setting(&self, name: &str) -> DriverResult<String> {
-        let client = connect(&self.url).await?;
-        let row = client.query_one("SELECT current_setting($1)", &[&name]).await.map_err(|e| e.to_string())?;
-        Ok(row.get(0))
+        setting(&self.url, name).await
     }
+}
+
+/// A setting of the server at `url`.
+pub async fn setting(url: &str, name: &str) -> DriverResult<String> {
+    let client = connect(url).await?;
+    let row = client.query_one("SELECT current_setting($1)", &[&name]).await.map_err(|e| e.to_string())?;
+    Ok(row.get(0))
 }
 
 /// A connection whose background task runs on the current runtime.

@@ -1,0 +1,240 @@
+//! Direct mode for key-value calls: the client caches the cluster's ring
+//! and sends gets, batch gets and puts straight to the owning shard, saving
+//! the gateway hop (as Redis Cluster and TiKV clients do). The ring comes
+//! from the gateway's `Cluster` answer; when a shard refuses a call with its
+//! typed rejection (`wrong-epoch` or `not-owner`, after a topology change),
+//! the client fetches the ring again and retries.
+//!
+//! Everything else (graph, search, files, scans, multi-shard writes) goes
+//! through the gateway: [`DirectClient::gateway`].
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use omnishard_common::limits::Limits;
+use omnishard_common::namespace;
+use omnishard_common::placement::Ring;
+use omnishard_common::rejection::Rejection;
+use omnishard_proto::v1::shard_service_client::ShardServiceClient;
+use omnishard_proto::v1::*;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::{Client, Error, PutOptions};
+
+/// How often a call is retried after the ring was refreshed.
+const MAX_REFRESHES: usize = 3;
+/// Longest TTL, as the gateway allows.
+const MAX_TTL: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// The cached ring and a connection to every shard it names.
+struct Routing {
+    ring: Ring,
+    shards: Vec<ShardServiceClient<Channel>>,
+}
+
+/// A key-value client that talks to the shards itself. Cheap to clone.
+#[derive(Clone)]
+pub struct DirectClient {
+    gateway: Client,
+    namespace: String,
+    limits: Limits,
+    routing: Arc<RwLock<Arc<Routing>>>,
+}
+
+impl DirectClient {
+    /// Connects to the gateway at `url`, reads the ring and connects to every shard.
+    pub async fn connect(url: &str) -> Result<DirectClient, Error> {
+        let gateway = Client::connect(url).await?;
+        let routing = fetch_routing(&gateway).await?;
+        Ok(DirectClient {
+            gateway,
+            namespace: String::new(),
+            limits: Limits::default(),
+            routing: Arc::new(RwLock::new(Arc::new(routing))),
+        })
+    }
+
+    /// The same client, working in `namespace`.
+    pub fn with_namespace(&self, namespace: impl Into<String>) -> DirectClient {
+        DirectClient { namespace: namespace.into(), gateway: self.gateway.with_namespace(""), ..self.clone() }
+    }
+
+    /// The gateway client, for every call direct mode does not cover.
+    pub fn gateway(&self) -> Client {
+        self.gateway.with_namespace(self.namespace.clone())
+    }
+
+    /// The ring epoch this client routes with.
+    pub fn epoch(&self) -> u64 {
+        self.routing().ring.epoch()
+    }
+
+    /// Reads a key from its shard; `NotFound` when it is absent or expired.
+    pub async fn get(&self, key: &[u8]) -> Result<KeyValue, Error> {
+        let ns = self.resolved()?;
+        self.limits.check_key(key).map_err(invalid)?;
+        let value = self.read(ns, vec![key.to_vec()]).await?.pop().unwrap_or_default();
+        if !value.found {
+            return Err(tonic::Status::not_found(format!("key {:?} not found", String::from_utf8_lossy(key))).into());
+        }
+        Ok(KeyValue {
+            key: key.to_vec(),
+            value: value.value,
+            version: value.version,
+            expires_at_ms: value.expires_at_ms,
+        })
+    }
+
+    /// Reads many keys, one call per owning shard, all shards in parallel;
+    /// `None` for each absent key, in request order.
+    pub async fn batch_get(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<KeyValue>>, Error> {
+        let ns = self.resolved()?;
+        for key in keys {
+            self.limits.check_key(key).map_err(invalid)?;
+        }
+        for _ in 0..MAX_REFRESHES {
+            let routing = self.routing();
+            let mut groups: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+            for (i, key) in keys.iter().enumerate() {
+                groups.entry(routing.ring.owner_index(ns, key)).or_default().push(i);
+            }
+            let calls = groups.into_iter().map(|(shard, indexes)| {
+                let req = ShardReadRequest {
+                    epoch: routing.ring.epoch(),
+                    namespace: ns.to_string(),
+                    keys: indexes.iter().map(|&i| keys[i].clone()).collect(),
+                };
+                let mut client = routing.shards[shard].clone();
+                async move { client.read(req).await.map(|r| (indexes, r.into_inner().values)) }
+            });
+            let mut out: Vec<Option<KeyValue>> = vec![None; keys.len()];
+            let mut stale = false;
+            for result in futures::future::join_all(calls).await {
+                match result {
+                    Ok((indexes, values)) => {
+                        for (i, v) in indexes.into_iter().zip(values).filter(|(_, v)| v.found) {
+                            out[i] = Some(KeyValue {
+                                key: keys[i].clone(),
+                                value: v.value,
+                                version: v.version,
+                                expires_at_ms: v.expires_at_ms,
+                            });
+                        }
+                    }
+                    Err(status) if Rejection::kind_of(&status).is_some() => stale = true,
+                    Err(status) => return Err(status.into()),
+                }
+            }
+            if !stale {
+                return Ok(out);
+            }
+            self.refresh().await?;
+        }
+        Err(stale_ring())
+    }
+
+    /// Writes a key on its shard, acknowledged once it is in the shard's synced WAL.
+    pub async fn put(&self, key: &[u8], value: &[u8], options: PutOptions) -> Result<WriteResult, Error> {
+        let ns = self.resolved()?;
+        self.limits.check_key(key).map_err(invalid)?;
+        self.limits.check_value(value).map_err(invalid)?;
+        // A deadline, not a TTL, so a retried write does not extend it.
+        let expires_at_ms = match options.ttl {
+            Some(ttl) if ttl.is_zero() => return Err(invalid_field("ttl", "must be positive; omit it for no expiry")),
+            Some(ttl) if ttl > MAX_TTL => return Err(invalid_field("ttl", "is longer than the limit of 100 years")),
+            Some(ttl) => now_ms().saturating_add(ttl.as_millis() as u64),
+            None => 0,
+        };
+        let put = ShardPut {
+            key: key.to_vec(),
+            value: value.to_vec(),
+            expires_at_ms,
+            expected_version: options.expected_version,
+        };
+        let txn = ShardTxn { namespace: ns.to_string(), ops: vec![ShardOp { op: Some(shard_op::Op::Put(put)) }] };
+        for _ in 0..MAX_REFRESHES {
+            let routing = self.routing();
+            let shard = routing.ring.owner_index(ns, key);
+            let shard_id = routing.ring.shard_ids()[shard].to_string();
+            let req = ShardApplyRequest { epoch: routing.ring.epoch(), txns: vec![txn.clone()] };
+            match routing.shards[shard].clone().apply(req).await {
+                Ok(response) => {
+                    let outcome = response.into_inner().outcomes.pop().unwrap_or_default();
+                    if outcome.code != 0 {
+                        return Err(tonic::Status::new(tonic::Code::from_i32(outcome.code), outcome.message).into());
+                    }
+                    return Ok(WriteResult { shard_id, version: outcome.seq, seq: outcome.seq });
+                }
+                // Refused before anything was written: safe to send again.
+                Err(status) if Rejection::kind_of(&status).is_some() => self.refresh().await?,
+                Err(status) => return Err(status.into()),
+            }
+        }
+        Err(stale_ring())
+    }
+
+    /// Reads `keys` (all owned by one shard under the current ring) with retries on a stale ring.
+    async fn read(&self, ns: &str, keys: Vec<Vec<u8>>) -> Result<Vec<ShardValue>, Error> {
+        for _ in 0..MAX_REFRESHES {
+            let routing = self.routing();
+            let shard = routing.ring.owner_index(ns, &keys[0]);
+            let req = ShardReadRequest { epoch: routing.ring.epoch(), namespace: ns.to_string(), keys: keys.clone() };
+            match routing.shards[shard].clone().read(req).await {
+                Ok(response) => return Ok(response.into_inner().values),
+                Err(status) if Rejection::kind_of(&status).is_some() => self.refresh().await?,
+                Err(status) => return Err(status.into()),
+            }
+        }
+        Err(stale_ring())
+    }
+
+    /// Fetches the ring again from the gateway.
+    pub async fn refresh(&self) -> Result<(), Error> {
+        let routing = fetch_routing(&self.gateway).await?;
+        *self.routing.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(routing);
+        Ok(())
+    }
+
+    fn routing(&self) -> Arc<Routing> {
+        self.routing.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn resolved(&self) -> Result<&str, Error> {
+        namespace::resolve(&self.namespace).map_err(invalid)
+    }
+}
+
+/// The gateway's ring and a lazily connected channel to each shard.
+async fn fetch_routing(gateway: &Client) -> Result<Routing, Error> {
+    let cluster = gateway.cluster().await?;
+    let ids: Vec<String> = cluster.shards.iter().map(|s| s.id.clone()).collect();
+    let ring = Ring::new(cluster.epoch, cluster.vnodes, &ids)
+        .map_err(|e| tonic::Status::internal(format!("the gateway's topology makes no ring: {e}")))?;
+    let mut shards = Vec::with_capacity(cluster.shards.len());
+    for shard in &cluster.shards {
+        let url = if shard.addr.contains("://") { shard.addr.clone() } else { format!("http://{}", shard.addr) };
+        let endpoint = Endpoint::from_shared(url.clone())
+            .map_err(|e| Error::Connect { url: url.clone(), reason: e.to_string() })?
+            .connect_timeout(Duration::from_secs(3))
+            .tcp_nodelay(true);
+        shards.push(ShardServiceClient::new(endpoint.connect_lazy()));
+    }
+    Ok(Routing { ring, shards })
+}
+
+fn invalid(e: omnishard_common::Error) -> Error {
+    Error::Status(e.into())
+}
+
+fn invalid_field(field: &str, why: &str) -> Error {
+    Error::Status(tonic::Status::invalid_argument(format!("{field}: {why}")))
+}
+
+fn stale_ring() -> Error {
+    Error::Status(tonic::Status::unavailable("the shards kept refusing the ring after refreshing it; retry later"))
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
