@@ -175,3 +175,54 @@ async fn test_sdk_direct_mode_reads_and_writes_the_gateways_data() {
     let store = omnishard_bench::drivers::omnishard::OmnishardDirect::connect(cluster.gateway_url(), 2).await.unwrap();
     kv::check(&store).await.unwrap();
 }
+
+/// A TCP forwarder standing in for a stable gateway address (a load
+/// balancer): new connections go to whatever `target` names at the time.
+async fn forwarder(target: Arc<std::sync::Mutex<String>>) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            let to = target.lock().unwrap().clone();
+            tokio::spawn(async move {
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect(to).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    });
+    url
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_sdk_direct_mode_refreshes_its_ring_when_the_shards_move_to_a_new_epoch() {
+    let mut cluster = Cluster::builder().shards(3).start().await.unwrap();
+    let target = Arc::new(std::sync::Mutex::new(cluster.gateway_url().trim_start_matches("http://").to_string()));
+    let url = forwarder(target.clone()).await;
+    let direct = omnishard_client::DirectClient::connect(&url).await.unwrap();
+    for n in 0..30u32 {
+        direct.put(format!("k{n}").as_bytes(), &n.to_be_bytes(), Default::default()).await.unwrap();
+    }
+    assert_eq!(direct.epoch(), 1);
+    // The operator moves the cluster to epoch 2: a gateway with the new
+    // topology installs it on every shard it writes to.
+    let config = cluster.data_dir().join("gateway.toml");
+    let text = std::fs::read_to_string(&config).unwrap().replace("epoch = 1\n", "epoch = 2\n");
+    std::fs::write(&config, text).unwrap();
+    cluster.restart_gateway().await.unwrap();
+    *target.lock().unwrap() = cluster.gateway_url().trim_start_matches("http://").to_string();
+    let gateway = cluster.client().await.unwrap();
+    for n in 0..30u32 {
+        gateway.put(format!("g{n}").as_bytes(), b"x", Default::default()).await.unwrap();
+    }
+    let stats = gateway.cluster().await.unwrap();
+    assert!(stats.shards.iter().all(|s| s.epoch == 2), "{:?}", stats.shards);
+    // The direct client's epoch-1 calls are refused; it refreshes from the
+    // gateway and retries, so its callers see no error.
+    for n in 0..30u32 {
+        assert_eq!(direct.get(format!("k{n}").as_bytes()).await.unwrap().value, n.to_be_bytes());
+    }
+    assert_eq!(direct.epoch(), 2);
+    direct.put(b"after", b"y", Default::default()).await.unwrap();
+    assert_eq!(gateway.get(b"after").await.unwrap().value, b"y");
+}
