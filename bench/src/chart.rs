@@ -99,7 +99,11 @@ fn draw(
             .map_err(failed)?;
         chart
             .draw_series(results.iter().enumerate().map(|(i, r)| {
-                let color = if r.system == "omnishard" { BLUE.mix(0.8) } else { Palette99::pick(i + 1).mix(0.6) };
+                let color = if r.system.starts_with("omnishard") {
+                    BLUE.mix(if r.system == "omnishard" { 0.8 } else { 0.5 })
+                } else {
+                    Palette99::pick(i + 1).mix(0.6)
+                };
                 let mut bar = Rectangle::new(
                     [(0.0, SegmentValue::Exact(i)), (value(r), SegmentValue::Exact(i + 1))],
                     color.filled(),
