@@ -196,16 +196,15 @@ async fn run_system(
         }
         "omnishard-direct" => {
             let cluster = EmbeddedCluster::start_with(args.shards, true, None).await?;
-            let outcome = match OmnishardDirect::connect(&cluster.url, args.connections).await {
+            let outcome = match OmnishardDirect::connect(&cluster.url).await {
                 Ok(store) => run_kv(&store, &workloads, config).await,
                 Err(e) => Err(anyhow::Error::msg(e)),
             };
             cluster.stop().await;
             out.results.extend(outcome?);
-            out.settings.push(format!(
-                "omnishard (SDK direct mode): the same cluster; the client caches the ring and sends gets, batch gets and puts straight to the owning shard ({} clients, each with a channel per shard); loads and scans through the gateway",
-                args.connections
-            ));
+            out.settings.push(
+                "omnishard (SDK direct mode): the same cluster; one DirectClient shared by every client task caches the ring and sends gets and puts (both coalesced per shard) and batch gets straight to the owning shard over one channel per shard; loads and scans through the gateway".into(),
+            );
         }
         "postgres" => {
             let sync = postgres::setting(&args.postgres, "synchronous_commit").await.map_err(anyhow::Error::msg)?;

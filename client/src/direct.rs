@@ -5,6 +5,11 @@
 //! typed rejection (`wrong-epoch` or `not-owner`, after a topology change),
 //! the client fetches the ring again and retries.
 //!
+//! Like the gateway, it coalesces: concurrent gets bound for one shard (from
+//! every clone of the client) share one `Read` call and concurrent puts one
+//! `Apply` call (each still its own transaction), with up to 4 calls of each
+//! kind in flight per shard.
+//!
 //! Everything else (graph, search, files, scans, multi-shard writes) goes
 //! through the gateway: [`DirectClient::gateway`].
 
@@ -12,12 +17,14 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use omnishard_common::batching::Batching;
 use omnishard_common::limits::Limits;
 use omnishard_common::namespace;
 use omnishard_common::placement::Ring;
 use omnishard_common::rejection::Rejection;
 use omnishard_proto::v1::shard_service_client::ShardServiceClient;
 use omnishard_proto::v1::*;
+use tokio::sync::{mpsc, oneshot};
 use tonic::transport::{Channel, Endpoint};
 
 use crate::{Client, Error, PutOptions};
@@ -27,10 +34,31 @@ const MAX_REFRESHES: usize = 3;
 /// Longest TTL, as the gateway allows.
 const MAX_TTL: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
-/// The cached ring and a connection to every shard it names.
+/// Gets per coalesced `Read`, and such calls in flight per shard.
+const MAX_BATCH: usize = 256;
+const INFLIGHT: usize = 4;
+
+/// The cached ring, a connection to every shard it names, and each shard's
+/// queue of gets waiting to be coalesced (its batching task ends when the
+/// routing is replaced and dropped).
 struct Routing {
     ring: Ring,
     shards: Vec<ShardServiceClient<Channel>>,
+    gets: Vec<mpsc::Sender<PendingGet>>,
+    puts: Vec<mpsc::Sender<PendingPut>>,
+}
+
+/// One single-key transaction waiting for the next write batch of its shard.
+struct PendingPut {
+    txn: ShardTxn,
+    reply: oneshot::Sender<Result<TxnOutcome, tonic::Status>>,
+}
+
+/// One get waiting for the next read batch of its shard.
+struct PendingGet {
+    namespace: String,
+    key: Vec<u8>,
+    reply: oneshot::Sender<Result<ShardValue, tonic::Status>>,
 }
 
 /// A key-value client that talks to the shards itself. Cheap to clone.
@@ -74,7 +102,7 @@ impl DirectClient {
     pub async fn get(&self, key: &[u8]) -> Result<KeyValue, Error> {
         let ns = self.resolved()?;
         self.limits.check_key(key).map_err(invalid)?;
-        let value = self.read(ns, vec![key.to_vec()]).await?.pop().unwrap_or_default();
+        let value = self.read_one(ns, key).await?;
         if !value.found {
             return Err(tonic::Status::not_found(format!("key {:?} not found", String::from_utf8_lossy(key))).into());
         }
@@ -156,17 +184,17 @@ impl DirectClient {
         for _ in 0..MAX_REFRESHES {
             let routing = self.routing();
             let shard = routing.ring.owner_index(ns, key);
-            let shard_id = routing.ring.shard_ids()[shard].to_string();
-            let req = ShardApplyRequest { epoch: routing.ring.epoch(), txns: vec![txn.clone()] };
-            match routing.shards[shard].clone().apply(req).await {
-                Ok(response) => {
-                    let outcome = response.into_inner().outcomes.pop().unwrap_or_default();
-                    if outcome.code != 0 {
-                        return Err(tonic::Status::new(tonic::Code::from_i32(outcome.code), outcome.message).into());
-                    }
+            let (reply, answer) = oneshot::channel();
+            routing.puts[shard].send(PendingPut { txn: txn.clone(), reply }).await.map_err(|_| batcher_gone())?;
+            match answer.await.map_err(|_| batcher_gone())? {
+                Ok(outcome) if outcome.code != 0 => {
+                    return Err(tonic::Status::new(tonic::Code::from_i32(outcome.code), outcome.message).into());
+                }
+                Ok(outcome) => {
+                    let shard_id = routing.ring.shard_ids()[shard].to_string();
                     return Ok(WriteResult { shard_id, version: outcome.seq, seq: outcome.seq });
                 }
-                // Refused before anything was written: safe to send again.
+                // The whole batch was refused before anything was written: safe to send again.
                 Err(status) if Rejection::kind_of(&status).is_some() => self.refresh().await?,
                 Err(status) => return Err(status.into()),
             }
@@ -174,14 +202,16 @@ impl DirectClient {
         Err(stale_ring())
     }
 
-    /// Reads `keys` (all owned by one shard under the current ring) with retries on a stale ring.
-    async fn read(&self, ns: &str, keys: Vec<Vec<u8>>) -> Result<Vec<ShardValue>, Error> {
+    /// Reads one key through its shard's next read batch, with retries on a stale ring.
+    async fn read_one(&self, ns: &str, key: &[u8]) -> Result<ShardValue, Error> {
         for _ in 0..MAX_REFRESHES {
             let routing = self.routing();
-            let shard = routing.ring.owner_index(ns, &keys[0]);
-            let req = ShardReadRequest { epoch: routing.ring.epoch(), namespace: ns.to_string(), keys: keys.clone() };
-            match routing.shards[shard].clone().read(req).await {
-                Ok(response) => return Ok(response.into_inner().values),
+            let shard = routing.ring.owner_index(ns, key);
+            let (reply, answer) = oneshot::channel();
+            let get = PendingGet { namespace: ns.to_string(), key: key.to_vec(), reply };
+            routing.gets[shard].send(get).await.map_err(|_| batcher_gone())?;
+            match answer.await.map_err(|_| batcher_gone())? {
+                Ok(value) => return Ok(value),
                 Err(status) if Rejection::kind_of(&status).is_some() => self.refresh().await?,
                 Err(status) => return Err(status.into()),
             }
@@ -212,15 +242,88 @@ async fn fetch_routing(gateway: &Client) -> Result<Routing, Error> {
     let ring = Ring::new(cluster.epoch, cluster.vnodes, &ids)
         .map_err(|e| tonic::Status::internal(format!("the gateway's topology makes no ring: {e}")))?;
     let mut shards = Vec::with_capacity(cluster.shards.len());
+    let mut gets = Vec::with_capacity(cluster.shards.len());
+    let mut puts = Vec::with_capacity(cluster.shards.len());
     for shard in &cluster.shards {
         let url = if shard.addr.contains("://") { shard.addr.clone() } else { format!("http://{}", shard.addr) };
         let endpoint = Endpoint::from_shared(url.clone())
             .map_err(|e| Error::Connect { url: url.clone(), reason: e.to_string() })?
             .connect_timeout(Duration::from_secs(3))
             .tcp_nodelay(true);
-        shards.push(ShardServiceClient::new(endpoint.connect_lazy()));
+        let client = ShardServiceClient::new(endpoint.connect_lazy());
+        let (queue, pending) = mpsc::channel(8192);
+        let (batch_client, epoch) = (client.clone(), ring.epoch());
+        tokio::spawn(
+            Batching::new(MAX_BATCH, Duration::ZERO, INFLIGHT)
+                .run(pending, move |batch| send_gets(batch_client.clone(), epoch, batch)),
+        );
+        let (put_queue, pending_puts) = mpsc::channel(8192);
+        let put_client = client.clone();
+        tokio::spawn(
+            Batching::new(MAX_BATCH, Duration::ZERO, INFLIGHT)
+                .run(pending_puts, move |batch| send_puts(put_client.clone(), epoch, batch)),
+        );
+        shards.push(client);
+        gets.push(queue);
+        puts.push(put_queue);
     }
-    Ok(Routing { ring, shards })
+    Ok(Routing { ring, shards, gets, puts })
+}
+
+/// One `Apply` carrying every transaction of the batch; each put gets its outcome.
+async fn send_puts(mut client: ShardServiceClient<Channel>, epoch: u64, batch: Vec<PendingPut>) {
+    let (txns, replies): (Vec<ShardTxn>, Vec<_>) = batch.into_iter().map(|p| (p.txn, p.reply)).unzip();
+    match client.apply(ShardApplyRequest { epoch, txns }).await.map(|r| r.into_inner().outcomes) {
+        Ok(outcomes) if outcomes.len() == replies.len() => {
+            for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                let _ = reply.send(Ok(outcome));
+            }
+        }
+        Ok(outcomes) => {
+            let status = tonic::Status::internal(format!(
+                "shard answered {} outcomes for {} transactions",
+                outcomes.len(),
+                replies.len()
+            ));
+            replies.into_iter().for_each(|r| drop(r.send(Err(status.clone()))));
+        }
+        Err(status) => replies.into_iter().for_each(|r| drop(r.send(Err(status.clone())))),
+    }
+}
+
+/// One `Read` per namespace in the batch; each get gets its value or the error.
+async fn send_gets(client: ShardServiceClient<Channel>, epoch: u64, batch: Vec<PendingGet>) {
+    let mut by_namespace: Vec<(String, Vec<PendingGet>)> = Vec::new();
+    for get in batch {
+        match by_namespace.iter_mut().find(|(ns, _)| *ns == get.namespace) {
+            Some((_, gets)) => gets.push(get),
+            None => by_namespace.push((get.namespace.clone(), vec![get])),
+        }
+    }
+    let calls = by_namespace.into_iter().map(|(namespace, gets)| {
+        let mut client = client.clone();
+        async move {
+            let keys = gets.iter().map(|g| g.key.clone()).collect();
+            let answer = client.read(ShardReadRequest { epoch, namespace, keys }).await;
+            match answer.map(|r| r.into_inner().values) {
+                Ok(values) if values.len() == gets.len() => {
+                    for (get, value) in gets.into_iter().zip(values) {
+                        let _ = get.reply.send(Ok(value));
+                    }
+                }
+                Ok(values) => {
+                    let status = tonic::Status::internal(format!(
+                        "shard answered {} values for {} keys",
+                        values.len(),
+                        gets.len()
+                    ));
+                    gets.into_iter().for_each(|g| drop(g.reply.send(Err(status.clone()))));
+                }
+                Err(status) => gets.into_iter().for_each(|g| drop(g.reply.send(Err(status.clone())))),
+            }
+        }
+    });
+    futures::future::join_all(calls).await;
 }
 
 fn invalid(e: omnishard_common::Error) -> Error {
@@ -229,6 +332,10 @@ fn invalid(e: omnishard_common::Error) -> Error {
 
 fn invalid_field(field: &str, why: &str) -> Error {
     Error::Status(tonic::Status::invalid_argument(format!("{field}: {why}")))
+}
+
+fn batcher_gone() -> Error {
+    Error::Status(tonic::Status::unavailable("the direct client's batching task stopped (runtime shutting down)"))
 }
 
 fn stale_ring() -> Error {

@@ -10,10 +10,12 @@
 //! * [`predicate`] — property comparisons used by traversals and queries.
 //! * [`rejection`] — the typed "wrong shard / wrong epoch" error shards send.
 //! * [`process`] — starting role processes on port 0 and reading their address.
+//! * [`batching`] — forming batches of queued point requests (coalescing).
 //! * [`error`] — this crate's error enum.
 
 #![forbid(unsafe_code)]
 
+pub mod batching;
 pub mod digest;
 pub mod error;
 pub mod limits;

@@ -1,21 +1,17 @@
 //! Request coalescing: concurrent point reads and single-key writes bound for
 //! the same shard share one shard call.
 //!
-//! Each shard gets two queues (reads, writes) and a task per queue. The task
-//! takes the first waiting request, waits for a free in-flight slot
-//! (`coalesce_inflight` per shard), then gathers whatever else queued up
-//! meanwhile — up to `coalesce_max_batch`, optionally waiting
-//! `coalesce_window` for more — and sends them as one `Read` or `Apply`.
-//! Under light load a batch is one request and adds no delay; under heavy
-//! load batches grow, so throughput is no longer capped by per-call overhead.
-//! Every write stays its own transaction on the shard, with its own result.
+//! Each shard gets two queues (reads, writes) and a task per queue that forms
+//! batches ([`omnishard_common::batching`]: `coalesce_inflight` calls in
+//! flight per shard, up to `coalesce_max_batch` requests, optionally waiting
+//! `coalesce_window`) and sends each as one `Read` or `Apply`. Every write
+//! stays its own transaction on the shard, with its own result.
 
-use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
+use omnishard_common::batching::Batching;
 use omnishard_proto::v1::{ShardApplyRequest, ShardReadRequest, ShardTxn, ShardValue, TxnOutcome};
-use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, oneshot};
 use tracing::{Instrument, Span};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
@@ -53,11 +49,7 @@ impl Coalescer {
     pub fn start(shard: ShardHandle, settings: &GatewaySettings) -> Coalescer {
         let (reads, read_queue) = mpsc::channel(QUEUE_LEN);
         let (writes, write_queue) = mpsc::channel(QUEUE_LEN);
-        let batching = Batching {
-            max_batch: settings.coalesce_max_batch,
-            window: settings.coalesce_window,
-            inflight: Arc::new(Semaphore::new(settings.coalesce_inflight)),
-        };
+        let batching = Batching::new(settings.coalesce_max_batch, settings.coalesce_window, settings.coalesce_inflight);
         let read_shard = shard.clone();
         tokio::spawn(batching.clone().run(read_queue, move |batch| send_reads(read_shard.clone(), batch)));
         let write_shard = shard.clone();
@@ -89,51 +81,6 @@ impl Coalescer {
             reason: "gateway is shutting down".into(),
         }
     }
-}
-
-#[derive(Clone)]
-struct Batching {
-    max_batch: usize,
-    window: Duration,
-    inflight: Arc<Semaphore>,
-}
-
-impl Batching {
-    /// Forms batches from `queue` and hands each to `send` on its own task.
-    async fn run<T, F, Fut>(self, mut queue: mpsc::Receiver<T>, send: F)
-    where
-        T: Send + 'static,
-        F: Fn(Vec<T>) -> Fut,
-        Fut: Future<Output = ()> + Send + 'static,
-    {
-        while let Some(first) = queue.recv().await {
-            // Waiting for a slot is what lets a batch fill up under load.
-            let Ok(permit) = self.inflight.clone().acquire_owned().await else { return };
-            let batch = self.gather(first, &mut queue).await;
-            let call = send(batch);
-            tokio::spawn(release_after(call, permit));
-        }
-    }
-
-    async fn gather<T>(&self, first: T, queue: &mut mpsc::Receiver<T>) -> Vec<T> {
-        let mut batch = vec![first];
-        while batch.len() < self.max_batch {
-            match queue.try_recv() {
-                Ok(item) => batch.push(item),
-                Err(_) if self.window.is_zero() => break,
-                Err(_) => match tokio::time::timeout(self.window, queue.recv()).await {
-                    Ok(Some(item)) => batch.push(item),
-                    _ => break,
-                },
-            }
-        }
-        batch
-    }
-}
-
-async fn release_after(call: impl Future<Output = ()>, permit: OwnedSemaphorePermit) {
-    call.await;
-    drop(permit);
 }
 
 /// The span a batch's shard call runs in: its first request's span (the

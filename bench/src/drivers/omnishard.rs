@@ -83,21 +83,17 @@ impl KvClient for Client {
 
 /// omnishard with the SDK's direct mode: gets, batch gets and puts go from
 /// the client straight to the owning shard (ring cached in the client);
-/// loads and scans still go through the gateway.
+/// loads and scans still go through the gateway. Every client task shares
+/// one `DirectClient`, as an application would, so concurrent gets to a
+/// shard coalesce into one call.
 pub struct OmnishardDirect {
-    clients: Vec<DirectClient>,
-    next: std::sync::atomic::AtomicUsize,
+    client: DirectClient,
 }
 
 impl OmnishardDirect {
-    /// `connections` independent clients, each with its own channel to every shard.
-    pub async fn connect(url: &str, connections: usize) -> DriverResult<OmnishardDirect> {
-        let mut clients = Vec::new();
-        for _ in 0..connections.max(1) {
-            let client = DirectClient::connect(url).await.map_err(|e| format!("connecting to {url}: {e}"))?;
-            clients.push(client.with_namespace(NAMESPACE));
-        }
-        Ok(OmnishardDirect { clients, next: Default::default() })
+    pub async fn connect(url: &str) -> DriverResult<OmnishardDirect> {
+        let client = DirectClient::connect(url).await.map_err(|e| format!("connecting to {url}: {e}"))?;
+        Ok(OmnishardDirect { client: client.with_namespace(NAMESPACE) })
     }
 }
 
@@ -109,8 +105,7 @@ impl KvSystem for OmnishardDirect {
     }
 
     async fn client(&self) -> DriverResult<DirectClient> {
-        let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Ok(self.clients[n % self.clients.len()].clone())
+        Ok(self.client.clone())
     }
 }
 
