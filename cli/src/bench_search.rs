@@ -8,8 +8,9 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use hdrhistogram::Histogram;
+use omnishard_bench::search::Doc;
 use omnishard_client::Client;
 use omnishard_proto::v1::*;
 use rand::rngs::StdRng;
@@ -21,61 +22,9 @@ use crate::bench::EmbeddedCluster;
 use crate::bench_graph::{histogram, ms};
 use crate::output;
 
-/// One corpus document.
-struct Gloss {
-    id: String,
-    title: String,
-    body: String,
-    pos: &'static str,
-    lexfile: i64,
-}
-
-impl Gloss {
-    fn json(&self) -> String {
-        json!({"title": self.title, "body": self.body, "pos": self.pos, "lexfile": self.lexfile}).to_string()
-    }
-}
-
-/// Reads every synset of the WordNet data files: words as title, gloss as body.
-fn read_corpus(dir: &Path, limit: usize) -> anyhow::Result<Vec<Gloss>> {
-    let mut docs = Vec::new();
-    // WordNet's own part-of-speech letters keep ids unique across files.
-    for (pos, letter, file) in
-        [("noun", 'n', "data.noun"), ("verb", 'v', "data.verb"), ("adj", 'a', "data.adj"), ("adv", 'r', "data.adv")]
-    {
-        let path = dir.join(file);
-        let bytes = std::fs::read(&path).with_context(|| {
-            format!("reading {} (install the corpus: apt-get install wordnet-base)", path.display())
-        })?;
-        for line in String::from_utf8_lossy(&bytes).lines() {
-            if line.starts_with("  ") {
-                continue; // licence header
-            }
-            let Some((head, gloss)) = line.split_once(" | ") else { continue };
-            let parts: Vec<&str> = head.split_whitespace().collect();
-            let (Some(offset), Some(lex), Some(count)) = (parts.first(), parts.get(1), parts.get(3)) else { continue };
-            let count = usize::from_str_radix(count, 16).unwrap_or(0);
-            let words: Vec<String> =
-                (0..count).filter_map(|i| parts.get(4 + 2 * i)).map(|w| w.replace('_', " ")).collect();
-            docs.push(Gloss {
-                id: format!("{letter}{offset}"),
-                title: words.join(", "),
-                body: gloss.trim().to_string(),
-                pos,
-                lexfile: lex.parse().unwrap_or(0),
-            });
-        }
-    }
-    if docs.len() < limit {
-        bail!("the corpus has {} documents; asked for {limit}", docs.len());
-    }
-    // Spread the sample over every part of speech.
-    let step = docs.len() as f64 / limit as f64;
-    Ok((0..limit).map(|i| (i as f64 * step) as usize).map(|i| std::mem::replace(&mut docs[i], empty())).collect())
-}
-
-fn empty() -> Gloss {
-    Gloss { id: String::new(), title: String::new(), body: String::new(), pos: "", lexfile: 0 }
+/// Reads `limit` WordNet synsets from `dir` (the harness's corpus reader).
+fn read_corpus(dir: &Path, limit: usize) -> anyhow::Result<Vec<Doc>> {
+    omnishard_bench::search::wordnet(dir, limit).map_err(anyhow::Error::msg)
 }
 
 pub async fn run(global: &Global, args: BenchSearchArgs) -> anyhow::Result<()> {
@@ -150,7 +99,7 @@ struct Queries {
 }
 
 impl Queries {
-    fn sample(docs: &[Gloss], n: usize) -> Queries {
+    fn sample(docs: &[Doc], n: usize) -> Queries {
         let mut rng = StdRng::seed_from_u64(7);
         let mut words = || loop {
             let doc = &docs[rng.random_range(0..docs.len())];
@@ -203,7 +152,7 @@ struct Baseline {
 }
 
 /// Indexes the corpus into one on-disk Tantivy index and times the queries in process.
-fn tantivy_baseline(docs: &[Gloss], queries: &Queries) -> anyhow::Result<Baseline> {
+fn tantivy_baseline(docs: &[Doc], queries: &Queries) -> anyhow::Result<Baseline> {
     use tantivy::collector::TopDocs;
     use tantivy::query::QueryParser;
     use tantivy::schema::{IndexRecordOption, NumericOptions, Schema, TextFieldIndexing, TextOptions, FAST, STRING};
@@ -257,7 +206,7 @@ fn tantivy_baseline(docs: &[Gloss], queries: &Queries) -> anyhow::Result<Baselin
 
 /// Indexes every document through the gateway; returns docs/s until every
 /// write was acknowledged and until every write was searchable.
-async fn load(client: &Client, docs: &Arc<Vec<Gloss>>, args: &BenchSearchArgs) -> anyhow::Result<(f64, f64)> {
+async fn load(client: &Client, docs: &Arc<Vec<Doc>>, args: &BenchSearchArgs) -> anyhow::Result<(f64, f64)> {
     let mut api = client.search();
     let field = |name: &str, kind: FieldType, analyzer: &str| FieldSpec {
         name: name.into(),
