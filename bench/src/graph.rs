@@ -151,8 +151,6 @@ impl<C: GraphClient> OpClient for Driven<C> {
 /// The shape of the graph workloads; the same for every system in one run.
 #[derive(Debug, Clone, Copy)]
 pub struct GraphConfig {
-    pub vertices: u64,
-    pub mean_degree: f64,
     /// Connections loading in parallel.
     pub loaders: usize,
     /// Clients of the concurrent traversal run (the others run with one client).

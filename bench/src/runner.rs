@@ -1,9 +1,10 @@
 //! Timed runs of pre-generated operations (graph traversals, search
 //! queries): every client works through the same list from its own offset,
-//! back to back, for a warm-up and then a measured period.
+//! back to back, for a warm-up and then a measured period. Also the
+//! parallel loader the drivers share ([`in_parallel`]).
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::kv::DriverResult;
@@ -79,6 +80,38 @@ pub async fn drive<C: OpClient>(
     }
 }
 
+/// Works through `items` with one task per worker (a connection and what was
+/// prepared on it), each taking the next item as soon as it is done with
+/// the last; `work` hands the worker back with its result. Returns the
+/// first error.
+pub async fn in_parallel<W, T, F, Fut>(workers: Vec<W>, items: Vec<T>, work: F) -> DriverResult<()>
+where
+    W: Send + 'static,
+    T: Send + 'static,
+    F: Fn(W, T) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = DriverResult<W>> + Send,
+{
+    let queue = Arc::new(Mutex::new(items));
+    let tasks: Vec<_> = workers
+        .into_iter()
+        .map(|mut worker| {
+            let (queue, work) = (queue.clone(), work.clone());
+            tokio::spawn(async move {
+                loop {
+                    let Some(item) = queue.lock().map_err(|_| "a loader panicked".to_string())?.pop() else {
+                        return Ok::<_, String>(());
+                    };
+                    worker = work(worker, item).await?;
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.map_err(|e| format!("loader task failed: {e}"))??;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -110,6 +143,32 @@ mod tests {
         let recorder = drive(clients, Arc::new((0..10).collect()), "op", timing()).await.unwrap();
         assert!(recorder.total_ops() > 10, "{}", recorder.total_ops());
         assert_eq!(recorder.summarize(Duration::from_secs(1))[0].op, "op");
+    }
+
+    #[tokio::test]
+    async fn test_in_parallel_handles_every_item_once_and_reports_an_error() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let sink = seen.clone();
+        in_parallel(vec![0u32, 1, 2], (0..50u32).collect(), move |worker, item| {
+            let sink = sink.clone();
+            async move {
+                tokio::task::yield_now().await;
+                sink.lock().unwrap().push(item);
+                Ok(worker)
+            }
+        })
+        .await
+        .unwrap();
+        let mut seen = seen.lock().unwrap().clone();
+        seen.sort_unstable();
+        assert_eq!(seen, (0..50).collect::<Vec<_>>());
+        let failed = in_parallel(vec![(), ()], (0..10u32).collect(), |worker, item| async move {
+            if item == 4 {
+                return Err(format!("item {item} failed"));
+            }
+            Ok(worker)
+        });
+        assert_eq!(failed.await.unwrap_err(), "item 4 failed");
     }
 
     #[tokio::test]

@@ -166,6 +166,12 @@ pub fn sample_queries(docs: &[Doc], kind: QueryKind, n: usize) -> Vec<Query> {
     queries
 }
 
+/// `len` documents cut into ranges of `batch` (at least 1), for loading.
+pub fn batches(len: usize, batch: usize) -> Vec<std::ops::Range<usize>> {
+    let batch = batch.max(1);
+    (0..len).step_by(batch).map(|start| start..(start + batch).min(len)).collect()
+}
+
 /// One hit of a top 10.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Hit {

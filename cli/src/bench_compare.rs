@@ -99,7 +99,7 @@ pub async fn run(global: &Global, args: BenchCompareArgs) -> anyhow::Result<()> 
             run_system(system, &suites, &args, &config, &mut shared, &mut gathered).await?;
         }
     }
-    describe_suites(&args, &mut shared, &mut gathered);
+    describe_suites(&args, &shared, &mut gathered);
     let checks = ranking_checks(&gathered.answers);
     let Gathered { mut results, settings, .. } = gathered;
     // One table per workload (the echo floor first), systems in the order they ran.
@@ -307,13 +307,7 @@ async fn run_graph<S: GraphSystem>(
 ) -> anyhow::Result<Vec<Measurement>> {
     let name = store.name();
     let bar = spinner(&format!("{name}: graph of {} vertices, {} edges", graph.vertices, graph.edges()));
-    let config = GraphConfig {
-        vertices: graph.vertices,
-        mean_degree: args.graph_degree,
-        loaders: args.loaders,
-        clients: args.clients,
-        timing: timing(args),
-    };
+    let config = GraphConfig { loaders: args.loaders, clients: args.clients, timing: timing(args) };
     let results =
         omnishard_bench::graph::run(store, graph, &config).await.map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
     bar.finish_and_clear();
@@ -343,7 +337,7 @@ async fn run_search<S: SearchSystem>(
 }
 
 /// The shape of each non-KV suite that ran, for the report's fine print.
-fn describe_suites(args: &BenchCompareArgs, shared: &mut Shared<'_>, out: &mut Gathered) {
+fn describe_suites(args: &BenchCompareArgs, shared: &Shared<'_>, out: &mut Gathered) {
     if let Some(graph) = &shared.graph {
         out.settings.push(format!(
             "graph: {} vertices, {} edges (mean out-degree {}, power-law targets, seed 1), loaded by {} connections; timed runs {:.0} s after a warm-up; every system's answers checked against an in-memory BFS first",

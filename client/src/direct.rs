@@ -85,7 +85,7 @@ impl DirectClient {
 
     /// The same client, working in `namespace`.
     pub fn with_namespace(&self, namespace: impl Into<String>) -> DirectClient {
-        DirectClient { namespace: namespace.into(), gateway: self.gateway.with_namespace(""), ..self.clone() }
+        DirectClient { namespace: namespace.into(), ..self.clone() }
     }
 
     /// The gateway client, for every call direct mode does not cover.

@@ -2,7 +2,7 @@
 //! to the shards: every write is acknowledged once the shard has it in its
 //! synced write-ahead log.
 
-use omnishard_client::{Client, DirectClient, Op, PutOptions};
+use omnishard_client::{Client, DirectClient, Error, KeyValue, Op, PutOptions};
 
 use crate::kv::{DriverResult, KvClient, KvSystem};
 use crate::workload::key;
@@ -48,17 +48,11 @@ impl KvSystem for Omnishard {
 
 impl KvClient for Client {
     async fn read(&mut self, key: &str) -> DriverResult<bool> {
-        match self.get(key.as_bytes()).await {
-            Ok(_) => Ok(true),
-            Err(e) if e.code() == tonic::Code::NotFound => Ok(false),
-            Err(e) => Err(e.to_string()),
-        }
+        present(self.get(key.as_bytes()).await)
     }
 
     async fn read_batch(&mut self, keys: Vec<String>) -> DriverResult<usize> {
-        let keys: Vec<Vec<u8>> = keys.into_iter().map(String::into_bytes).collect();
-        let found = self.batch_get(&keys).await.map_err(|e| e.to_string())?;
-        Ok(found.iter().filter(|v| v.is_some()).count())
+        count_found(self.batch_get(&bytes(keys)).await)
     }
 
     async fn write(&mut self, key: &str, value: Vec<u8>) -> DriverResult<()> {
@@ -111,17 +105,11 @@ impl KvSystem for OmnishardDirect {
 
 impl KvClient for DirectClient {
     async fn read(&mut self, key: &str) -> DriverResult<bool> {
-        match self.get(key.as_bytes()).await {
-            Ok(_) => Ok(true),
-            Err(e) if e.code() == tonic::Code::NotFound => Ok(false),
-            Err(e) => Err(e.to_string()),
-        }
+        present(self.get(key.as_bytes()).await)
     }
 
     async fn read_batch(&mut self, keys: Vec<String>) -> DriverResult<usize> {
-        let keys: Vec<Vec<u8>> = keys.into_iter().map(String::into_bytes).collect();
-        let found = self.batch_get(&keys).await.map_err(|e| e.to_string())?;
-        Ok(found.iter().filter(|v| v.is_some()).count())
+        count_found(self.batch_get(&bytes(keys)).await)
     }
 
     async fn write(&mut self, key: &str, value: Vec<u8>) -> DriverResult<()> {
@@ -135,4 +123,22 @@ impl KvClient for DirectClient {
     async fn scan(&mut self, start: u64, len: usize) -> DriverResult<usize> {
         KvClient::scan(&mut self.gateway(), start, len).await
     }
+}
+
+/// Whether a get found its key (absent is not an error).
+fn present(result: Result<KeyValue, Error>) -> DriverResult<bool> {
+    match result {
+        Ok(_) => Ok(true),
+        Err(e) if e.code() == tonic::Code::NotFound => Ok(false),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// How many keys of a batch get were found.
+fn count_found(result: Result<Vec<Option<KeyValue>>, Error>) -> DriverResult<usize> {
+    Ok(result.map_err(|e| e.to_string())?.iter().filter(|v| v.is_some()).count())
+}
+
+fn bytes(keys: Vec<String>) -> Vec<Vec<u8>> {
+    keys.into_iter().map(String::into_bytes).collect()
 }

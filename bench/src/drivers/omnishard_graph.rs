@@ -10,6 +10,7 @@ use omnishard_proto::v1::*;
 
 use crate::graph::{GraphClient, GraphSystem, SyntheticGraph, MAX_OUT_DEGREE};
 use crate::kv::DriverResult;
+use crate::runner::in_parallel;
 
 /// The benchmark graph's namespace and name.
 const NAMESPACE: &str = "bench";
@@ -37,32 +38,6 @@ fn number(id: &str) -> DriverResult<u64> {
     id.strip_prefix('v').and_then(|n| n.parse().ok()).ok_or_else(|| format!("unexpected vertex id {id:?}"))
 }
 
-/// Sends `batches` from `loaders` tasks, each taking the next batch.
-async fn load_batches<T: Send + 'static>(
-    client: &Client,
-    batches: Vec<T>,
-    loaders: usize,
-    send: fn(Client, T) -> futures::future::BoxFuture<'static, DriverResult<()>>,
-) -> DriverResult<()> {
-    let queue = Arc::new(std::sync::Mutex::new(batches));
-    let mut tasks = Vec::new();
-    for _ in 0..loaders.max(1) {
-        let (queue, client) = (queue.clone(), client.clone());
-        tasks.push(tokio::spawn(async move {
-            loop {
-                let Some(batch) = queue.lock().map_err(|_| "a loader panicked".to_string())?.pop() else {
-                    return Ok::<_, String>(());
-                };
-                send(client.clone(), batch).await?;
-            }
-        }));
-    }
-    for task in tasks {
-        task.await.map_err(|e| format!("loader task failed: {e}"))??;
-    }
-    Ok(())
-}
-
 impl GraphSystem for OmnishardGraph {
     type Client = Client;
 
@@ -82,11 +57,11 @@ impl GraphSystem for OmnishardGraph {
             .chunks(BATCH)
             .map(<[VertexWrite]>::to_vec)
             .collect();
-        load_batches(&self.client, vertices, loaders, |client, vertices| {
-            Box::pin(async move {
-                let req = WriteVerticesRequest { namespace: NAMESPACE.into(), graph: GRAPH.into(), vertices };
-                client.graph().write_vertices(req).await.map(drop).map_err(|e| e.message().to_string())
-            })
+        let workers = vec![self.client.graph(); loaders.max(1)];
+        in_parallel(workers.clone(), vertices, |mut api, vertices| async move {
+            let req = WriteVerticesRequest { namespace: NAMESPACE.into(), graph: GRAPH.into(), vertices };
+            api.write_vertices(req).await.map_err(|e| e.message().to_string())?;
+            Ok(api)
         })
         .await?;
         let edges: Vec<EdgeWrite> = graph
@@ -100,11 +75,10 @@ impl GraphSystem for OmnishardGraph {
             })
             .collect();
         let edges = edges.chunks(BATCH).map(<[EdgeWrite]>::to_vec).collect();
-        load_batches(&self.client, edges, loaders, |client, edges| {
-            Box::pin(async move {
-                let req = WriteEdgesRequest { namespace: NAMESPACE.into(), graph: GRAPH.into(), edges };
-                client.graph().write_edges(req).await.map(drop).map_err(|e| e.message().to_string())
-            })
+        in_parallel(workers, edges, |mut api, edges| async move {
+            let req = WriteEdgesRequest { namespace: NAMESPACE.into(), graph: GRAPH.into(), edges };
+            api.write_edges(req).await.map_err(|e| e.message().to_string())?;
+            Ok(api)
         })
         .await
     }

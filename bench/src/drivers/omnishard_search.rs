@@ -3,13 +3,14 @@
 //! every one searchable on every shard, then searches with exact global
 //! BM25 statistics and the top 10 documents fetched.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use omnishard_client::Client;
 use omnishard_proto::v1::*;
 
 use crate::kv::DriverResult;
-use crate::search::{Doc, Hit, Query, SearchClient, SearchSystem};
+use crate::runner::in_parallel;
+use crate::search::{batches, Doc, Hit, Query, SearchClient, SearchSystem};
 
 const NAMESPACE: &str = "bench";
 const INDEX: &str = "glosses";
@@ -46,30 +47,18 @@ impl SearchSystem for OmnishardSearch {
         ];
         let create = CreateIndexRequest { namespace: NAMESPACE.into(), index: INDEX.into(), fields };
         self.client.search().create_index(create).await.map_err(|e| e.message().to_string())?;
-        let batch = batch.max(1);
-        let ranges: Vec<(usize, usize)> =
-            (0..docs.len()).step_by(batch).map(|s| (s, (s + batch).min(docs.len()))).collect();
-        let ranges = Arc::new(Mutex::new(ranges));
-        let mut tasks = Vec::new();
-        for _ in 0..loaders.max(1) {
-            let (ranges, docs, mut api) = (ranges.clone(), docs.clone(), self.client.search());
-            tasks.push(tokio::spawn(async move {
-                loop {
-                    let Some((from, to)) = ranges.lock().map_err(|_| "a loader panicked".to_string())?.pop() else {
-                        return Ok::<_, String>(());
-                    };
-                    let documents = docs[from..to]
-                        .iter()
-                        .map(|d| Document { id: d.id.clone(), json: d.json(), version: 0 })
-                        .collect();
-                    let req = IndexDocumentsRequest { namespace: NAMESPACE.into(), index: INDEX.into(), documents };
-                    api.index_documents(req).await.map_err(|e| e.message().to_string())?;
-                }
-            }));
-        }
-        for task in tasks {
-            task.await.map_err(|e| format!("loader task failed: {e}"))??;
-        }
+        let workers = vec![self.client.search(); loaders.max(1)];
+        let all_docs = docs.clone();
+        in_parallel(workers, batches(docs.len(), batch), move |mut api, range| {
+            let documents =
+                all_docs[range].iter().map(|d| Document { id: d.id.clone(), json: d.json(), version: 0 }).collect();
+            async move {
+                let req = IndexDocumentsRequest { namespace: NAMESPACE.into(), index: INDEX.into(), documents };
+                api.index_documents(req).await.map_err(|e| e.message().to_string())?;
+                Ok(api)
+            }
+        })
+        .await?;
         let mut api = self.client.search();
         let refresh = RefreshRequest { namespace: NAMESPACE.into(), index: INDEX.into() };
         api.refresh(refresh).await.map_err(|e| e.message().to_string())?;

@@ -52,6 +52,11 @@ pub async fn connect(url: &str) -> DriverResult<Client> {
     Ok(client)
 }
 
+/// Prepares `sql` on `client`; the error names the statement.
+pub async fn prepare(client: &Client, sql: &str) -> DriverResult<Statement> {
+    client.prepare(sql).await.map_err(|e| format!("preparing {sql:?}: {e}"))
+}
+
 /// One connection with its prepared statements.
 pub struct PostgresClient {
     client: Client,
@@ -71,24 +76,23 @@ impl KvSystem for Postgres {
 
     async fn client(&self) -> DriverResult<PostgresClient> {
         let client = connect(&self.url).await?;
-        let prepare = |sql: &'static str| {
-            let client = &client;
-            async move { client.prepare(sql).await.map_err(|e| format!("preparing {sql:?}: {e}")) }
-        };
-        let read = prepare("SELECT field0 FROM usertable WHERE ycsb_key = $1").await?;
-        let read_batch = prepare("SELECT ycsb_key, field0 FROM usertable WHERE ycsb_key = ANY($1)").await?;
+        let read = prepare(&client, "SELECT field0 FROM usertable WHERE ycsb_key = $1").await?;
+        let read_batch = prepare(&client, "SELECT ycsb_key, field0 FROM usertable WHERE ycsb_key = ANY($1)").await?;
         let write = prepare(
+            &client,
             "INSERT INTO usertable (ycsb_key, field0) VALUES ($1, $2)
              ON CONFLICT (ycsb_key) DO UPDATE SET field0 = EXCLUDED.field0",
         )
         .await?;
         let load = prepare(
+            &client,
             "INSERT INTO usertable (ycsb_key, field0) SELECT * FROM UNNEST($1::text[], $2::bytea[])
              ON CONFLICT (ycsb_key) DO UPDATE SET field0 = EXCLUDED.field0",
         )
         .await?;
         let scan =
-            prepare("SELECT ycsb_key, field0 FROM usertable WHERE ycsb_key >= $1 ORDER BY ycsb_key LIMIT $2").await?;
+            prepare(&client, "SELECT ycsb_key, field0 FROM usertable WHERE ycsb_key >= $1 ORDER BY ycsb_key LIMIT $2")
+                .await?;
         Ok(PostgresClient { client, read, read_batch, write, load, scan })
     }
 }

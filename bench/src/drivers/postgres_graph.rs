@@ -8,7 +8,7 @@ use bytes::Bytes;
 use futures::SinkExt;
 use tokio_postgres::{Client, Statement};
 
-use crate::drivers::postgres::connect;
+use crate::drivers::postgres::{connect, prepare};
 use crate::graph::{GraphClient, GraphSystem, SyntheticGraph};
 use crate::kv::DriverResult;
 
@@ -84,14 +84,11 @@ impl GraphSystem for PostgresGraph {
 
     async fn client(&self) -> DriverResult<PostgresGraphClient> {
         let client = connect(&self.url).await?;
-        let prepare = |sql: &'static str| {
-            let client = &client;
-            async move { client.prepare(sql).await.map_err(|e| format!("preparing {sql:?}: {e}")) }
-        };
-        let neighbors = prepare("SELECT dst, label, weight FROM bench_edges WHERE src = $1").await?;
+        let neighbors = prepare(&client, "SELECT dst, label, weight FROM bench_edges WHERE src = $1").await?;
         // UNION (not UNION ALL) drops repeated (vertex, depth) rows, so each
         // level is expanded once per distinct vertex.
         let reach = prepare(
+            &client,
             "WITH RECURSIVE reach(v, d) AS (
                  SELECT $1::bigint, 0
                  UNION
@@ -100,6 +97,7 @@ impl GraphSystem for PostgresGraph {
         )
         .await?;
         let path = prepare(
+            &client,
             "WITH RECURSIVE bfs(v, d) AS (
                  SELECT $1::bigint, 0
                  UNION

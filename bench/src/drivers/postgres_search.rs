@@ -2,13 +2,14 @@
 //! `tsvector` of title and body (English configuration) with a GIN index in
 //! place before the load, batched inserts, `@@` matches ranked by `ts_rank`.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use tokio_postgres::{Client, Statement};
 
-use crate::drivers::postgres::connect;
+use crate::drivers::postgres::{connect, prepare};
 use crate::kv::DriverResult;
-use crate::search::{Doc, Hit, Query, SearchClient, SearchSystem};
+use crate::runner::in_parallel;
+use crate::search::{batches, Doc, Hit, Query, SearchClient, SearchSystem};
 
 /// A PostgreSQL server named by a connection string.
 pub struct PostgresSearch {
@@ -45,52 +46,44 @@ impl SearchSystem for PostgresSearch {
     }
 
     async fn index(&self, docs: Arc<Vec<Doc>>, loaders: usize, batch: usize) -> DriverResult<()> {
-        let batch = batch.max(1);
-        let ranges: Vec<(usize, usize)> =
-            (0..docs.len()).step_by(batch).map(|s| (s, (s + batch).min(docs.len()))).collect();
-        let ranges = Arc::new(Mutex::new(ranges));
-        let mut tasks = Vec::new();
+        let mut workers = Vec::new();
         for _ in 0..loaders.max(1) {
-            let (ranges, docs) = (ranges.clone(), docs.clone());
             let client = connect(&self.url).await?;
-            let insert = client.prepare(INSERT).await.map_err(|e| format!("preparing the insert: {e}"))?;
-            tasks.push(tokio::spawn(async move {
-                loop {
-                    let Some((from, to)) = ranges.lock().map_err(|_| "a loader panicked".to_string())?.pop() else {
-                        return Ok::<_, String>(());
-                    };
-                    let part = &docs[from..to];
-                    let column = |f: fn(&Doc) -> String| part.iter().map(f).collect::<Vec<String>>();
-                    let (ids, titles, bodies, pos) = (
-                        column(|d| d.id.clone()),
-                        column(|d| d.title.clone()),
-                        column(|d| d.body.clone()),
-                        column(|d| d.pos.clone()),
-                    );
-                    let lexfiles: Vec<i64> = part.iter().map(|d| d.lexfile).collect();
-                    client
-                        .execute(&insert, &[&ids, &titles, &bodies, &pos, &lexfiles])
-                        .await
-                        .map_err(|e| format!("inserting documents: {e}"))?;
-                }
-            }));
+            let insert = prepare(&client, INSERT).await?;
+            workers.push((client, insert));
         }
-        for task in tasks {
-            task.await.map_err(|e| format!("loader task failed: {e}"))??;
-        }
+        let all_docs = docs.clone();
+        in_parallel(workers, batches(docs.len(), batch), move |(client, insert), range| {
+            let part = &all_docs[range];
+            let column = |f: fn(&Doc) -> String| part.iter().map(f).collect::<Vec<String>>();
+            let (ids, titles, bodies, pos) = (
+                column(|d| d.id.clone()),
+                column(|d| d.title.clone()),
+                column(|d| d.body.clone()),
+                column(|d| d.pos.clone()),
+            );
+            let lexfiles: Vec<i64> = part.iter().map(|d| d.lexfile).collect();
+            async move {
+                client
+                    .execute(&insert, &[&ids, &titles, &bodies, &pos, &lexfiles])
+                    .await
+                    .map_err(|e| format!("inserting documents: {e}"))?;
+                Ok((client, insert))
+            }
+        })
+        .await?;
         connect(&self.url).await?.batch_execute("ANALYZE bench_docs").await.map_err(|e| e.to_string())
     }
 
     async fn client(&self) -> DriverResult<PostgresSearchClient> {
         let client = connect(&self.url).await?;
-        let search = client
-            .prepare(
-                "SELECT id, title, body, ts_rank(tsv, q) AS rank
-                 FROM bench_docs, to_tsquery('english', $1) AS q
-                 WHERE tsv @@ q ORDER BY rank DESC LIMIT 10",
-            )
-            .await
-            .map_err(|e| format!("preparing the search: {e}"))?;
+        let search = prepare(
+            &client,
+            "SELECT id, title, body, ts_rank(tsv, q) AS rank
+             FROM bench_docs, to_tsquery('english', $1) AS q
+             WHERE tsv @@ q ORDER BY rank DESC LIMIT 10",
+        )
+        .await?;
         Ok(PostgresSearchClient { client, search })
     }
 }
