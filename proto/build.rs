@@ -14,6 +14,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/omnishard/v1/files.proto",
         "proto/omnishard/v1/shard_files.proto",
         "proto/omnishard/v1/shard.proto",
+        "proto/omnishard/v1/shard_raft.proto",
     ];
     // File bytes as `Bytes`: a chunk is cut, sent, received and sliced into
     // messages without being copied at every hand-over.

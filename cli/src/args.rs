@@ -93,6 +93,17 @@ pub struct ShardArgs {
     /// Optional TOML file with further shard settings.
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// This replica's id in the shard's Raft group (overrides `raft.node_id`).
+    #[arg(long)]
+    pub replica_id: Option<u64>,
+    /// Start without a group and wait to be initialized or added by a leader
+    /// (`omnishard admin replica init|add`); sets `raft.join`.
+    #[arg(long)]
+    pub join: bool,
+    /// A member of a new group, `ID=HOST:PORT`; repeat for each replica
+    /// (sets `raft.initial_members`).
+    #[arg(long = "member", value_name = "ID=HOST:PORT")]
+    pub members: Vec<String>,
     #[command(flatten)]
     pub observe: ObserveArgs,
 }
@@ -114,9 +125,12 @@ pub struct DevArgs {
     /// Data folder; each shard gets a sub-folder, and the topology is written here.
     #[arg(long, default_value = "./data")]
     pub data: PathBuf,
-    /// Number of shard processes.
+    /// Number of shards.
     #[arg(long, default_value_t = 3)]
     pub shards: usize,
+    /// Replicas per shard, each its own process, replicated with Raft (1-7).
+    #[arg(long, default_value_t = 1)]
+    pub replicas: usize,
     /// Gateway port on 127.0.0.1.
     #[arg(long, default_value_t = DEV_PORT)]
     pub port: u16,

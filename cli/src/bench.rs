@@ -314,7 +314,7 @@ impl EmbeddedCluster {
                 spawn_role(&["shard", "--id", &id, "--listen", "127.0.0.1:0", "--data", &data.to_string_lossy()])
                     .await?;
             children.push(child);
-            addrs.push(ShardAddr { id, addr });
+            addrs.push(ShardAddr::new(id, addr));
         }
         let mut config = GatewayConfig::new(Topology { epoch: 1, vnodes: 256, shards: addrs });
         adjust(&mut config);

@@ -2,6 +2,10 @@
 //! (each its own RocksDB under `DATA/shard-i`, so losing one behaves as in
 //! production), writes the topology it generated to `DATA/topology.toml`, and
 //! runs the gateway in this process until Ctrl-C or SIGTERM.
+//!
+//! With `--replicas R` each shard is a Raft group of R child processes
+//! (`DATA/shard-i-rK`), formed on first start; a restart reuses each
+//! replica's previous port, because the group's membership records it.
 
 use std::path::Path;
 use std::time::Duration;
@@ -28,6 +32,9 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     if args.shards == 0 || args.shards > 64 {
         bail!("--shards is {}; it must be between 1 and 64", args.shards);
     }
+    if args.replicas == 0 || args.replicas > 7 {
+        bail!("--replicas is {}; it must be between 1 and 7", args.replicas);
+    }
     std::fs::create_dir_all(&args.data).with_context(|| format!("creating {}", args.data.display()))?;
     let previous = previous_topology(&args.data)?;
     let ids: Vec<String> = (1..=args.shards).map(|i| format!("shard-{i}")).collect();
@@ -41,18 +48,23 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
                 prev.shards.len()
             );
         }
+        let prev_replicas = prev.shards[0].replica_addrs().len();
+        if prev_replicas != args.replicas {
+            bail!(
+                "{} holds shards of {prev_replicas} replica(s); start it with --replicas {prev_replicas} or use another --data folder",
+                args.data.display()
+            );
+        }
     }
     // Bind the gateway port first so a busy port fails before anything starts.
     let listener = bind(&format!("127.0.0.1:{}", args.port)).await?;
 
     let mut children = Vec::new();
     let mut shards = Vec::new();
-    for id in &ids {
-        match start_shard(id, &args.data.join(id)).await {
-            Ok((child, addr)) => {
-                shards.push(ShardAddr { id: id.clone(), addr });
-                children.push((id.clone(), child));
-            }
+    for (i, id) in ids.iter().enumerate() {
+        let previous_addrs = previous.as_ref().map(|p| p.shards[i].replica_addrs());
+        match start_group(id, &args.data, args.replicas, previous_addrs, &mut children).await {
+            Ok(shard) => shards.push(shard),
             Err(e) => {
                 stop_all(&mut children).await;
                 return Err(e);
@@ -91,8 +103,9 @@ async fn serve_gateway(
     println!("omnishard dev: gateway listening on {endpoint}");
     println!("  metrics on http://{metrics_addr}/metrics (every process's: omnishard admin cluster)");
     println!(
-        "  {} shards (ring epoch {}), data in {}, topology in {}",
+        "  {} shards of {} replica(s) (ring epoch {}), data in {}, topology in {}",
         config.shards.len(),
+        config.shards[0].replica_addrs().len(),
         config.epoch,
         args.data.display(),
         args.data.join(TOPOLOGY_FILE).display()
@@ -105,7 +118,7 @@ async fn serve_gateway(
         let mut running: Vec<&mut (String, Child)> = children.iter_mut().collect();
         while !running.is_empty() {
             let (id, index) = first_exit(&mut running).await;
-            eprintln!("omnishard dev: {id} exited; its keys are unavailable until omnishard dev restarts");
+            eprintln!("omnishard dev: {id} exited; without a majority of its replicas a shard's keys are unavailable until omnishard dev restarts");
             running.remove(index);
         }
         std::future::pending::<()>().await
@@ -121,16 +134,68 @@ async fn serve_gateway(
         .map_err(|e| anyhow::anyhow!("gateway failed: {e}"))
 }
 
-/// Starts `omnishard shard` on port 0 and waits for its address.
-async fn start_shard(id: &str, data: &Path) -> anyhow::Result<(Child, String)> {
+/// Starts the replicas of shard `id` (forming its group when it is new)
+/// and returns its topology entry.
+async fn start_group(
+    id: &str,
+    data: &Path,
+    replicas: usize,
+    previous: Option<Vec<String>>,
+    children: &mut Vec<(String, Child)>,
+) -> anyhow::Result<ShardAddr> {
+    if replicas == 1 {
+        let (child, addr) = start_shard(id, &data.join(id), "127.0.0.1:0", None).await?;
+        children.push((id.to_string(), child));
+        return Ok(ShardAddr::new(id, addr));
+    }
+    let mut addrs = Vec::new();
+    for node in 1..=replicas as u64 {
+        let listen = previous.as_ref().and_then(|p| p.get(node as usize - 1).cloned());
+        let listen = listen.unwrap_or_else(|| "127.0.0.1:0".into());
+        let (child, addr) = start_shard(id, &data.join(format!("{id}-r{node}")), &listen, Some(node)).await?;
+        children.push((format!("{id} replica {node}"), child));
+        addrs.push(addr);
+    }
+    if previous.is_none() {
+        form_group(id, &addrs).await?;
+    }
+    Ok(ShardAddr { id: id.to_string(), addr: addrs[0].clone(), replicas: addrs })
+}
+
+/// Initializes a new group over `addrs` (replica ids 1..) and waits for its leader.
+async fn form_group(id: &str, addrs: &[String]) -> anyhow::Result<()> {
+    use omnishard_proto::v1::shard_raft_service_client::ShardRaftServiceClient;
+    use omnishard_proto::v1::{RaftInitializeRequest, RaftMember, RaftStatusRequest};
+    let members =
+        addrs.iter().enumerate().map(|(i, addr)| RaftMember { node_id: i as u64 + 1, addr: addr.clone() }).collect();
+    let mut first = ShardRaftServiceClient::connect(format!("http://{}", addrs[0]))
+        .await
+        .with_context(|| format!("connecting to shard {id}"))?;
+    first.initialize(RaftInitializeRequest { members }).await.with_context(|| format!("forming shard {id}"))?;
+    let deadline = std::time::Instant::now() + SHARD_START_TIMEOUT;
+    while first.status(RaftStatusRequest {}).await?.into_inner().leader_id == 0 {
+        if std::time::Instant::now() > deadline {
+            bail!("shard {id} elected no leader in {SHARD_START_TIMEOUT:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
+/// Starts `omnishard shard` on `listen` and waits for its address; with a
+/// replica id it joins a group instead of forming one alone.
+async fn start_shard(id: &str, data: &Path, listen: &str, replica: Option<u64>) -> anyhow::Result<(Child, String)> {
     let exe = std::env::current_exe().context("locating the omnishard binary")?;
     let mut command = Command::new(exe);
     command
-        .args(["shard", "--id", id, "--listen", "127.0.0.1:0", "--data"])
+        .args(["shard", "--id", id, "--listen", listen, "--data"])
         .arg(data)
         // Shards log warnings only, unless the user asked for more.
         .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()));
-    start_role(command, SHARD_START_TIMEOUT).await.with_context(|| format!("starting shard {id}"))
+    if let Some(node) = replica {
+        command.args(["--replica-id", &node.to_string(), "--join"]);
+    }
+    start_role(command, SHARD_START_TIMEOUT).await.with_context(|| format!("starting shard {id} on {listen}"))
 }
 
 /// Resolves with the id and position of the first child that exits.

@@ -16,10 +16,13 @@
 //!   `bench_otlp` — `omnishard bench otlp-sink`; `bench_ycsb` — `omnishard bench ycsb`
 //!   and `bench echo-server` (the harness itself is the `omnishard-bench` crate).
 //! * `output` — human and `--json` printing, and the error line.
+//! * `alloc` — allocator settings that keep memory bounded under large transfers.
 
-#![forbid(unsafe_code)]
+// One FFI call (`alloc`) is the only unsafe code, allowed there alone.
+#![deny(unsafe_code)]
 
 mod admin;
+mod alloc;
 mod args;
 mod bench;
 mod bench_compare;
@@ -41,6 +44,7 @@ use clap::Parser;
 use crate::args::{Cli, Command};
 
 fn main() {
+    alloc::return_large_buffers();
     let cli = Cli::parse();
     // Child processes (the shards of `dev`) inherit the log format; set
     // before any thread starts.

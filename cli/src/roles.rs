@@ -24,14 +24,28 @@ pub async fn shard(args: ShardArgs) -> anyhow::Result<()> {
     };
     config.id = args.id;
     config.data_dir = args.data;
-    let shard = omnishard_shard::Shard::open(config).context("opening the shard")?;
+    if let Some(id) = args.replica_id {
+        config.raft.node_id = id;
+    }
+    config.raft.join |= args.join;
+    for member in &args.members {
+        let (id, addr) = member
+            .split_once('=')
+            .and_then(|(id, addr)| Some((id.parse::<u64>().ok()?, addr.to_string())))
+            .with_context(|| format!("--member {member:?}: expected ID=HOST:PORT"))?;
+        config.raft.initial_members.insert(id, addr);
+    }
+    let shard = omnishard_shard::Shard::open(config).await.context("opening the shard")?;
     omnishard_shard::metrics::register(&shard, &telemetry.metrics);
     shard.set_metrics_addr(metrics_addr.to_string());
     let listener = bind(&args.listen).await?;
+    // A one-replica group leads before the shard says it listens.
+    shard.replication.bootstrap(&listener.local_addr()?.to_string()).await.context("forming the replica group")?;
     telemetry.readiness.set_ready();
     println!("omnishard shard {} metrics on {metrics_addr}", shard.id());
     println!("omnishard shard {} listening on {}", shard.id(), listener.local_addr()?);
-    let served = omnishard_shard::serve_shard(shard, listener, shutdown_signal()).await;
+    let served = omnishard_shard::serve_shard(shard.clone(), listener, shutdown_signal()).await;
+    shard.shutdown().await;
     omnishard_telemetry::shutdown();
     served.map_err(|e| anyhow::anyhow!("shard failed: {e}"))
 }

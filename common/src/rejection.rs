@@ -7,6 +7,8 @@
 pub const REJECTION_HEADER: &str = "x-omnishard-rejection";
 /// Metadata key carrying the epoch the shard enforces.
 pub const SHARD_EPOCH_HEADER: &str = "x-omnishard-shard-epoch";
+/// Metadata key carrying the address of the replica believed to lead.
+pub const LEADER_HEADER: &str = "x-omnishard-leader";
 
 /// Why a shard refused to serve a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -15,12 +17,15 @@ pub enum Rejection {
     WrongEpoch { request_epoch: u64, shard_epoch: u64 },
     /// Under the same epoch, the key belongs to another shard.
     NotOwner { shard_epoch: u64, owner: String },
+    /// This replica does not lead its group; `leader` is the leader's address when known.
+    NotLeader { leader: Option<String> },
 }
 
 impl Rejection {
     /// Encodes the rejection as a gRPC status.
     pub fn to_status(&self, shard_id: &str) -> tonic::Status {
         let (kind, epoch, message) = match self {
+            Rejection::NotLeader { leader } => return not_leader_status(shard_id, leader.as_deref()),
             Rejection::WrongEpoch { request_epoch, shard_epoch } => (
                 "wrong-epoch",
                 *shard_epoch,
@@ -43,10 +48,36 @@ impl Rejection {
         status
     }
 
+    /// If `status` says "not the leader": the leader's address when the replica knew it.
+    pub fn leader_hint(status: &tonic::Status) -> Option<Option<String>> {
+        let kind = status.metadata().get(REJECTION_HEADER)?.to_str().ok()?;
+        if kind != "not-leader" {
+            return None;
+        }
+        Some(status.metadata().get(LEADER_HEADER).and_then(|v| v.to_str().ok()).map(str::to_string))
+    }
+
     /// Reads the rejection kind and shard epoch back from a status, if it is one.
     pub fn kind_of(status: &tonic::Status) -> Option<(&str, u64)> {
         let kind = status.metadata().get(REJECTION_HEADER)?.to_str().ok()?;
         let epoch = status.metadata().get(SHARD_EPOCH_HEADER)?.to_str().ok()?.parse().ok()?;
         Some((kind, epoch))
     }
+}
+
+/// `UNAVAILABLE` with the `not-leader` kind and, when known, the leader's address.
+fn not_leader_status(shard_id: &str, leader: Option<&str>) -> tonic::Status {
+    let message = match leader {
+        Some(addr) => format!("this replica of shard {shard_id} is not its leader; the leader is at {addr}"),
+        None => {
+            format!("this replica of shard {shard_id} is not its leader and knows no leader (election in progress)")
+        }
+    };
+    let mut status = tonic::Status::unavailable(message);
+    let md = status.metadata_mut();
+    md.insert(REJECTION_HEADER, tonic::metadata::MetadataValue::from_static("not-leader"));
+    if let Some(value) = leader.and_then(|addr| addr.parse().ok()) {
+        md.insert(LEADER_HEADER, value);
+    }
+    status
 }

@@ -24,8 +24,32 @@ use crate::placement::{Ring, DEFAULT_VNODES};
 pub struct ShardAddr {
     /// Stable shard id; placement depends on it, not on the address.
     pub id: String,
-    /// `host:port` the shard's gRPC server listens on.
+    /// `host:port` the shard's gRPC server listens on (for a replicated
+    /// shard: the replica tried first).
     pub addr: String,
+    /// For a shard replicated as a Raft group: every replica's `host:port`
+    /// (`addr` included or not). Gateways send work to the group's leader
+    /// and follow "not leader" answers among these.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replicas: Vec<String>,
+}
+
+impl ShardAddr {
+    /// A shard of one replica.
+    pub fn new(id: impl Into<String>, addr: impl Into<String>) -> ShardAddr {
+        ShardAddr { id: id.into(), addr: addr.into(), replicas: Vec::new() }
+    }
+
+    /// Every replica address, `addr` first, without repeats.
+    pub fn replica_addrs(&self) -> Vec<String> {
+        let mut all = vec![self.addr.clone()];
+        for addr in &self.replicas {
+            if !all.contains(addr) {
+                all.push(addr.clone());
+            }
+        }
+        all
+    }
 }
 
 /// The ring's inputs.
@@ -77,6 +101,9 @@ impl Topology {
                 return Err(Error::Topology(format!("duplicate shard id {:?} (shards[{i}].id)", shard.id)));
             }
             check_addr(&shard.addr).map_err(|reason| Error::Topology(format!("shards[{i}].addr: {reason}")))?;
+            for (j, addr) in shard.replicas.iter().enumerate() {
+                check_addr(addr).map_err(|reason| Error::Topology(format!("shards[{i}].replicas[{j}]: {reason}")))?;
+            }
         }
         Ok(())
     }
@@ -123,7 +150,11 @@ impl From<&Topology> for omnishard_proto::v1::InstallTopologyRequest {
             shards: t
                 .shards
                 .iter()
-                .map(|s| omnishard_proto::v1::TopologyShard { id: s.id.clone(), addr: s.addr.clone() })
+                .map(|s| omnishard_proto::v1::TopologyShard {
+                    id: s.id.clone(),
+                    addr: s.addr.clone(),
+                    replicas: s.replicas.clone(),
+                })
                 .collect(),
         }
     }
@@ -134,7 +165,11 @@ impl From<&omnishard_proto::v1::InstallTopologyRequest> for Topology {
         Topology {
             epoch: t.epoch,
             vnodes: t.vnodes,
-            shards: t.shards.iter().map(|s| ShardAddr { id: s.id.clone(), addr: s.addr.clone() }).collect(),
+            shards: t
+                .shards
+                .iter()
+                .map(|s| ShardAddr { id: s.id.clone(), addr: s.addr.clone(), replicas: s.replicas.clone() })
+                .collect(),
         }
     }
 }
@@ -171,8 +206,19 @@ addr = "localhost:7402"
         );
         let bad_addr = GOOD.replace("localhost:7402", "localhost");
         assert!(Topology::from_toml(&bad_addr).unwrap_err().to_string().contains("shards[1].addr"));
-        let unknown = format!("{GOOD}\nreplicas = 3\n");
+        let unknown = format!("{GOOD}\ncolour = 3\n");
         assert!(Topology::from_toml(&unknown).unwrap_err().to_string().contains("unknown field"));
         assert!(Topology::from_toml("epoch = 1\nshards = []").unwrap_err().to_string().contains("no shards"));
+        let bad_replica = format!("{GOOD}\nreplicas = [\"localhost:7402\", \"nowhere\"]\n");
+        assert!(Topology::from_toml(&bad_replica).unwrap_err().to_string().contains("shards[1].replicas[1]"));
+    }
+
+    #[test]
+    fn test_replicas_list_every_address_once_addr_first() {
+        let text = format!("{GOOD}\nreplicas = [\"localhost:7403\", \"localhost:7402\"]\n");
+        let t = Topology::from_toml(&text).unwrap();
+        assert_eq!(t.shards[1].replica_addrs(), vec!["localhost:7402", "localhost:7403"]);
+        assert_eq!(t.shards[0].replica_addrs(), vec![t.shards[0].addr.clone()]);
+        assert_eq!(Topology::from_toml(&t.to_toml()).unwrap(), t);
     }
 }

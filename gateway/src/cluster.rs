@@ -11,7 +11,7 @@ use omnishard_proto::v1::InstallTopologyRequest;
 use crate::coalesce::Coalescer;
 use crate::config::{GatewayConfig, GatewaySettings};
 use crate::error::{Error, Result};
-use crate::shard_client::ShardClient;
+use crate::replicas::ShardClient;
 
 /// The routing state of a gateway.
 pub struct Cluster {

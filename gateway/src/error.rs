@@ -28,6 +28,9 @@ pub enum Error {
     /// A shard cannot be reached, its circuit is open, or it is stopping.
     #[error("shard {shard_id} unavailable at {addr}: {reason}")]
     ShardUnavailable { shard_id: String, addr: String, reason: String },
+    /// The replica asked does not lead its shard's group (and none was found in time).
+    #[error("{message}")]
+    NotLeader { shard_id: String, leader: Option<String>, message: String },
     /// A shard did not answer in time.
     #[error("shard {shard_id} timed out: {message}")]
     ShardTimeout { shard_id: String, message: String },
@@ -54,7 +57,7 @@ impl Error {
             Error::NotFound { .. } => Code::NotFound,
             Error::Budget { .. } | Error::Exhausted(_) => Code::ResourceExhausted,
             Error::OutOfRange(_) => Code::OutOfRange,
-            Error::ShardUnavailable { .. } => Code::Unavailable,
+            Error::ShardUnavailable { .. } | Error::NotLeader { .. } => Code::Unavailable,
             Error::ShardTimeout { .. } | Error::Deadline(_) => Code::DeadlineExceeded,
             // The caller did nothing wrong; the gateway needs a newer ring.
             Error::Misrouted { .. } => Code::Unavailable,
@@ -70,6 +73,6 @@ impl Error {
 
     /// Whether retrying an idempotent read could help.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Error::ShardUnavailable { .. } | Error::ShardTimeout { .. })
+        matches!(self, Error::ShardUnavailable { .. } | Error::ShardTimeout { .. } | Error::NotLeader { .. })
     }
 }

@@ -6,6 +6,7 @@
 //! Layout:
 //! * [`config`] — the config file: topology plus gateway settings and limits.
 //! * [`cluster`] — ring, per-shard handles, start-up checks, epoch repair.
+//! * [`replicas`] — a shard as a group of replicas: leader routing and failover.
 //! * [`shard_client`] — one shard's channel and tower layers (breaker, limit, timeout).
 //! * [`coalesce`] — batching concurrent point operations per shard.
 //! * [`kv`] — key-value operations: routing, fan-out, scan merge.
@@ -33,6 +34,7 @@ pub mod files;
 pub mod graph;
 pub mod graph_server;
 pub mod kv;
+pub mod replicas;
 pub mod search;
 pub mod search_server;
 pub mod server;

@@ -41,9 +41,10 @@ pub const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
 type Breaker = StateMachine<ConsecutiveFailures<Doubling>, ()>;
 type Stack = ShardCalls<Guard<ConcurrencyLimit<Timeout<Channel>>>>;
 
-/// A cheap-to-clone handle for calling one shard.
+/// A cheap-to-clone handle for calling one replica of a shard
+/// ([`crate::replicas::ShardClient`] picks the replica).
 #[derive(Clone)]
-pub struct ShardClient {
+pub struct ReplicaClient {
     id: Arc<str>,
     addr: Arc<str>,
     grpc: ShardServiceClient<Stack>,
@@ -60,10 +61,10 @@ pub const LONG_CALL_TIMEOUT: Duration = Duration::from_secs(600);
 
 // RPC methods take `self`: the client is a cheap clone, and an owned
 // receiver lets callers return the call's future from a closure.
-impl ShardClient {
+impl ReplicaClient {
     /// Creates the client without connecting; the channel connects on first use
     /// and reconnects after failures, so a dead shard never blocks others.
-    pub fn new(shard: &ShardAddr, settings: &GatewaySettings) -> Result<ShardClient> {
+    pub fn new(shard: &ShardAddr, settings: &GatewaySettings) -> Result<ReplicaClient> {
         let endpoint = Endpoint::from_shared(format!("http://{}", shard.addr))
             .map_err(|e| {
                 omnishard_common::Error::Topology(format!("shard {} address {:?}: {e}", shard.id, shard.addr))
@@ -102,7 +103,7 @@ impl ShardClient {
         let files = ShardFileServiceClient::new(stack(&file_channel, LONG_CALL_TIMEOUT))
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
-        Ok(ShardClient {
+        Ok(ReplicaClient {
             id: Arc::from(shard.id.as_str()),
             addr: Arc::from(shard.addr.as_str()),
             grpc: client(settings.request_timeout),
@@ -272,6 +273,9 @@ impl ShardClient {
     /// Translates a status from this shard (or from the layers in front of it).
     pub fn error(&self, status: tonic::Status) -> Error {
         let shard_id = self.id.to_string();
+        if let Some(leader) = Rejection::leader_hint(&status) {
+            return Error::NotLeader { shard_id, leader, message: status.message().to_string() };
+        }
         if let Some((kind, shard_epoch)) = Rejection::kind_of(&status) {
             return Error::Misrouted {
                 shard_id,

@@ -7,6 +7,7 @@ use omnishard_common::limits::Limits;
 use serde::{Deserialize, Serialize};
 
 use crate::files::FileSettings;
+use crate::raft::RaftSettings;
 use crate::search::SearchSettings;
 
 /// Everything a shard process needs to know.
@@ -16,13 +17,14 @@ use crate::search::SearchSettings;
 /// * `limits` — request size limits (checked again after the gateway).
 /// * `block_cache` — one shared RocksDB block cache (default 256MiB).
 /// * `write_buffers` — total memtable budget, enforced by a write-buffer manager (default 128MiB).
-/// * `sync_writes` — fsync the WAL before acknowledging a write (default true).
-/// * `max_group_commit` — most transactions committed by one WAL sync (default 512).
+/// * `sync_writes` — fsync the Raft log before a replica acknowledges an append (default true).
+/// * `max_group_commit` — most transactions in one proposal (one log entry) (default 512).
 /// * `apply_queue` — transactions waiting for the apply thread before callers get RESOURCE_EXHAUSTED (default 4096).
 /// * `point_read_concurrency` — blocking threads for point reads (default 64).
 /// * `scan_concurrency` — blocking threads for scans, kept apart so scans never starve point reads (default 4).
 /// * `search` — full-text search settings ([`SearchSettings`]).
 /// * `files` — file chunk settings ([`FileSettings`]).
+/// * `raft` — replication settings ([`RaftSettings`]).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ShardConfig {
@@ -38,6 +40,7 @@ pub struct ShardConfig {
     pub scan_concurrency: usize,
     pub search: SearchSettings,
     pub files: FileSettings,
+    pub raft: RaftSettings,
 }
 
 impl Default for ShardConfig {
@@ -55,6 +58,7 @@ impl Default for ShardConfig {
             scan_concurrency: 4,
             search: SearchSettings::default(),
             files: FileSettings::default(),
+            raft: RaftSettings::default(),
         }
     }
 }

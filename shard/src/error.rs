@@ -44,6 +44,9 @@ pub enum Error {
     /// The shard is stopping.
     #[error("shard is shutting down")]
     ShuttingDown,
+    /// The replica cannot reach a majority of its group.
+    #[error("no quorum: {0}")]
+    NoQuorum(String),
 }
 
 impl Error {
@@ -62,6 +65,21 @@ impl Error {
             Error::Corrupt { .. } => Status::data_loss(format!("shard {shard_id}: {self}")),
             Error::Overloaded(_) => Status::resource_exhausted(format!("shard {shard_id}: {self}")),
             Error::ShuttingDown => Status::unavailable(format!("shard {shard_id} is shutting down")),
+            Error::NoQuorum(_) => Status::unavailable(format!("shard {shard_id}: {self}")),
+        }
+    }
+}
+
+impl Error {
+    /// A copy for each request of a failed proposal (the enum is not `Clone`:
+    /// RocksDB's error is not); kinds that callers act on keep their kind.
+    pub fn duplicate(&self) -> Error {
+        match self {
+            Error::Rejected(r) => Error::Rejected(r.clone()),
+            Error::NoQuorum(s) => Error::NoQuorum(s.clone()),
+            Error::ShuttingDown => Error::ShuttingDown,
+            Error::Overloaded(s) => Error::Overloaded(s),
+            other => Error::Internal(other.to_string()),
         }
     }
 }

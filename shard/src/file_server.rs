@@ -40,7 +40,7 @@ impl ShardFileService for ShardFileGrpc {
         record("bytes_written", req.chunks.iter().map(|c| c.data.len() as i64).sum::<i64>());
         let stored = self
             .shard
-            .chunk_put(req.epoch, &req.namespace, upload, req.compress, req.bulk, req.chunks)
+            .chunk_put(req.epoch, &req.namespace, upload, req.compress, req.chunks)
             .await
             .map_err(|e| self.status(e))?;
         Ok(Response::new(ShardChunkPutResponse { stored: stored.stored, deduplicated: stored.deduplicated }))

@@ -5,7 +5,10 @@
 //! * [`config`] — shard settings.
 //! * [`store`] — opening RocksDB with bounded memory; every read.
 //! * [`codec`] — on-disk layout of keys and values.
-//! * [`apply`] — the single write path: CAS checks, sequence numbers, group commit.
+//! * [`apply`] — the single write path: requests grouped into Raft proposals.
+//! * [`execute`] — what every replica does with a committed proposal: CAS checks, sequence numbers.
+//! * [`raft`] — replication: the shard as a Raft group of replicas (openraft).
+//! * [`consistency`] — reads: leader reads confirmed with a quorum, follower reads by request.
 //! * [`ownership`] — the installed ring and the misrouting checks.
 //! * [`node`] — the [`Shard`] itself and its capacity pools.
 //! * [`kv`] — key-value operations.
@@ -22,7 +25,9 @@
 pub mod apply;
 pub mod codec;
 pub mod config;
+pub mod consistency;
 pub mod error;
+pub mod execute;
 pub mod file_server;
 pub mod files;
 pub mod graph;
@@ -30,6 +35,7 @@ pub mod kv;
 pub mod metrics;
 pub mod node;
 pub mod ownership;
+pub mod raft;
 pub mod search;
 pub mod server;
 pub mod store;

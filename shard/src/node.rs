@@ -1,7 +1,8 @@
-//! One shard: its store, its apply path, its ownership, and the separate
-//! capacity pools that keep heavy work from starving point operations.
+//! One shard replica: its store, its Raft node and apply path, its
+//! ownership, and the separate capacity pools that keep heavy work from
+//! starving point operations.
 
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, OnceLock};
 
 use omnishard_common::topology::Topology;
@@ -11,10 +12,13 @@ use tokio::sync::Semaphore;
 use crate::apply::Applier;
 use crate::config::ShardConfig;
 use crate::error::{Error, Result};
+use crate::execute::{Effects, Executor};
 use crate::files::leases::ReadLeases;
 use crate::ownership::Ownership;
-use crate::search::index::Registry;
-use crate::search::indexer::Indexer;
+use crate::raft::Replication;
+use crate::search::index::{active_generation, Registry, SearchIndex};
+use crate::search::indexer::{Indexer, IndexerHandle};
+use crate::search::write::AdminOp;
 use crate::store::{Store, META_TOPOLOGY};
 use omnishard_proto::v1::InstallTopologyRequest;
 
@@ -23,7 +27,9 @@ pub struct Shard {
     pub(crate) config: ShardConfig,
     pub(crate) store: Store,
     pub(crate) applier: Applier,
-    pub(crate) ownership: Ownership,
+    /// This replica's Raft node.
+    pub replication: Arc<Replication>,
+    pub(crate) ownership: Arc<Ownership>,
     /// Blocking-thread budget for point reads.
     pub(crate) point_permits: Semaphore,
     /// Blocking-thread budget for scans, apart from point reads.
@@ -38,8 +44,6 @@ pub struct Shard {
     pub(crate) file_permits: Semaphore,
     /// Read leases on file versions whose manifest this shard holds.
     pub(crate) read_leases: ReadLeases,
-    /// Set after a bulk (WAL-less) chunk write, cleared by the flush that makes it durable.
-    pub(crate) chunks_dirty: AtomicBool,
     /// Where this shard's `/metrics` is served, once known.
     metrics_addr: OnceLock<String>,
 }
@@ -54,33 +58,50 @@ pub struct Stats {
 }
 
 impl Shard {
-    /// Opens the shard's database and starts its apply thread.
-    pub fn open(config: ShardConfig) -> Result<Arc<Shard>> {
+    /// Opens the shard's database, starts its Raft node, indexer and apply path.
+    pub async fn open(config: ShardConfig) -> Result<Arc<Shard>> {
         omnishard_common::topology::check_shard_id(&config.id)?;
+        if config.raft.node_id == 0 {
+            return Err(Error::InvalidArgument(omnishard_common::Error::invalid("raft.node_id", "must be at least 1")));
+        }
         let store = Store::open(&config)?;
         let persisted = match store.topology_bytes()? {
-            Some(bytes) => {
-                let msg = InstallTopologyRequest::decode(bytes.as_slice())
-                    .map_err(|e| Error::Corrupt { key: "meta/topology".into(), reason: e.to_string() })?;
-                Some(Topology::from(&msg))
-            }
+            Some(bytes) => Some(decode_topology(&bytes)?),
             None => None,
         };
-        let ownership = Ownership::new(config.id.clone(), persisted)?;
-        let applier = Applier::start(store.clone(), config.sync_writes, config.max_group_commit, config.apply_queue)?;
+        let ownership = Arc::new(Ownership::new(config.id.clone(), persisted)?);
+        let last_seq = Arc::new(AtomicU64::new(store.last_seq()?));
         let search = Arc::new(Registry::open(&store, config.data_dir.join("search"))?);
         let indexer = Indexer::start(
             store.clone(),
             search.clone(),
-            applier.last_seq_handle(),
+            last_seq.clone(),
             config.search.refresh_interval,
             config.search.writer_memory.as_u64() as usize,
         )?;
+        let effects = Arc::new(Follow {
+            store: store.clone(),
+            ownership: ownership.clone(),
+            search: search.clone(),
+            indexer: indexer.handle().ok_or(Error::ShuttingDown)?,
+        });
+        // The Raft log is synced; the state machine's batches then need not be.
+        let executor = Arc::new(Executor::new(store.clone(), false, last_seq.clone(), effects));
+        let replication = Arc::new(
+            Replication::start(&config.id, &config.raft, executor, store.clone(), &config.data_dir, config.sync_writes)
+                .await?,
+        );
+        let applier = Applier::start(
+            replication.clone(),
+            last_seq,
+            config.max_group_commit,
+            config.apply_queue,
+            config.raft.max_inflight_proposals,
+        );
         Ok(Arc::new(Shard {
             search_permits: Semaphore::new(config.search.concurrency.max(1)),
             file_permits: Semaphore::new(config.files.concurrency.max(1)),
             read_leases: ReadLeases::new(config.files.read_lease_max),
-            chunks_dirty: AtomicBool::new(false),
             metrics_addr: OnceLock::new(),
             search,
             indexer,
@@ -89,8 +110,14 @@ impl Shard {
             config,
             store,
             applier,
+            replication,
             ownership,
         }))
+    }
+
+    /// Stops proposing and stops the Raft node (before the database closes).
+    pub async fn shutdown(&self) {
+        self.replication.shutdown().await;
     }
 
     /// This shard's id.
@@ -124,18 +151,17 @@ impl Shard {
         })
     }
 
-    /// Installs a topology: validated, persisted through the apply path, then enforced.
+    /// Installs a topology: validated, then replicated through the apply
+    /// path; every replica enforces it once applied ([`Follow`]).
     pub async fn install_topology(&self, topology: Topology) -> Result<u64> {
-        let ring = self.ownership.admit(&topology)?;
+        self.ownership.admit(&topology)?;
         if self.ownership.epoch() == topology.epoch {
             return Ok(topology.epoch); // the same topology again
         }
         let encoded = InstallTopologyRequest::from(&topology).encode_to_vec();
         self.applier.put_meta(META_TOPOLOGY, encoded).await?;
-        let epoch = topology.epoch;
-        tracing::info!(shard_id = %self.config.id, epoch, shards = topology.shards.len(), "topology installed");
-        self.ownership.set(topology, ring);
-        Ok(epoch)
+        tracing::info!(shard_id = %self.config.id, epoch = topology.epoch, shards = topology.shards.len(), "topology installed");
+        Ok(topology.epoch)
     }
 
     /// Runs a short blocking storage call off the reactor, on the point-read budget.
@@ -180,5 +206,93 @@ impl Shard {
         // The blocking thread works inside the request's span.
         let span = tracing::Span::current();
         tokio::task::spawn_blocking(move || span.in_scope(|| f(&shard))).await.map_err(|_| Error::ShuttingDown)?
+    }
+}
+
+fn decode_topology(bytes: &[u8]) -> Result<Topology> {
+    let msg = InstallTopologyRequest::decode(bytes)
+        .map_err(|e| Error::Corrupt { key: "meta/topology".into(), reason: e.to_string() })?;
+    Ok(Topology::from(&msg))
+}
+
+/// Keeps in-memory state in step with what the apply path committed, on
+/// every replica: the enforced ring and the open search indexes.
+struct Follow {
+    store: Store,
+    ownership: Arc<Ownership>,
+    search: Arc<Registry>,
+    indexer: IndexerHandle,
+}
+
+impl Follow {
+    /// Opens index `name` at its active generation and registers it.
+    fn open_index(&self, ns: &str, name: &str, meta: crate::search::keys::IndexMeta) -> Result<Arc<SearchIndex>> {
+        let generation = active_generation(&self.store, meta.uid)?;
+        let index = Arc::new(SearchIndex::open(self.search.root(), ns, name, meta, generation)?);
+        self.search.insert(index.clone());
+        Ok(index)
+    }
+}
+
+impl Effects for Follow {
+    fn topology_installed(&self, encoded: &[u8]) {
+        let installed = decode_topology(encoded).and_then(|topology| {
+            let ring = self.ownership.admit(&topology)?;
+            self.ownership.set(topology, ring);
+            Ok(())
+        });
+        if let Err(e) = installed {
+            tracing::error!(error = %e, "a committed topology cannot be enforced");
+        }
+    }
+
+    fn search_admin(&self, op: &AdminOp) {
+        let done = match op {
+            AdminOp::Create { namespace, index, meta } => self.open_index(namespace, index, meta.clone()).map(|_| ()),
+            AdminOp::Update { namespace, index, meta } => self.search.get(namespace, index).map(|open| {
+                open.set_meta(meta.clone());
+                self.indexer.rebuild_later(open);
+            }),
+            AdminOp::Drop { namespace, index, .. } => {
+                if let Some(open) = self.search.remove(namespace, index) {
+                    self.indexer.forget_later(open);
+                }
+                Ok(())
+            }
+        };
+        if let Err(e) = done {
+            tracing::error!(error = %e, ?op, "a committed index change cannot be followed");
+        }
+    }
+
+    fn data_replaced(&self) {
+        let defined = match Registry::defined(&self.store) {
+            Ok(defined) => defined,
+            Err(e) => return tracing::error!(error = %e, "index definitions unreadable after a snapshot"),
+        };
+        for open in self.search.list(None) {
+            let still = defined
+                .iter()
+                .any(|(ns, name, meta)| *ns == open.namespace && *name == open.name && meta.uid == open.uid);
+            if !still {
+                if let Some(open) = self.search.remove(&open.namespace, &open.name) {
+                    self.indexer.forget_later(open);
+                }
+            }
+        }
+        for (ns, name, meta) in defined {
+            let index = match self.search.get(&ns, &name) {
+                Ok(open) => {
+                    open.set_meta(meta);
+                    Ok(open)
+                }
+                Err(_) => self.open_index(&ns, &name, meta),
+            };
+            match index {
+                // Tantivy indexes are derived: rebuild them from the new data.
+                Ok(index) => self.indexer.rebuild_later(index),
+                Err(e) => tracing::error!(error = %e, index = %name, "cannot open an index after a snapshot"),
+            }
+        }
     }
 }

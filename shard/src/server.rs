@@ -17,10 +17,13 @@ use tonic::{Request, Response, Status};
 
 use crate::apply::{Op, Txn};
 use crate::config::ShardConfig;
+use crate::consistency::ConsistencyLayer;
 use crate::error::Error;
 use crate::file_server::ShardFileGrpc;
 use crate::node::Shard;
+use crate::raft::service::ShardRaftGrpc;
 use crate::store::Entry;
+use omnishard_proto::v1::shard_raft_service_server::ShardRaftServiceServer;
 
 /// Largest gRPC message a shard accepts or sends: a full batch of big values.
 pub const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
@@ -31,8 +34,10 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let shard = Shard::open(config)?;
-    serve_shard(shard, listener, shutdown).await
+    let shard = Shard::open(config).await?;
+    let served = serve_shard(shard.clone(), listener, shutdown).await;
+    shard.shutdown().await;
+    served
 }
 
 /// Serves an opened shard on `listener` until `shutdown` resolves.
@@ -53,14 +58,22 @@ pub async fn serve_shard(
     let files = ShardFileServiceServer::new(ShardFileGrpc { shard: shard.clone() })
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    tracing::info!(shard_id = %shard.id(), addr = %listener.local_addr()?, epoch = shard.ownership.epoch(), "shard serving");
-    server_stack(shard.id())
+    let raft = ShardRaftServiceServer::new(ShardRaftGrpc { shard: shard.clone() })
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let addr = listener.local_addr()?;
+    tracing::info!(shard_id = %shard.id(), %addr, epoch = shard.ownership.epoch(), node_id = shard.replication.node_id(), "shard serving");
+    shard.replication.bootstrap(&addr.to_string()).await?;
+    let served = server_stack(shard.id())
+        .layer(ConsistencyLayer::new(shard.clone()))
         .add_service(health)
         .add_service(reflection)
         .add_service(service)
         .add_service(files)
+        .add_service(raft)
         .serve_with_incoming_shutdown(incoming(listener), shutdown)
-        .await?;
+        .await;
+    served?;
     tracing::info!(shard_id = %shard.id(), "shard stopped");
     Ok(())
 }

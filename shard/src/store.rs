@@ -6,9 +6,11 @@
 //! * `search` — index definitions, documents and the indexing outbox (layout in [`crate::search::keys`]).
 //! * `files` — file manifests, uploads, chunk claims and garbage (layout in [`crate::files::keys`]).
 //! * `chunks` — file chunk bytes in RocksDB blob files, and their info.
-//! * `meta` — the last applied sequence and the installed topology.
+//! * `meta` — the last applied sequence, the installed topology and the Raft position.
+//! * `raft_log`, `raft_state` — the replica's Raft log and vote ([`crate::raft::log_store`]).
 //!
-//! Writes do not happen here: they go through [`crate::apply`], the only door.
+//! Writes do not happen here: they go through [`crate::apply`], the only door
+//! (and the Raft log's own store).
 
 use std::sync::Arc;
 
@@ -34,6 +36,10 @@ pub const CF_FILES: &str = "files";
 pub const CF_CHUNKS: &str = "chunks";
 /// Column family of shard metadata.
 pub const CF_META: &str = "meta";
+/// Column family of the Raft log (entries by index, u64 BE).
+pub const CF_RAFT_LOG: &str = "raft_log";
+/// Column family of the Raft vote, committed and purged positions.
+pub const CF_RAFT_STATE: &str = "raft_state";
 /// `meta` key holding the last applied sequence (u64 BE).
 pub const META_LAST_SEQ: &[u8] = b"last_seq";
 /// `meta` key holding the installed topology (protobuf).
@@ -81,6 +87,8 @@ impl Store {
             ColumnFamilyDescriptor::new(CF_FILES, table_options(&cache)),
             ColumnFamilyDescriptor::new(CF_CHUNKS, chunk_options(&cache, config)),
             ColumnFamilyDescriptor::new(CF_META, Options::default()),
+            ColumnFamilyDescriptor::new(CF_RAFT_LOG, raft_log_options(&cache)),
+            ColumnFamilyDescriptor::new(CF_RAFT_STATE, Options::default()),
         ];
         let db = DB::open_cf_descriptors(&db_opts, &config.data_dir, cfs)?;
         Ok(Store { db: Arc::new(db) })
@@ -292,9 +300,19 @@ fn chunk_options(cache: &Cache, config: &ShardConfig) -> Options {
     opts.set_blob_compression_type(DBCompressionType::None);
     opts.set_enable_blob_gc(true);
     opts.set_blob_gc_age_cutoff(0.5);
-    // Bulk chunk writes skip the WAL and are flushed before their manifest
-    // commits, so this memtable bounds how much chunk data sits in memory.
+    // Uploads flush it before their manifest commits, so this memtable
+    // bounds how much chunk data sits in memory.
     opts.set_write_buffer_size(config.files.chunk_buffer.as_u64() as usize);
+    opts.set_max_write_buffer_number(2);
+    opts
+}
+
+/// The Raft log: written once, read back rarely (lagging replicas), deleted
+/// by range after snapshots. Small memtables: entries can carry file chunks.
+fn raft_log_options(cache: &Cache) -> Options {
+    let mut opts = table_options(cache);
+    opts.set_compression_type(DBCompressionType::None);
+    opts.set_write_buffer_size(8 << 20);
     opts.set_max_write_buffer_number(2);
     opts
 }

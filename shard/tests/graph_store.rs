@@ -11,10 +11,11 @@ use omnishard_proto::v1::{
 use omnishard_shard::{Error, Shard, ShardConfig};
 
 async fn open(dir: &std::path::Path) -> Arc<Shard> {
-    let shard =
-        Shard::open(ShardConfig { id: "shard-1".into(), data_dir: dir.to_path_buf(), ..Default::default() }).unwrap();
-    let topology =
-        Topology { epoch: 1, vnodes: 256, shards: vec![ShardAddr { id: "shard-1".into(), addr: "h:1".into() }] };
+    let shard = Shard::open(ShardConfig { id: "shard-1".into(), data_dir: dir.to_path_buf(), ..Default::default() })
+        .await
+        .unwrap();
+    shard.replication.bootstrap("127.0.0.1:1").await.unwrap();
+    let topology = Topology { epoch: 1, vnodes: 256, shards: vec![ShardAddr::new("shard-1", "h:1")] };
     shard.install_topology(topology).await.unwrap();
     shard
 }

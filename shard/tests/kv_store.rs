@@ -11,16 +11,15 @@ fn topology(epoch: u64, n: usize) -> Topology {
     Topology {
         epoch,
         vnodes: 256,
-        shards: (1..=n)
-            .map(|i| ShardAddr { id: format!("shard-{i}"), addr: format!("127.0.0.1:{}", 1000 + i) })
-            .collect(),
+        shards: (1..=n).map(|i| ShardAddr::new(format!("shard-{i}"), format!("127.0.0.1:{}", 1000 + i))).collect(),
     }
 }
 
 /// A single-shard ring, so every key belongs to the shard under test.
 async fn open(dir: &std::path::Path) -> Arc<Shard> {
     let config = ShardConfig { id: "shard-1".into(), data_dir: dir.to_path_buf(), ..Default::default() };
-    let shard = Shard::open(config).unwrap();
+    let shard = Shard::open(config).await.unwrap();
+    shard.replication.bootstrap("127.0.0.1:1").await.unwrap();
     shard.install_topology(topology(1, 1)).await.unwrap();
     shard
 }
@@ -51,15 +50,17 @@ async fn test_versions_increase_and_survive_reopen() {
     let v2 = apply_one(&shard, vec![put("a", "2", None)]).await.unwrap();
     assert!(v2 > v1);
     assert_eq!(get(&shard, "a").await, Some((b"2".to_vec(), v2)));
+    shard.shutdown().await;
     drop(shard);
-    // Give the apply thread a moment to release the database lock.
+    // Give the Raft tasks a moment to release the database lock.
     let shard = loop {
         let config = ShardConfig { id: "shard-1".into(), data_dir: dir.path().to_path_buf(), ..Default::default() };
-        match Shard::open(config) {
+        match Shard::open(config).await {
             Ok(s) => break s,
             Err(_) => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
         }
     };
+    shard.replication.bootstrap("127.0.0.1:1").await.unwrap();
     assert_eq!(shard.stats().await.unwrap().epoch, 1, "installed topology is persisted");
     assert_eq!(get(&shard, "a").await, Some((b"2".to_vec(), v2)));
     let v3 = apply_one(&shard, vec![put("b", "x", None)]).await.unwrap();
@@ -178,7 +179,8 @@ async fn test_limits_are_enforced_by_the_shard() {
 async fn test_misrouted_requests_are_rejected() {
     let dir = tempfile::tempdir().unwrap();
     let config = ShardConfig { id: "shard-1".into(), data_dir: dir.path().to_path_buf(), ..Default::default() };
-    let shard = Shard::open(config).unwrap();
+    let shard = Shard::open(config).await.unwrap();
+    shard.replication.bootstrap("127.0.0.1:1").await.unwrap();
     // Before any topology: everything is a wrong-epoch rejection.
     let status = shard.read(1, "default", vec![b"k".to_vec()]).await.unwrap_err().to_status("shard-1");
     assert_eq!(omnishard_common::rejection::Rejection::kind_of(&status), Some(("wrong-epoch", 0)));

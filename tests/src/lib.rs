@@ -30,6 +30,7 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// Builder of a test [`Cluster`].
 pub struct ClusterBuilder {
     shards: usize,
+    replicas: usize,
     gateway_toml: String,
     shard_toml: String,
     env: Vec<(String, String)>,
@@ -38,7 +39,8 @@ pub struct ClusterBuilder {
 /// A running cluster of separate processes.
 pub struct Cluster {
     dir: tempfile::TempDir,
-    shards: Vec<ShardProcess>,
+    /// Per shard, its replicas (one unless the builder asked for more).
+    groups: Vec<Vec<ShardProcess>>,
     gateway: Child,
     gateway_url: String,
     /// The `--config` file of every shard, if the builder gave one.
@@ -51,12 +53,22 @@ struct ShardProcess {
     id: String,
     addr: String,
     child: Option<Child>,
+    /// Replica id in its shard's Raft group.
+    node_id: u64,
+    /// Its data folder.
+    data: PathBuf,
 }
 
 impl Cluster {
     /// Starts describing a cluster (default: 3 shards).
     pub fn builder() -> ClusterBuilder {
-        ClusterBuilder { shards: 3, gateway_toml: String::new(), shard_toml: String::new(), env: Vec::new() }
+        ClusterBuilder {
+            shards: 3,
+            replicas: 1,
+            gateway_toml: String::new(),
+            shard_toml: String::new(),
+            env: Vec::new(),
+        }
     }
 
     /// The gateway's URL.
@@ -71,37 +83,50 @@ impl Cluster {
 
     /// Shard ids in topology order.
     pub fn shard_ids(&self) -> Vec<String> {
-        self.shards.iter().map(|s| s.id.clone()).collect()
+        self.groups.iter().map(|g| g[0].id.clone()).collect()
     }
 
     /// Kills shard `index` with SIGKILL: no shutdown, no flush.
     pub async fn kill_shard(&mut self, index: usize) -> anyhow::Result<()> {
-        let shard = &mut self.shards[index];
-        if let Some(mut child) = shard.child.take() {
+        self.kill_replica(index, 0).await
+    }
+
+    /// Restarts shard `index` on its old address with its old data.
+    pub async fn restart_shard(&mut self, index: usize) -> anyhow::Result<()> {
+        self.restart_replica(index, 0).await
+    }
+
+    /// Kills replica `replica` (0-based) of shard `shard` with SIGKILL.
+    pub async fn kill_replica(&mut self, shard: usize, replica: usize) -> anyhow::Result<()> {
+        if let Some(mut child) = self.groups[shard][replica].child.take() {
             child.start_kill().context("sending SIGKILL")?;
             child.wait().await?;
         }
         Ok(())
     }
 
-    /// Restarts shard `index` on its old address with its old data.
-    pub async fn restart_shard(&mut self, index: usize) -> anyhow::Result<()> {
-        let data = self.dir.path().join(&self.shards[index].id);
-        let shard = &mut self.shards[index];
+    /// Deletes the data folder of a (killed) replica.
+    pub fn wipe_replica(&self, shard: usize, replica: usize) -> anyhow::Result<()> {
+        let data = &self.groups[shard][replica].data;
+        if data.exists() {
+            std::fs::remove_dir_all(data)?;
+        }
+        Ok(())
+    }
+
+    /// Restarts a replica on its old address with whatever its folder holds.
+    pub async fn restart_replica(&mut self, shard: usize, replica: usize) -> anyhow::Result<()> {
+        let replicated = self.groups[shard].len() > 1;
+        let process = &mut self.groups[shard][replica];
+        let args = shard_args(process, replicated, self.shard_config.as_deref());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let mut last_err = None;
         // The old port was just released; retry briefly in case the kernel
         // has not let go of it yet.
-        let mut args = vec!["shard", "--id", &shard.id, "--listen", &shard.addr];
-        let data = data.to_string_lossy();
-        args.extend(["--data", &data]);
-        let config = self.shard_config.as_ref().map(|p| p.to_string_lossy().into_owned());
-        if let Some(config) = &config {
-            args.extend(["--config", config]);
-        }
         for _ in 0..50 {
             match spawn_with(&args, &self.env).await {
                 Ok((child, _)) => {
-                    shard.child = Some(child);
+                    process.child = Some(child);
                     return Ok(());
                 }
                 Err(e) => last_err = Some(e),
@@ -109,6 +134,57 @@ impl Cluster {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         Err(last_err.unwrap_or_else(|| anyhow::anyhow!("restart failed")))
+    }
+
+    /// The gRPC URL of replica `replica` of shard `shard`.
+    pub fn replica_url(&self, shard: usize, replica: usize) -> String {
+        format!("http://{}", self.groups[shard][replica].addr)
+    }
+
+    /// Replica `replica`'s view of its group (fails while it is down).
+    pub async fn raft_status(
+        &self,
+        shard: usize,
+        replica: usize,
+    ) -> anyhow::Result<omnishard_proto::v1::RaftStatusResponse> {
+        let mut client = raft_client(&self.groups[shard][replica].addr).await?;
+        Ok(client.status(omnishard_proto::v1::RaftStatusRequest {}).await?.into_inner())
+    }
+
+    /// The index of the replica leading shard `shard`, waiting (up to 30 s)
+    /// until a live replica names one and that one agrees.
+    pub async fn leader_of(&self, shard: usize) -> anyhow::Result<usize> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            for (i, process) in self.groups[shard].iter().enumerate() {
+                if process.child.is_none() {
+                    continue;
+                }
+                if let Ok(status) = self.raft_status(shard, i).await {
+                    if status.role == "leader" {
+                        return Ok(i);
+                    }
+                }
+            }
+            if std::time::Instant::now() > deadline {
+                bail!("shard {shard} has no leader after 30 s");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Asks the leader of `shard` to hand leadership to replica `to`.
+    pub async fn transfer_leader(&self, shard: usize, to: usize) -> anyhow::Result<()> {
+        let leader = self.leader_of(shard).await?;
+        let mut client = raft_client(&self.groups[shard][leader].addr).await?;
+        let node_id = self.groups[shard][to].node_id;
+        client.transfer_leader(omnishard_proto::v1::TransferLeaderRequest { node_id }).await?;
+        Ok(())
+    }
+
+    /// How many replicas each shard has.
+    pub fn replica_count(&self) -> usize {
+        self.groups[0].len()
     }
 
     /// Runs the CLI against this cluster's gateway and returns (exit code, stdout, stderr).
@@ -134,12 +210,12 @@ impl Cluster {
 
     /// The gRPC URL of shard `index` (for tests that talk to a shard directly).
     pub fn shard_url(&self, index: usize) -> String {
-        format!("http://{}", self.shards[index].addr)
+        self.replica_url(index, 0)
     }
 
     /// Process id of shard `index`, while it runs.
     pub fn shard_pid(&self, index: usize) -> Option<u32> {
-        self.shards[index].child.as_ref().and_then(Child::id)
+        self.groups[index][0].child.as_ref().and_then(Child::id)
     }
 
     /// Kills the gateway with SIGKILL and starts a new one on the same
@@ -165,7 +241,7 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         let _ = self.gateway.start_kill();
-        for shard in &mut self.shards {
+        for shard in self.groups.iter_mut().flatten() {
             if let Some(child) = shard.child.as_mut() {
                 let _ = child.start_kill();
             }
@@ -174,9 +250,15 @@ impl Drop for Cluster {
 }
 
 impl ClusterBuilder {
-    /// Number of shard processes.
+    /// Number of shards.
     pub fn shards(mut self, n: usize) -> Self {
         self.shards = n;
+        self
+    }
+
+    /// Replicas per shard, each its own process (default 1).
+    pub fn replicas(mut self, n: usize) -> Self {
+        self.replicas = n.max(1);
         self
     }
 
@@ -201,23 +283,36 @@ impl ClusterBuilder {
     /// Starts the shards, writes the topology, starts the gateway.
     pub async fn start(self) -> anyhow::Result<Cluster> {
         let dir = tempfile::tempdir()?;
-        let mut shards = Vec::new();
+        let mut groups = Vec::new();
         let mut topology = String::from("epoch = 1\nvnodes = 256\n");
         let shard_config = (!self.shard_toml.is_empty()).then(|| dir.path().join("shard.toml"));
         if let Some(path) = &shard_config {
             std::fs::write(path, &self.shard_toml)?;
         }
+        let replicated = self.replicas > 1;
         for i in 1..=self.shards {
             let id = format!("shard-{i}");
-            let data = dir.path().join(&id).to_string_lossy().into_owned();
-            let mut args = vec!["shard", "--id", &id, "--listen", "127.0.0.1:0", "--data", &data];
-            let config = shard_config.as_ref().map(|p| p.to_string_lossy().into_owned());
-            if let Some(config) = &config {
-                args.extend(["--config", config]);
+            let mut group = Vec::new();
+            for node_id in 1..=self.replicas as u64 {
+                let data = if replicated { dir.path().join(format!("{id}-r{node_id}")) } else { dir.path().join(&id) };
+                let mut process =
+                    ShardProcess { id: id.clone(), addr: "127.0.0.1:0".into(), child: None, node_id, data };
+                let args = shard_args(&process, replicated, shard_config.as_deref());
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                let (child, addr) = spawn_with(&args, &self.env).await?;
+                process.child = Some(child);
+                process.addr = addr;
+                group.push(process);
             }
-            let (child, addr) = spawn_with(&args, &self.env).await?;
-            topology.push_str(&format!("\n[[shards]]\nid = \"{id}\"\naddr = \"{addr}\"\n"));
-            shards.push(ShardProcess { id, addr, child: Some(child) });
+            if replicated {
+                form_group(&group).await?;
+            }
+            let replicas: Vec<String> = group.iter().map(|p| format!("\"{}\"", p.addr)).collect();
+            topology.push_str(&format!("\n[[shards]]\nid = \"{id}\"\naddr = \"{}\"\n", group[0].addr));
+            if replicated {
+                topology.push_str(&format!("replicas = [{}]\n", replicas.join(", ")));
+            }
+            groups.push(group);
         }
         topology.push_str(&self.gateway_toml);
         let config = dir.path().join("gateway.toml");
@@ -225,7 +320,49 @@ impl ClusterBuilder {
         let (gateway, addr) =
             spawn_with(&["gateway", "--config", &config.to_string_lossy(), "--listen", "127.0.0.1:0"], &self.env)
                 .await?;
-        Ok(Cluster { dir, shards, gateway, gateway_url: format!("http://{addr}"), shard_config, env: self.env })
+        Ok(Cluster { dir, groups, gateway, gateway_url: format!("http://{addr}"), shard_config, env: self.env })
+    }
+}
+
+/// The command line of a shard process.
+fn shard_args(process: &ShardProcess, replicated: bool, config: Option<&Path>) -> Vec<String> {
+    let mut args: Vec<String> =
+        ["shard", "--id", &process.id, "--listen", &process.addr, "--data"].iter().map(|s| s.to_string()).collect();
+    args.push(process.data.to_string_lossy().into_owned());
+    if let Some(config) = config {
+        args.extend(["--config".into(), config.to_string_lossy().into_owned()]);
+    }
+    if replicated {
+        // A replica of a group waits for the group (formed by `form_group`).
+        args.extend(["--replica-id".into(), process.node_id.to_string(), "--join".into()]);
+    }
+    args
+}
+
+async fn raft_client(
+    addr: &str,
+) -> anyhow::Result<omnishard_proto::v1::shard_raft_service_client::ShardRaftServiceClient<tonic::transport::Channel>> {
+    Ok(omnishard_proto::v1::shard_raft_service_client::ShardRaftServiceClient::connect(format!("http://{addr}"))
+        .await?)
+}
+
+/// Initializes a new group of `replicas` and waits until it has a leader.
+async fn form_group(replicas: &[ShardProcess]) -> anyhow::Result<()> {
+    use omnishard_proto::v1::shard_raft_service_client::ShardRaftServiceClient;
+    use omnishard_proto::v1::{RaftInitializeRequest, RaftMember, RaftStatusRequest};
+    let members = replicas.iter().map(|p| RaftMember { node_id: p.node_id, addr: p.addr.clone() }).collect();
+    let mut first = ShardRaftServiceClient::connect(format!("http://{}", replicas[0].addr)).await?;
+    first.initialize(RaftInitializeRequest { members }).await?;
+    let deadline = std::time::Instant::now() + START_TIMEOUT;
+    loop {
+        let status = first.status(RaftStatusRequest {}).await?.into_inner();
+        if status.leader_id != 0 {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            bail!("shard {} elected no leader in {START_TIMEOUT:?}", replicas[0].id);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

@@ -15,7 +15,7 @@ use omnishard_common::namespace;
 
 use crate::cluster::Cluster;
 use crate::error::{Error, Result};
-use crate::shard_client::ShardClient;
+use crate::replicas::ShardClient;
 
 /// Checks a namespace and an index name; returns them resolved.
 pub fn names(ns: &str, index: &str) -> Result<(String, String)> {

@@ -116,7 +116,7 @@ pub fn parse_claim_by_upload(key: &[u8]) -> Option<(&str, &[u8])> {
 }
 
 /// An upload in progress, as recorded on a chunk shard.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct UploadRecord {
     pub deadline_ms: u64,
     pub namespace: String,

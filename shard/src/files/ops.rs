@@ -1,7 +1,6 @@
 //! The shard's file operations: validation, ownership checks, then the
 //! apply path (claims, manifests) or the file budget (chunk bytes).
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,13 +9,13 @@ use omnishard_common::namespace;
 use omnishard_common::placement::chunk_key;
 use omnishard_proto::v1::{ChunkData, CorruptChunk, ExpiredUpload, FileManifest, GarbageManifest, UploadTicket};
 use prost::Message;
-use rocksdb::{WriteBatch, WriteOptions};
 
 use super::chunk::{self, Info, MAX_CHUNK_BYTES};
 use super::keys::{self, UploadRecord, HASH_LEN, UPLOAD_ID_LEN};
 use super::write::{read_manifest, FilesCommitted, FilesTxn};
 use crate::codec;
 use crate::error::{Error, Result};
+use crate::execute::ChunkWrite;
 use crate::node::Shard;
 use crate::store::{CF_CHUNKS, CF_FILES};
 
@@ -87,14 +86,13 @@ impl Shard {
     }
 
     /// Verifies and stores `chunks`, claiming each for the upload in `ticket`.
-    /// `bulk` writes skip the WAL; [`UploadAction::Durable`] flushes them.
+    /// Stored chunks are durable on every replica when this returns.
     pub async fn chunk_put(
         self: &Arc<Self>,
         epoch: u64,
         ns: &str,
         ticket: UploadTicket,
         compress: bool,
-        bulk: bool,
         chunks: Vec<ChunkData>,
     ) -> Result<Stored> {
         let ns = namespace::resolve(ns)?.to_string();
@@ -127,39 +125,10 @@ impl Shard {
         let record = UploadRecord { deadline_ms: ticket.deadline_ms, namespace: ns.clone(), key: ticket.key };
         let hashes = chunks.iter().map(|c| c.sha256.clone()).collect();
         self.applier.apply_files(FilesTxn::Claim { upload_id: ticket.id, record, hashes }).await?;
-        // Claimed first, then written: see `files::write` for why.
-        self.blocking_files(move |shard| shard.write_chunks(&ns, compress, bulk, chunks)).await
-    }
-
-    /// Writes the chunks not stored yet (one batch), reporting how many were new.
-    fn write_chunks(&self, ns: &str, compress: bool, bulk: bool, chunks: Vec<ChunkData>) -> Result<Stored> {
-        let info_keys: Vec<Vec<u8>> = chunks.iter().map(|c| keys::info(ns, &c.sha256)).collect();
-        let present = self.store.multi_get_cf(CF_CHUNKS, &info_keys)?;
-        let cf = self.store.cf(CF_CHUNKS)?;
-        let mut batch = WriteBatch::default();
-        let mut done = Stored::default();
-        for (c, present) in chunks.iter().zip(present) {
-            if present.is_some() {
-                done.deduplicated += 1;
-                continue;
-            }
-            let (stored, info) = chunk::encode(&c.data, compress);
-            batch.put_cf(cf, keys::data(ns, &c.sha256), stored);
-            batch.put_cf(cf, keys::info(ns, &c.sha256), info.encode());
-            done.stored += 1;
-        }
-        if batch.is_empty() {
-            return Ok(done);
-        }
-        let mut opts = WriteOptions::default();
-        opts.disable_wal(bulk);
-        opts.set_sync(!bulk && self.config.sync_writes);
-        self.store.db().write_opt(batch, &opts)?;
-        if bulk {
-            // After the write, so a flush that clears the flag has seen it.
-            self.chunks_dirty.store(true, Ordering::Release);
-        }
-        Ok(done)
+        // Claimed first, then written: see `files::write` for why. A file
+        // permit bounds the chunk batches in flight (and so the memory).
+        let _permit = self.file_permits.acquire().await.map_err(|_| Error::ShuttingDown)?;
+        self.applier.apply_chunks(ChunkWrite { namespace: ns, compress, chunks }).await
     }
 
     /// Claims chunks that are already stored (a server-side copy).
@@ -214,8 +183,15 @@ impl Shard {
     pub async fn upload_control(self: &Arc<Self>, upload_id: Vec<u8>, action: UploadAction) -> Result<FilesCommitted> {
         check_upload_id(&upload_id)?;
         let txn = match action {
+            // Acknowledged chunk writes are already durable (in the Raft log of
+            // a majority); this moves the leader's chunk memtable into blob
+            // files, so a finished upload stops holding memory and WAL.
             UploadAction::Durable => {
-                self.blocking_files(|shard| shard.flush_chunks()).await?;
+                self.blocking_files(|shard| {
+                    let cf = shard.store.cf(CF_CHUNKS)?;
+                    Ok(shard.store.db().flush_cf(cf)?)
+                })
+                .await?;
                 return Ok(FilesCommitted::default());
             }
             UploadAction::Renew(deadline_ms) => FilesTxn::Renew { upload_id, deadline_ms },
@@ -223,18 +199,6 @@ impl Shard {
             UploadAction::Release => FilesTxn::Release { upload_id },
         };
         self.applier.apply_files(txn).await
-    }
-
-    /// Flushes bulk chunk writes to their (synced) blob and table files.
-    fn flush_chunks(&self) -> Result<()> {
-        if !self.chunks_dirty.swap(false, Ordering::AcqRel) {
-            return Ok(());
-        }
-        let flushed = self.store.cf(CF_CHUNKS).and_then(|cf| Ok(self.store.db().flush_cf(cf)?));
-        if flushed.is_err() {
-            self.chunks_dirty.store(true, Ordering::Release);
-        }
-        flushed
     }
 
     /// Makes `manifest` the current version of `key`; refused after `deadline_ms`.

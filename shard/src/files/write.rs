@@ -1,7 +1,7 @@
-//! File mutations as the apply thread stages them: claims, lease changes,
-//! releases, and manifest commits. Chunk bytes are not written here (see
-//! [`super::ops`]): they are content-addressed and immutable, so they are
-//! written outside the apply thread, always *after* their claim committed.
+//! File mutations as the apply path stages them: claims, lease changes,
+//! releases, manifest commits, and chunk bytes. Chunks are content-addressed
+//! and immutable; they are written in a proposal of their own, always
+//! *after* their claim committed.
 //!
 //! Why that order makes collection safe against concurrent uploads: a chunk
 //! is deleted only here, by a release that finds no other claim on it; an
@@ -11,14 +11,16 @@
 use prost::Message;
 use rocksdb::WriteBatch;
 
-use omnishard_proto::v1::{FileManifest, GarbageManifest};
+use omnishard_proto::v1::{ChunkData, FileManifest, GarbageManifest};
 
+use super::chunk;
 use super::keys::{self, UploadRecord};
+use super::ops::Stored;
 use crate::error::{Error, Result};
 use crate::store::{Store, CF_CHUNKS, CF_FILES};
 
 /// One file mutation; each commits alone under the next sequence.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum FilesTxn {
     /// Records the upload (or moves its deadline later) and claims `hashes` for it.
     Claim { upload_id: Vec<u8>, record: UploadRecord, hashes: Vec<Vec<u8>> },
@@ -29,7 +31,13 @@ pub enum FilesTxn {
     /// Drops every claim of the upload and every chunk left unclaimed.
     Release { upload_id: Vec<u8> },
     /// Makes `manifest` the file's current version, refused after `deadline_ms`.
-    Commit { ns: String, key: Vec<u8>, manifest: FileManifest, deadline_ms: u64 },
+    Commit {
+        ns: String,
+        key: Vec<u8>,
+        #[serde(with = "crate::raft::wire::proto")]
+        manifest: FileManifest,
+        deadline_ms: u64,
+    },
     /// Removes the file's current version.
     Delete { ns: String, key: Vec<u8> },
     /// Drops a garbage record whose claims were released everywhere.
@@ -44,6 +52,32 @@ pub struct FilesCommitted {
     pub previous: Option<Vec<u8>>,
     /// Release: chunks deleted because nothing claimed them any more.
     pub chunks_deleted: u64,
+}
+
+/// Adds the chunks not stored yet to `batch`, reporting how many were new.
+pub fn stage_chunks(
+    store: &Store,
+    ns: &str,
+    compress: bool,
+    chunks: &[ChunkData],
+    batch: &mut WriteBatch,
+) -> Result<Stored> {
+    let info_keys: Vec<Vec<u8>> = chunks.iter().map(|c| keys::info(ns, &c.sha256)).collect();
+    let present = store.multi_get_cf(CF_CHUNKS, &info_keys)?;
+    let cf = store.cf(CF_CHUNKS)?;
+    let mut done = Stored::default();
+    let mut staged = std::collections::HashSet::new();
+    for (c, present) in chunks.iter().zip(present) {
+        if present.is_some() || !staged.insert(c.sha256.as_slice()) {
+            done.deduplicated += 1;
+            continue;
+        }
+        let (stored, info) = chunk::encode(&c.data, compress);
+        batch.put_cf(cf, keys::data(ns, &c.sha256), stored);
+        batch.put_cf(cf, keys::info(ns, &c.sha256), info.encode());
+        done.stored += 1;
+    }
+    Ok(done)
 }
 
 /// Checks `txn` against the store and adds its writes to `batch` under `seq`.

@@ -14,10 +14,11 @@ use crate::error::{Error, Result};
 use crate::store::{Store, CF_GRAPH};
 
 /// Graph mutations of one graph that commit together or not at all.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct GraphTxn {
     pub namespace: String,
     pub graph: String,
+    #[serde(with = "crate::raft::wire::protos")]
     pub ops: Vec<GraphOp>,
 }
 

@@ -232,6 +232,24 @@ impl Registry {
         found
     }
 
+    /// Every index definition in `store` as `(namespace, name, meta)`.
+    pub fn defined(store: &Store) -> Result<Vec<(String, String, IndexMeta)>> {
+        let mut defined = Vec::new();
+        store.scan_prefix(CF_SEARCH, b"m", b"m", None, |key, value| {
+            defined.push((key.to_vec(), value.to_vec()));
+            Ok(true)
+        })?;
+        defined
+            .into_iter()
+            .map(|(key, value)| {
+                let meta: IndexMeta = serde_json::from_slice(&value)
+                    .map_err(|e| Error::Corrupt { key: "search index meta".into(), reason: e.to_string() })?;
+                let (ns, name) = split_meta_key(&key)?;
+                Ok((ns, name, meta))
+            })
+            .collect()
+    }
+
     pub(crate) fn insert(&self, index: Arc<SearchIndex>) {
         let mut indexes = self.indexes.write().unwrap_or_else(|e| e.into_inner());
         indexes.insert((index.namespace.clone(), index.name.clone()), index);

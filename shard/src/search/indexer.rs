@@ -47,6 +47,8 @@ enum Command {
     Rebuild { index: Arc<SearchIndex>, reply: oneshot::Sender<Result<u64>> },
     /// Forget a dropped index and delete its directories.
     Forget { index: Arc<SearchIndex>, reply: oneshot::Sender<()> },
+    /// Stop the thread (handles held by the apply path keep the channel open).
+    Stop,
 }
 
 /// Handle to the indexer thread; dropping it stops the thread.
@@ -93,7 +95,9 @@ impl Indexer {
 
     /// Stops the thread after its current step and waits for it.
     pub fn shutdown(&mut self) {
-        self.commands.take();
+        if let Some(commands) = self.commands.take() {
+            let _ = commands.send(Command::Stop);
+        }
         if let Some(thread) = self.thread.take() {
             if thread.join().is_err() {
                 tracing::error!("the indexer thread panicked");
@@ -125,6 +129,33 @@ impl Indexer {
     fn send(&self, command: Command) -> Result<()> {
         let commands = self.commands.as_ref().ok_or(Error::ShuttingDown)?;
         commands.send(command).map_err(|_| Error::ShuttingDown)
+    }
+
+    /// A handle that queues work without waiting for it (for the apply path).
+    pub fn handle(&self) -> Option<IndexerHandle> {
+        self.commands.clone().map(|commands| IndexerHandle { commands })
+    }
+}
+
+/// Queues indexer work without waiting: the apply path must not block on a
+/// rebuild. Work is done in queue order, so a later [`Indexer::refresh`] of
+/// the same index returns after it.
+#[derive(Clone)]
+pub struct IndexerHandle {
+    commands: mpsc::Sender<Command>,
+}
+
+impl IndexerHandle {
+    /// Rebuilds `index` from RocksDB in the background.
+    pub fn rebuild_later(&self, index: Arc<SearchIndex>) {
+        let (reply, _) = oneshot::channel();
+        let _ = self.commands.send(Command::Rebuild { index, reply });
+    }
+
+    /// Forgets a dropped index in the background.
+    pub fn forget_later(&self, index: Arc<SearchIndex>) {
+        let (reply, _) = oneshot::channel();
+        let _ = self.commands.send(Command::Forget { index, reply });
     }
 }
 
@@ -158,7 +189,7 @@ impl Worker {
                     }
                     next_tick = std::time::Instant::now() + interval;
                 }
-                Err(RecvTimeoutError::Disconnected) => break,
+                Ok(Command::Stop) | Err(RecvTimeoutError::Disconnected) => break,
             }
         }
         if let Some((_, _, writer)) = self.writer.take() {

@@ -51,24 +51,21 @@ impl Shard {
             }
             current.schema.check_growth(&schema)?;
             let meta = IndexMeta { uid: index.uid, schema };
-            let op = AdminOp::Update { namespace: ns, index: name, meta: meta.clone() };
+            let op = AdminOp::Update { namespace: ns, index: name, meta };
+            // Applying it set the new schema and queued a rebuild (on every
+            // replica); a refresh queued behind it returns once it is done.
             self.applier.apply_search_admin(op).await?;
-            index.set_meta(meta);
-            self.indexer.rebuild(index).await?;
+            self.indexer.refresh(index).await?;
             return Ok(true);
         }
         if req.uid == 0 {
             return Err(invalid("uid", "must be set by the gateway".into()));
         }
         let meta = IndexMeta { uid: req.uid, schema };
-        let op = AdminOp::Create { namespace: ns.clone(), index: name.clone(), meta: meta.clone() };
+        let op = AdminOp::Create { namespace: ns.clone(), index: name.clone(), meta };
+        // Applying it opened the index (on every replica).
         self.applier.apply_search_admin(op).await?;
-        let root = self.search.root().to_path_buf();
-        let index = self
-            .blocking_heavy(move |_| SearchIndex::open(&root, &ns, &name, meta, 0))
-            .await
-            .inspect_err(|e| tracing::error!(error = %e, "index stored but its directory cannot be opened"))?;
-        self.search.insert(Arc::new(index));
+        self.search.get(&ns, &name)?;
         Ok(true)
     }
 
@@ -76,9 +73,8 @@ impl Shard {
     pub async fn search_drop(self: &Arc<Self>, ns: &str, name: &str) -> Result<()> {
         let (ns, index) = self.search_index(ns, name)?;
         let op = AdminOp::Drop { namespace: ns.clone(), index: index.name.clone(), uid: index.uid };
-        self.applier.apply_search_admin(op).await?;
-        self.search.remove(&ns, &index.name);
-        self.indexer.forget(index).await
+        // Applying it closed the index and queued its files' removal (on every replica).
+        self.applier.apply_search_admin(op).await
     }
 
     /// Indexes of a namespace (or just `name`) with this shard's figures.

@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::store::{Store, CF_SEARCH};
 
 /// One document operation.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum DocOp {
     /// The whole document, already checked against the schema.
     Upsert {
@@ -23,6 +23,7 @@ pub enum DocOp {
     /// Fields to set (null removes one); the document must exist.
     Merge {
         id: String,
+        #[serde(with = "crate::raft::wire::json")]
         fields: Map<String, Value>,
     },
     Delete {
@@ -40,7 +41,7 @@ impl DocOp {
 }
 
 /// Document operations on one index that commit together or not at all.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SearchTxn {
     pub namespace: String,
     pub index: String,
@@ -50,12 +51,22 @@ pub struct SearchTxn {
 }
 
 /// Index definition changes; each commits alone.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum AdminOp {
     /// Stores a new index; fails when the name is taken.
-    Create { namespace: String, index: String, meta: IndexMeta },
+    Create {
+        namespace: String,
+        index: String,
+        #[serde(with = "crate::raft::wire::json")]
+        meta: IndexMeta,
+    },
     /// Replaces the schema of index `meta.uid`.
-    Update { namespace: String, index: String, meta: IndexMeta },
+    Update {
+        namespace: String,
+        index: String,
+        #[serde(with = "crate::raft::wire::json")]
+        meta: IndexMeta,
+    },
     /// Removes the index and everything stored for it.
     Drop { namespace: String, index: String, uid: u64 },
 }

@@ -1,0 +1,157 @@
+//! A shard as a group of replicas: the gateway sends each call to the
+//! replica it believes leads, follows typed "not leader" answers (with the
+//! leader's address when the replica knows it) and, when a replica cannot be
+//! reached, tries the others until a leader answers or the failover budget
+//! runs out. Callers see a short stall during an election, not errors.
+//!
+//! Retried: "not leader" rejections (the replica did nothing) and
+//! unreachable replicas (connection refused or circuit open). A write whose
+//! leader died after it was sent may therefore apply twice; puts and
+//! deletes are idempotent, compare-and-set ones then report a conflict.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use omnishard_common::topology::ShardAddr;
+use omnishard_proto::v1::*;
+
+use crate::config::GatewaySettings;
+use crate::error::{Error, Result};
+use crate::shard_client::ReplicaClient;
+
+/// Longest a call keeps looking for a leader (an election takes about a second).
+pub const FAILOVER_BUDGET: Duration = Duration::from_secs(10);
+
+/// Pause before asking again when no replica knows a leader yet.
+const ELECTION_PAUSE: Duration = Duration::from_millis(50);
+
+/// A cheap-to-clone handle for calling one shard, whatever replica leads it.
+#[derive(Clone)]
+pub struct ShardClient {
+    replicas: Arc<[ReplicaClient]>,
+    /// Index of the replica believed to lead.
+    leader: Arc<AtomicUsize>,
+}
+
+macro_rules! on_leader {
+    ($($name:ident($req:ty) -> $resp:ty;)*) => {
+        $(
+            pub async fn $name(self, req: $req) -> Result<$resp> {
+                self.call(req, |replica, req| replica.$name(req)).await
+            }
+        )*
+    };
+}
+
+impl ShardClient {
+    /// Clients for every replica of `shard`; connects nothing yet.
+    pub fn new(shard: &ShardAddr, settings: &GatewaySettings) -> Result<ShardClient> {
+        let replicas = shard
+            .replica_addrs()
+            .into_iter()
+            .map(|addr| ReplicaClient::new(&ShardAddr::new(shard.id.clone(), addr), settings))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(ShardClient { replicas: replicas.into(), leader: Arc::new(AtomicUsize::new(0)) })
+    }
+
+    /// The shard's id.
+    pub fn id(&self) -> &str {
+        self.replicas[0].id()
+    }
+
+    /// The address of the replica believed to lead.
+    pub fn addr(&self) -> &str {
+        self.current().addr()
+    }
+
+    /// Every replica's address.
+    pub fn replica_addrs(&self) -> Vec<String> {
+        self.replicas.iter().map(|r| r.addr().to_string()).collect()
+    }
+
+    fn current(&self) -> &ReplicaClient {
+        &self.replicas[self.leader.load(Ordering::Relaxed) % self.replicas.len()]
+    }
+
+    /// Translates a status from the shard (see [`ReplicaClient::error`]).
+    pub fn error(&self, status: tonic::Status) -> Error {
+        self.current().error(status)
+    }
+
+    /// Runs `call` on the leader, following redirects and failing over.
+    async fn call<Q, T, F, Fut>(&self, req: Q, call: F) -> Result<T>
+    where
+        Q: Clone,
+        F: Fn(ReplicaClient, Q) -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        if self.replicas.len() == 1 {
+            return call(self.replicas[0].clone(), req).await;
+        }
+        let deadline = Instant::now() + FAILOVER_BUDGET;
+        loop {
+            let tried = self.leader.load(Ordering::Relaxed) % self.replicas.len();
+            let outcome = call(self.replicas[tried].clone(), req.clone()).await;
+            let next = match &outcome {
+                Err(Error::NotLeader { leader: Some(addr), .. }) => {
+                    self.replicas.iter().position(|r| r.addr() == addr).unwrap_or(tried + 1)
+                }
+                Err(Error::NotLeader { leader: None, .. }) | Err(Error::ShardUnavailable { .. }) => tried + 1,
+                _ => return outcome,
+            };
+            if Instant::now() >= deadline {
+                return outcome;
+            }
+            let next = next % self.replicas.len();
+            // Compare-and-swap: concurrent calls that saw the same failure move once.
+            let _ = self.leader.compare_exchange(tried, next, Ordering::Relaxed, Ordering::Relaxed);
+            if matches!(outcome, Err(Error::NotLeader { leader: None, .. })) || next == 0 {
+                tokio::time::sleep(ELECTION_PAUSE).await;
+            }
+        }
+    }
+
+    pub async fn stats(self) -> Result<ShardStatsResponse> {
+        self.call((), |replica, ()| replica.stats()).await
+    }
+
+    on_leader! {
+        read(ShardReadRequest) -> ShardReadResponse;
+        apply(ShardApplyRequest) -> ShardApplyResponse;
+        scan(ShardScanRequest) -> ShardScanResponse;
+        graph_apply(ShardGraphApplyRequest) -> ShardGraphApplyResponse;
+        graph_get(ShardGraphGetRequest) -> GetVerticesResponse;
+        graph_edges(ShardGraphEdgesRequest) -> NeighborsResponse;
+        graph_edges_many(ShardGraphEdgesManyRequest) -> ShardGraphEdgesManyResponse;
+        graph_pending(ShardGraphPendingRequest) -> ShardGraphPendingResponse;
+        graph_find(ShardGraphFindRequest) -> FindVerticesResponse;
+        graph_expand(ShardGraphExpandRequest) -> ShardGraphExpandResponse;
+        search_define(ShardSearchDefineRequest) -> ShardSearchDefineResponse;
+        search_drop(DropIndexRequest) -> DropIndexResponse;
+        search_list(ShardSearchListRequest) -> ShardSearchListResponse;
+        search_write(ShardSearchWriteRequest) -> IndexDocumentsResponse;
+        search_get(ShardSearchGetRequest) -> GetDocumentsResponse;
+        search_stats(ShardSearchStatsRequest) -> ShardSearchStatsResponse;
+        search_query(ShardSearchQueryRequest) -> ShardSearchQueryResponse;
+        search_fetch(ShardSearchFetchRequest) -> ShardSearchFetchResponse;
+        search_refresh(RefreshRequest) -> RefreshResponse;
+        search_reindex(ReindexRequest) -> ReindexResponse;
+        chunk_put(ShardChunkPutRequest) -> ShardChunkPutResponse;
+        chunk_claim(ShardChunkClaimRequest) -> ShardChunkClaimResponse;
+        chunk_get(ShardChunkGetRequest) -> ShardChunkGetResponse;
+        upload_control(ShardUploadControlRequest) -> ShardUploadControlResponse;
+        manifest_commit(ShardManifestCommitRequest) -> ShardManifestCommitResponse;
+        manifest_get(ShardManifestGetRequest) -> ShardManifestGetResponse;
+        manifest_delete(ShardManifestDeleteRequest) -> ShardManifestDeleteResponse;
+        manifest_list(ShardManifestListRequest) -> ShardManifestListResponse;
+        read_lease(ShardReadLeaseRequest) -> ShardReadLeaseResponse;
+        files_pending(ShardFilesPendingRequest) -> ShardFilesPendingResponse;
+        garbage_forget(ShardGarbageForgetRequest) -> ShardGarbageForgetResponse;
+        chunk_verify(ShardChunkVerifyRequest) -> ShardChunkVerifyResponse;
+        chunks_present(ShardChunksPresentRequest) -> ShardChunksPresentResponse;
+        trace_spans(TraceRequest) -> TraceResponse;
+        install_topology(InstallTopologyRequest) -> u64;
+    }
+}
