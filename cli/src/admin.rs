@@ -1,15 +1,22 @@
 //! `omnishard admin ...`: operator commands.
 
+use anyhow::{bail, Context};
 use omnishard_client::Client;
+use omnishard_proto::v1::shard_raft_service_client::ShardRaftServiceClient;
+use omnishard_proto::v1::{
+    AddReplicaRequest, RaftStatusRequest, RaftStatusResponse, RemoveReplicaRequest, ShardInfo, TransferLeaderRequest,
+};
 use serde_json::json;
+use tonic::transport::Channel;
 
-use crate::args::{AdminCommand, Global};
+use crate::args::{AdminCommand, Global, ReplicaCommand};
 use crate::output;
 
 pub async fn run(global: &Global, cmd: AdminCommand) -> anyhow::Result<()> {
     let client = Client::connect(&global.gateway).await?;
     match cmd {
         AdminCommand::Cluster => cluster(global, &client).await,
+        AdminCommand::Replica { command } => replica(global, &client, command).await,
         AdminCommand::Reindex { index } => crate::search::reindex(global, &client, index).await,
         AdminCommand::VerifyFiles => crate::file::verify(global, &client).await,
         AdminCommand::Trace { trace_id } => crate::trace::trace(global, &client, &trace_id).await,
@@ -28,8 +35,23 @@ async fn cluster(global: &Global, client: &Client) -> anyhow::Result<()> {
                        "seq": s.seq, "epoch": s.epoch, "error": s.error, "metrics_addr": s.metrics_addr})
             })
             .collect();
+        let mut groups = Vec::new();
+        for shard in info.shards.iter().filter(|s| s.replicas.len() > 1) {
+            let views: Vec<_> = group_views(shard)
+                .await
+                .into_iter()
+                .map(|(addr, view)| match view {
+                    Ok(s) => json!({"addr": addr, "node_id": s.node_id, "role": s.role, "term": s.term,
+                                    "leader_id": s.leader_id, "applied_index": s.applied_index,
+                                    "last_log_index": s.last_log_index, "snapshot_index": s.snapshot_index,
+                                    "seq": s.seq}),
+                    Err(e) => json!({"addr": addr, "error": e}),
+                })
+                .collect();
+            groups.push(json!({"shard": shard.id, "replicas": views}));
+        }
         output::print_json(&json!({"epoch": info.epoch, "vnodes": info.vnodes, "shards": shards,
-                                   "gateway": {"metrics_addr": info.metrics_addr}}));
+                                   "groups": groups, "gateway": {"metrics_addr": info.metrics_addr}}));
         return Ok(());
     }
     println!("ring epoch {}, {} vnodes per shard; gateway metrics on {}", info.epoch, info.vnodes, info.metrics_addr);
@@ -39,6 +61,120 @@ async fn cluster(global: &Global, client: &Client) -> anyhow::Result<()> {
         if !s.error.is_empty() {
             println!("  {}", s.error);
         }
+    }
+    let replicated: Vec<&ShardInfo> = info.shards.iter().filter(|s| s.replicas.len() > 1).collect();
+    if replicated.is_empty() {
+        return Ok(());
+    }
+    println!();
+    println!(
+        "{:<12} {:>4} {:<22} {:<10} {:>6} {:>10} {:>10} {:>8}",
+        "SHARD", "NODE", "REPLICA", "ROLE", "TERM", "APPLIED", "LAST_LOG", "LAG"
+    );
+    for shard in replicated {
+        let views = group_views(shard).await;
+        // Lag is the leader's view of each replica's matched log index.
+        let lags: Vec<(u64, u64)> = views
+            .iter()
+            .filter_map(|(_, v)| v.as_ref().ok())
+            .filter(|v| v.role == "leader")
+            .flat_map(|v| v.replicas.iter().map(|r| (r.node_id, r.lag)))
+            .collect();
+        for (addr, view) in &views {
+            match view {
+                Ok(v) => {
+                    let lag = lags.iter().find(|(id, _)| *id == v.node_id).map(|(_, l)| l.to_string());
+                    println!(
+                        "{:<12} {:>4} {:<22} {:<10} {:>6} {:>10} {:>10} {:>8}",
+                        shard.id,
+                        v.node_id,
+                        addr,
+                        v.role,
+                        v.term,
+                        v.applied_index,
+                        v.last_log_index,
+                        lag.unwrap_or_else(|| "-".into())
+                    );
+                }
+                Err(e) => println!("{:<12} {:>4} {:<22} {:<10} {e}", shard.id, "?", addr, "down"),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Every replica's own view of its group (or why it did not answer).
+async fn group_views(shard: &ShardInfo) -> Vec<(String, Result<RaftStatusResponse, String>)> {
+    let calls = shard.replicas.iter().map(|addr| async move {
+        let view = async {
+            let mut client = raft_client(addr).await?;
+            Ok::<_, anyhow::Error>(client.status(RaftStatusRequest {}).await?.into_inner())
+        };
+        let view = tokio::time::timeout(std::time::Duration::from_secs(2), view)
+            .await
+            .map_err(|_| "no answer within 2s".to_string())
+            .and_then(|r| r.map_err(|e| format!("{e:#}")));
+        (addr.clone(), view)
+    });
+    futures::future::join_all(calls).await
+}
+
+async fn raft_client(addr: &str) -> anyhow::Result<ShardRaftServiceClient<Channel>> {
+    ShardRaftServiceClient::connect(format!("http://{addr}")).await.with_context(|| format!("connecting to {addr}"))
+}
+
+/// The address of the replica leading `shard`, as its replicas report it.
+async fn leader_addr(client: &Client, shard: &str) -> anyhow::Result<String> {
+    let info = client.cluster().await?;
+    let Some(found) = info.shards.iter().find(|s| s.id == shard) else {
+        bail!("--shard: no shard {shard:?} in the cluster");
+    };
+    let replicas = if found.replicas.is_empty() { vec![found.addr.clone()] } else { found.replicas.clone() };
+    let probe = ShardInfo { replicas, ..found.clone() };
+    for (addr, view) in group_views(&probe).await {
+        if let Ok(view) = view {
+            if view.role == "leader" {
+                return Ok(addr);
+            }
+            if !view.leader_addr.is_empty() {
+                return Ok(view.leader_addr);
+            }
+        }
+    }
+    bail!("shard {shard} has no leader right now (no majority of its replicas is up)")
+}
+
+async fn replica(global: &Global, client: &Client, command: ReplicaCommand) -> anyhow::Result<()> {
+    let shard = match &command {
+        ReplicaCommand::Add { shard, .. }
+        | ReplicaCommand::Remove { shard, .. }
+        | ReplicaCommand::TransferLeader { shard, .. } => shard.clone(),
+    };
+    let leader = leader_addr(client, &shard).await?;
+    let mut raft = raft_client(&leader).await?;
+    let (done, view) = match command {
+        ReplicaCommand::Add { node, addr, .. } => {
+            let view = raft.add_replica(AddReplicaRequest { node_id: node, addr: addr.clone() }).await?.into_inner();
+            (format!("replica {node} at {addr} added to {shard}; list it in the topology's replicas of {shard}"), view)
+        }
+        ReplicaCommand::Remove { node, .. } => {
+            let view = raft.remove_replica(RemoveReplicaRequest { node_id: node }).await?.into_inner();
+            (format!("replica {node} removed from {shard}"), view)
+        }
+        ReplicaCommand::TransferLeader { node, .. } => {
+            let view = raft.transfer_leader(TransferLeaderRequest { node_id: node }).await?.into_inner();
+            (format!("replica {node} leads {shard}"), view)
+        }
+    };
+    if global.json {
+        let members: Vec<_> = view.members.iter().map(|m| json!({"node_id": m.node_id, "addr": m.addr})).collect();
+        output::print_json(
+            &json!({"shard": shard, "leader_id": view.leader_id, "term": view.term, "members": members}),
+        );
+    } else {
+        println!("{done}");
+        let members: Vec<String> = view.members.iter().map(|m| format!("{}={}", m.node_id, m.addr)).collect();
+        println!("members: {}", members.join(" "));
     }
     Ok(())
 }

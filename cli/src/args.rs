@@ -173,8 +173,14 @@ pub enum KvCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum AdminCommand {
-    /// Shards, addresses, health, ring epoch and key counts.
+    /// Shards, addresses, health, ring epoch and key counts; for replicated
+    /// shards each group's leader, term, applied index and replica lag.
     Cluster,
+    /// Replicas of a shard's Raft group: add, remove, hand leadership over.
+    Replica {
+        #[command(subcommand)]
+        command: ReplicaCommand,
+    },
     /// Rebuild a search index on every shard from the documents in RocksDB.
     Reindex { index: String },
     /// Re-read and hash every stored file chunk and check every file's chunks exist.
@@ -189,6 +195,37 @@ pub enum AdminCommand {
         /// Most requests to list.
         #[arg(long, default_value_t = 20)]
         limit: u32,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReplicaCommand {
+    /// Add a replica (started with `omnishard shard --replica-id N --join`):
+    /// it catches up as a learner, then becomes a voter.
+    Add {
+        /// Shard id, as `admin cluster` shows it.
+        #[arg(long)]
+        shard: String,
+        /// The new replica's id in the group.
+        #[arg(long)]
+        node: u64,
+        /// host:port the new replica listens on.
+        #[arg(long)]
+        addr: String,
+    },
+    /// Remove a replica from the group.
+    Remove {
+        #[arg(long)]
+        shard: String,
+        #[arg(long)]
+        node: u64,
+    },
+    /// Hand leadership to a caught-up voter.
+    TransferLeader {
+        #[arg(long)]
+        shard: String,
+        #[arg(long)]
+        node: u64,
     },
 }
 

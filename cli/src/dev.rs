@@ -190,8 +190,10 @@ async fn start_shard(id: &str, data: &Path, listen: &str, replica: Option<u64>) 
     command
         .args(["shard", "--id", id, "--listen", listen, "--data"])
         .arg(data)
-        // Shards log warnings only, unless the user asked for more.
-        .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()));
+        // Shards log warnings only, unless the user asked for more; openraft's
+        // own lines (peers unreachable while they start) stay quiet: the
+        // shard logs when its Raft node stops.
+        .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn,openraft=off".into()));
     if let Some(node) = replica {
         command.args(["--replica-id", &node.to_string(), "--join"]);
     }

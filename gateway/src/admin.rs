@@ -18,6 +18,7 @@ impl Cluster {
             let mut info = ShardInfo {
                 id: shard.client.id().to_string(),
                 addr: shard.client.addr().to_string(),
+                replicas: shard.client.replica_addrs(),
                 ..Default::default()
             };
             match tokio::time::timeout(STATS_TIMEOUT, shard.client.clone().stats()).await {
