@@ -173,13 +173,24 @@ impl Cluster {
         }
     }
 
-    /// Asks the leader of `shard` to hand leadership to replica `to`.
+    /// Asks the leader of `shard` to hand leadership to replica `to`, again
+    /// if another replica won the election (up to 5 attempts).
     pub async fn transfer_leader(&self, shard: usize, to: usize) -> anyhow::Result<()> {
-        let leader = self.leader_of(shard).await?;
-        let mut client = raft_client(&self.groups[shard][leader].addr).await?;
         let node_id = self.groups[shard][to].node_id;
-        client.transfer_leader(omnishard_proto::v1::TransferLeaderRequest { node_id }).await?;
-        Ok(())
+        let mut last = None;
+        for _ in 0..5 {
+            let leader = self.leader_of(shard).await?;
+            if leader == to {
+                return Ok(());
+            }
+            let mut client = raft_client(&self.groups[shard][leader].addr).await?;
+            match client.transfer_leader(omnishard_proto::v1::TransferLeaderRequest { node_id }).await {
+                Ok(_) => return Ok(()),
+                Err(status) if status.code() == tonic::Code::Aborted => last = Some(status),
+                Err(status) => return Err(status.into()),
+            }
+        }
+        Err(last.map(anyhow::Error::from).unwrap_or_else(|| anyhow::anyhow!("transfer failed")))
     }
 
     /// How many replicas each shard has.

@@ -78,22 +78,27 @@ impl Writers {
 
 /// Waits until every replica of every shard applied as far as its leader.
 async fn wait_caught_up(cluster: &Cluster) {
+    for shard in 0..SHARDS {
+        wait_caught_up_group(cluster, shard, REPLICAS).await;
+    }
+}
+
+/// Waits until the `replicas` replicas of `shard` applied as far as its leader.
+async fn wait_caught_up_group(cluster: &Cluster, shard: usize, replicas: usize) {
     let deadline = Instant::now() + Duration::from_secs(60);
-    'shards: for shard in 0..SHARDS {
-        loop {
-            let leader = cluster.leader_of(shard).await.unwrap();
-            let target = cluster.raft_status(shard, leader).await.unwrap().applied_index;
-            let mut behind = false;
-            for replica in 0..REPLICAS {
-                let applied = cluster.raft_status(shard, replica).await.map(|s| s.applied_index).unwrap_or(0);
-                behind |= applied < target;
-            }
-            if !behind {
-                continue 'shards;
-            }
-            assert!(Instant::now() < deadline, "shard {shard} replicas did not catch up");
-            tokio::time::sleep(Duration::from_millis(50)).await;
+    loop {
+        let leader = cluster.leader_of(shard).await.unwrap();
+        let target = cluster.raft_status(shard, leader).await.unwrap().applied_index;
+        let mut behind = false;
+        for replica in 0..replicas {
+            let applied = cluster.raft_status(shard, replica).await.map(|s| s.applied_index).unwrap_or(0);
+            behind |= applied < target;
         }
+        if !behind {
+            return;
+        }
+        assert!(Instant::now() < deadline, "shard {shard} replicas did not catch up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -169,5 +174,101 @@ async fn test_leader_and_follower_kills_lose_no_acknowledged_write() {
     let client = cluster.client().await.unwrap();
     for (key, (value, _)) in acked.iter().take(50) {
         assert_eq!(client.get(key.as_bytes()).await.unwrap().value, value.as_bytes(), "{key}");
+    }
+}
+
+mod catch_up {
+    use omnishard_proto::v1::*;
+    use omnishard_tests::Cluster;
+
+    const INDEX: &str = "notes";
+    const WORDS: [&str; 8] = ["raft", "log", "snapshot", "leader", "quorum", "replica", "term", "vote"];
+
+    /// Search and traversal answers, as the gateway gives them.
+    async fn answers(cluster: &Cluster) -> (Vec<(String, String)>, Vec<(String, u32)>) {
+        let client = cluster.client().await.unwrap();
+        let mut search = client.search();
+        search.refresh(RefreshRequest { index: INDEX.into(), ..Default::default() }).await.unwrap();
+        let mut hits = Vec::new();
+        for query in ["raft", "leader quorum", "\"term vote\"", "snapshot -log"] {
+            let req = SearchRequest { index: INDEX.into(), query: query.into(), size: 20, ..Default::default() };
+            let resp = search.search(req).await.unwrap().into_inner();
+            hits.extend(resp.hits.into_iter().map(|h| (h.id, format!("{:.5}", h.score))));
+        }
+        let req = TraverseRequest {
+            graph: "g".into(),
+            start: vec!["v0".into()],
+            direction: Direction::Out as i32,
+            max_depth: 4,
+            ..Default::default()
+        };
+        let reached = client.graph().traverse(req).await.unwrap().into_inner().reached;
+        let reached = reached.into_iter().map(|r| (r.vertex.unwrap().id, r.depth)).collect();
+        (hits, reached)
+    }
+
+    async fn load(cluster: &Cluster, from: usize, to: usize) {
+        let client = cluster.client().await.unwrap();
+        let documents = (from..to)
+            .map(|i| {
+                let text = format!("{} {} {}", WORDS[i % 8], WORDS[(i * 3) % 8], WORDS[(i * 5 + 1) % 8]);
+                Document { id: format!("d{i}"), json: format!(r#"{{"body":"{text}"}}"#), version: 0 }
+            })
+            .collect();
+        let req = IndexDocumentsRequest { index: INDEX.into(), documents, ..Default::default() };
+        client.search().index_documents(req).await.unwrap();
+        let vertices =
+            (from..to).map(|i| VertexWrite { id: format!("v{i}"), label: "n".into(), ..Default::default() }).collect();
+        let mut graph = client.graph();
+        graph.write_vertices(WriteVerticesRequest { graph: "g".into(), vertices, ..Default::default() }).await.unwrap();
+        let edges = (from..to)
+            .flat_map(|i| [(i, (i * 7 + 3) % to), (i, (i + 1) % to)])
+            .map(|(f, t)| EdgeWrite {
+                from: format!("v{f}"),
+                to: format!("v{t}"),
+                label: "next".into(),
+                weight: 1.0,
+                ..Default::default()
+            })
+            .collect();
+        graph.write_edges(WriteEdgesRequest { graph: "g".into(), edges, ..Default::default() }).await.unwrap();
+        // Many small entries, so the leader snapshots and purges its log.
+        for i in from..to {
+            client.put(format!("key{i}").as_bytes(), b"x", Default::default()).await.unwrap();
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn test_wiped_replica_catches_up_by_snapshot_and_answers_the_same() {
+        let toml = "[raft]\nsnapshot_logs = 20\nlogs_to_keep = 5\n";
+        let mut cluster = Cluster::builder().shards(1).replicas(3).shard_toml(toml).start().await.unwrap();
+        let client = cluster.client().await.unwrap();
+        let fields = vec![FieldSpec { name: "body".into(), r#type: FieldType::Text as i32, analyzer: String::new() }];
+        let req = CreateIndexRequest { index: INDEX.into(), fields, ..Default::default() };
+        client.search().create_index(req).await.unwrap();
+        load(&cluster, 0, 60).await;
+
+        let leader = cluster.leader_of(0).await.unwrap();
+        let wiped = (leader + 1) % 3;
+        cluster.kill_replica(0, wiped).await.unwrap();
+        cluster.wipe_replica(0, wiped).unwrap();
+        load(&cluster, 60, 150).await;
+        let leader_status = cluster.raft_status(0, leader).await.unwrap();
+        assert!(leader_status.snapshot_index > 0, "the leader snapshotted: {leader_status:?}");
+
+        cluster.restart_replica(0, wiped).await.unwrap();
+        super::wait_caught_up_group(&cluster, 0, 3).await;
+        let caught_up = cluster.raft_status(0, wiped).await.unwrap();
+        assert!(caught_up.snapshot_index > 0, "caught up by snapshot: {caught_up:?}");
+        assert_eq!(caught_up.seq, leader_status.seq.max(caught_up.seq));
+
+        // The same answers whichever replica leads (and serves the reads).
+        let expected = answers(&cluster).await;
+        assert!(!expected.0.is_empty() && expected.1.len() > 10, "{expected:?}");
+        for replica in [wiped, (wiped + 1) % 3, (wiped + 2) % 3] {
+            cluster.transfer_leader(0, replica).await.unwrap();
+            assert_eq!(cluster.leader_of(0).await.unwrap(), replica);
+            assert_eq!(answers(&cluster).await, expected, "answers with replica {replica} leading");
+        }
     }
 }

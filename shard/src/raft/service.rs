@@ -246,14 +246,33 @@ impl ShardRaftService for ShardRaftGrpc {
         let mut client = ShardRaftServiceClient::connect(format!("http://{addr}"))
             .await
             .map_err(|e| Status::unavailable(format!("replica {target} at {addr}: {e}")))?;
-        client.campaign(CampaignRequest {}).await?;
-        let mut metrics = self.raft().metrics();
-        while metrics.borrow().current_leader != Some(target) {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() || tokio::time::timeout(left, metrics.changed()).await.is_err() {
-                return Err(Status::deadline_exceeded(format!("replica {target} did not take over in time")));
+        // Followers refuse to vote while they hear from a leader (its lease);
+        // silence this leader's heartbeats so they stop, then let the target
+        // campaign. Heartbeats come back whatever happens.
+        self.raft().runtime_config().heartbeat(false);
+        let outcome = async {
+            client.campaign(CampaignRequest {}).await?;
+            let mut metrics = self.raft().metrics();
+            loop {
+                let leader = metrics.borrow().current_leader;
+                if leader == Some(target) {
+                    return Ok(());
+                }
+                if leader.is_some() && leader != Some(self.shard.replication.node_id()) {
+                    return Err(Status::aborted(format!(
+                        "replica {} won the election instead of {target}; ask again",
+                        leader.unwrap_or_default()
+                    )));
+                }
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() || tokio::time::timeout(left, metrics.changed()).await.is_err() {
+                    return Err(Status::deadline_exceeded(format!("replica {target} did not take over in time")));
+                }
             }
         }
+        .await;
+        self.raft().runtime_config().heartbeat(true);
+        outcome?;
         Ok(Response::new(self.report()))
     }
 
