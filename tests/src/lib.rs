@@ -402,7 +402,7 @@ pub async fn spawn(args: &[&str]) -> anyhow::Result<(Child, String)> {
 /// Starts `omnishard ARGS...` with extra environment variables and waits for its address.
 pub async fn spawn_with(args: &[&str], env: &[(String, String)]) -> anyhow::Result<(Child, String)> {
     let mut command = Command::new(binary()?);
-    command.args(args).env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()));
+    command.args(args).env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn,openraft=error".into()));
     command.envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     start_role(command, START_TIMEOUT).await.with_context(|| format!("starting omnishard {args:?}"))
 }

@@ -272,3 +272,145 @@ mod catch_up {
         }
     }
 }
+
+/// A linearizability checker for registers (Wing & Gong's search with
+/// memoization, as in Lowe's and Knossos' checkers), and a history recorded
+/// on the cluster while leaders are killed.
+mod linearizable {
+    use std::collections::HashSet;
+    use std::time::{Duration, Instant};
+
+    use omnishard_tests::Cluster;
+
+    /// One operation on a register. `ret` is `None` when the outcome is
+    /// unknown (the call failed: a write may or may not have taken effect).
+    #[derive(Debug, Clone)]
+    pub struct Call {
+        pub write: bool,
+        /// Written value, or the value read (`None` = absent).
+        pub value: Option<String>,
+        pub call: Instant,
+        pub ret: Option<Instant>,
+    }
+
+    /// Whether some order of the calls, consistent with real time, is a legal
+    /// sequential history of a register starting absent. Failed reads are
+    /// dropped; failed writes may take effect at any point after their call,
+    /// or never.
+    pub fn check(history: &[Call]) -> bool {
+        let calls: Vec<&Call> = history.iter().filter(|c| c.write || c.ret.is_some()).collect();
+        assert!(calls.len() <= 128, "the checker handles at most 128 calls per register");
+        let mut seen = HashSet::new();
+        search(&calls, 0, None, &mut seen)
+    }
+
+    fn search(calls: &[&Call], done: u128, state: Option<String>, seen: &mut HashSet<(u128, Option<String>)>) -> bool {
+        // Finished when every call with a known outcome is placed.
+        if calls.iter().enumerate().all(|(i, c)| done & (1 << i) != 0 || c.ret.is_none()) {
+            return true;
+        }
+        if !seen.insert((done, state.clone())) {
+            return false;
+        }
+        // A call may go next only if it began before every pending call ended.
+        let horizon = calls
+            .iter()
+            .enumerate()
+            .filter(|(i, c)| done & (1 << i) == 0 && c.ret.is_some())
+            .filter_map(|(_, c)| c.ret)
+            .min();
+        for (i, c) in calls.iter().enumerate() {
+            if done & (1 << i) != 0 || horizon.is_some_and(|h| c.call > h) {
+                continue;
+            }
+            let next = if c.write {
+                c.value.clone()
+            } else if c.value == state {
+                state.clone()
+            } else {
+                continue;
+            };
+            if search(calls, done | (1 << i), next, seen) {
+                return true;
+            }
+        }
+        false
+    }
+
+    #[test]
+    fn test_checker_accepts_linearizable_and_rejects_stale_reads() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let w = |v: &str, a, b| Call { write: true, value: Some(v.into()), call: at(a), ret: Some(at(b)) };
+        let r = |v: Option<&str>, a, b| Call { write: false, value: v.map(Into::into), call: at(a), ret: Some(at(b)) };
+        // Overlapping write and read may see either value.
+        assert!(check(&[w("a", 0, 10), r(Some("a"), 5, 8), r(None, 1, 3)]));
+        // A read after a completed write must not see the old value.
+        assert!(!check(&[w("a", 0, 10), r(None, 20, 30)]));
+        // Stale read: b overwrote a before the read began.
+        assert!(!check(&[w("a", 0, 10), w("b", 11, 20), r(Some("a"), 25, 30)]));
+        // A failed write may have happened...
+        let lost = Call { write: true, value: Some("x".into()), call: at(0), ret: None };
+        assert!(check(&[lost.clone(), r(Some("x"), 50, 60)]));
+        // ...or not, but not both ways.
+        assert!(check(&[lost.clone(), r(None, 50, 60)]));
+        assert!(!check(&[lost, r(Some("x"), 50, 60), r(None, 70, 80)]));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn test_history_during_leader_kills_is_linearizable() {
+        const KEYS: usize = 3;
+        let mut cluster = Cluster::builder().shards(super::SHARDS).replicas(super::REPLICAS).start().await.unwrap();
+        let history = std::sync::Arc::new(std::sync::Mutex::new(vec![Vec::<Call>::new(); KEYS]));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut clients = Vec::new();
+        for c in 0..4 {
+            let client = cluster.client().await.unwrap();
+            let (history, stop) = (history.clone(), stop.clone());
+            clients.push(tokio::spawn(async move {
+                let mut n = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    n += 1;
+                    let key = (n * 7 + c) % KEYS;
+                    let write = (n + c) % 3 == 0;
+                    let name = format!("reg{key}");
+                    let value = format!("c{c}-{n}");
+                    let call = Instant::now();
+                    let (value, ok) = if write {
+                        let done = client.put(name.as_bytes(), value.as_bytes(), Default::default()).await;
+                        (Some(value), done.is_ok())
+                    } else {
+                        match client.get(name.as_bytes()).await {
+                            Ok(kv) => (Some(String::from_utf8_lossy(&kv.value).into_owned()), true),
+                            Err(e) if e.code() == tonic::Code::NotFound => (None, true),
+                            Err(_) => (None, false),
+                        }
+                    };
+                    let ret = ok.then(Instant::now);
+                    history.lock().unwrap()[key].push(Call { write, value, call, ret });
+                    tokio::time::sleep(Duration::from_millis(30)).await;
+                }
+            }));
+        }
+        // Kill each shard's leader in turn while the clients run.
+        for shard in 0..super::SHARDS {
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            let leader = cluster.leader_of(shard).await.unwrap();
+            cluster.kill_replica(shard, leader).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            cluster.restart_replica(shard, leader).await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for client in clients {
+            client.await.unwrap();
+        }
+        let history = history.lock().unwrap().clone();
+        for (key, calls) in history.iter().enumerate() {
+            // Keep the checker's input bounded: the first 120 calls of each register.
+            let calls = &calls[..calls.len().min(120)];
+            assert!(calls.len() >= 20, "register {key}: only {} calls recorded", calls.len());
+            assert!(check(calls), "register {key}: history is not linearizable: {calls:#?}");
+        }
+    }
+}
