@@ -385,6 +385,9 @@ pub enum BenchCommand {
     /// (`bench/run-peers.sh` runs it all).
     #[command(alias = "ycsb")]
     Compare(Box<BenchCompareArgs>),
+    /// Leader kill to first acknowledged write, and a wiped replica's
+    /// catch-up rate, on an embedded shard of three replicas.
+    Failover(BenchFailoverArgs),
     /// A gRPC echo server (the RPC floor), or with --upstream a relay to one.
     EchoServer(EchoServerArgs),
 }
@@ -548,6 +551,19 @@ pub struct OtlpSinkArgs {
 }
 
 #[derive(Debug, Clone, Args)]
+pub struct BenchFailoverArgs {
+    /// Leader kills to time.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
+    /// MB written while a wiped replica is down, then timed catching up.
+    #[arg(long, default_value_t = 200)]
+    pub catch_up_mb: u64,
+    /// Value size of the catch-up writes, in bytes.
+    #[arg(long, default_value_t = 65536)]
+    pub value_size: usize,
+}
+
+#[derive(Debug, Args)]
 pub struct BenchKvArgs {
     /// Concurrent clients.
     #[arg(long, default_value_t = 64)]
@@ -570,6 +586,9 @@ pub struct BenchKvArgs {
     /// Shards of the embedded cluster.
     #[arg(long, default_value_t = 3)]
     pub shards: usize,
+    /// Replicas per shard of the embedded cluster (Raft groups when more than one).
+    #[arg(long, default_value_t = 1)]
+    pub replicas: usize,
     /// Whether the embedded cluster's gateway coalesces requests.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub coalesce: bool,

@@ -32,6 +32,7 @@ pub async fn run(global: &Global, cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Files(args) => crate::bench_files::run(global, args).await,
         BenchCommand::OtlpSink(args) => crate::bench_otlp::run(args).await,
         BenchCommand::Compare(args) => crate::bench_compare::run(global, *args).await,
+        BenchCommand::Failover(args) => crate::bench_failover::run(global, args).await,
         BenchCommand::EchoServer(args) => crate::bench_compare::echo_server(args).await,
     }
 }
@@ -279,13 +280,63 @@ fn report(global: &Global, args: &BenchKvArgs, results: &[PhaseResult]) {
 /// A throwaway cluster of separate processes in a temp folder.
 pub struct EmbeddedCluster {
     pub url: String,
-    children: Vec<Child>,
+    /// Per shard, its replica processes (one unless started replicated).
+    pub groups: Vec<Vec<Replica>>,
+    gateway: Child,
     _dir: tempfile::TempDir,
+}
+
+/// One shard replica process of an [`EmbeddedCluster`].
+pub struct Replica {
+    pub shard: String,
+    pub node: u64,
+    pub addr: String,
+    pub data: std::path::PathBuf,
+    pub child: Option<Child>,
+}
+
+impl Replica {
+    /// Starts (or restarts, on its old address and folder) this replica.
+    pub async fn start(&mut self, replicated: bool) -> anyhow::Result<()> {
+        let data = self.data.to_string_lossy().into_owned();
+        let node = self.node.to_string();
+        let mut args = vec!["shard", "--id", &self.shard, "--listen", &self.addr, "--data", &data];
+        if replicated {
+            args.extend(["--replica-id", &node, "--join"]);
+        }
+        let mut last = None;
+        // A restart reuses a port that was just released: retry briefly.
+        for _ in 0..50 {
+            match spawn_role(&args).await {
+                Ok((child, addr)) => {
+                    self.child = Some(child);
+                    self.addr = addr;
+                    return Ok(());
+                }
+                Err(e) => last = Some(e),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Err(last.unwrap_or_else(|| anyhow::anyhow!("cannot start {}", self.shard)))
+    }
+
+    /// SIGKILL: no shutdown, no flush.
+    pub async fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill().await;
+        }
+    }
 }
 
 impl EmbeddedCluster {
     async fn start(args: &BenchKvArgs) -> anyhow::Result<EmbeddedCluster> {
-        EmbeddedCluster::start_with(args.shards, args.coalesce, args.coalesce_inflight).await
+        EmbeddedCluster::start_replicated(args.shards, args.replicas, |config| {
+            config.gateway.coalesce = args.coalesce;
+            if let Some(inflight) = args.coalesce_inflight {
+                config.gateway.coalesce_inflight = inflight;
+            }
+        })
+        .await
     }
 
     /// `shards` shard processes and a gateway process with the given coalescing settings.
@@ -304,17 +355,37 @@ impl EmbeddedCluster {
         shards: usize,
         adjust: impl FnOnce(&mut GatewayConfig),
     ) -> anyhow::Result<EmbeddedCluster> {
+        EmbeddedCluster::start_replicated(shards, 1, adjust).await
+    }
+
+    /// `shards` groups of `replicas` shard processes each (Raft groups when
+    /// more than one), and a gateway process whose config `adjust` edits.
+    pub async fn start_replicated(
+        shards: usize,
+        replicas: usize,
+        adjust: impl FnOnce(&mut GatewayConfig),
+    ) -> anyhow::Result<EmbeddedCluster> {
         let dir = tempfile::tempdir()?;
-        let mut children = Vec::new();
+        let replicated = replicas > 1;
+        let mut groups = Vec::new();
         let mut addrs = Vec::new();
         for i in 1..=shards {
             let id = format!("shard-{i}");
-            let data = dir.path().join(&id);
-            let (child, addr) =
-                spawn_role(&["shard", "--id", &id, "--listen", "127.0.0.1:0", "--data", &data.to_string_lossy()])
-                    .await?;
-            children.push(child);
-            addrs.push(ShardAddr::new(id, addr));
+            let mut group = Vec::new();
+            for node in 1..=replicas.max(1) as u64 {
+                let data = if replicated { dir.path().join(format!("{id}-r{node}")) } else { dir.path().join(&id) };
+                let mut replica = Replica { shard: id.clone(), node, addr: "127.0.0.1:0".into(), data, child: None };
+                replica.start(replicated).await?;
+                group.push(replica);
+            }
+            let all: Vec<String> = group.iter().map(|r| r.addr.clone()).collect();
+            if replicated {
+                crate::dev::form_group(&id, &all).await?;
+                addrs.push(ShardAddr { id, addr: all[0].clone(), replicas: all });
+            } else {
+                addrs.push(ShardAddr::new(id, all[0].clone()));
+            }
+            groups.push(group);
         }
         let mut config = GatewayConfig::new(Topology { epoch: 1, vnodes: 256, shards: addrs });
         adjust(&mut config);
@@ -322,8 +393,7 @@ impl EmbeddedCluster {
         std::fs::write(&config_path, toml::to_string_pretty(&config)?)?;
         let (gateway, addr) =
             spawn_role(&["gateway", "--config", &config_path.to_string_lossy(), "--listen", "127.0.0.1:0"]).await?;
-        children.push(gateway);
-        Ok(EmbeddedCluster { url: format!("http://{addr}"), children, _dir: dir })
+        Ok(EmbeddedCluster { url: format!("http://{addr}"), groups, gateway, _dir: dir })
     }
 
     /// The folder holding the shards' data.
@@ -334,25 +404,27 @@ impl EmbeddedCluster {
     /// Peak resident memory (Linux `VmHWM`, bytes) and CPU time used so far
     /// (user + system, seconds) of each process: shards, then the gateway.
     pub fn usage(&self) -> Vec<(String, u64, f64)> {
-        let last = self.children.len().saturating_sub(1);
-        self.children
-            .iter()
-            .enumerate()
-            .filter_map(|(i, child)| {
-                let pid = child.id()?;
+        let shards = self.groups.iter().flatten().filter_map(|r| {
+            let name = if self.groups[0].len() > 1 { format!("{}-r{}", r.shard, r.node) } else { r.shard.clone() };
+            Some((name, r.child.as_ref()?.id()?))
+        });
+        let gateway = self.gateway.id().map(|pid| ("gateway".to_string(), pid));
+        shards
+            .chain(gateway)
+            .filter_map(|(name, pid)| {
                 let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
                 let kib: u64 =
                     status.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()?;
-                let name = if i == last { "gateway".to_string() } else { format!("shard-{}", i + 1) };
                 Some((name, kib * 1024, cpu_seconds(&pid.to_string())?))
             })
             .collect()
     }
 
     pub async fn stop(mut self) {
-        for child in &mut self.children {
-            let _ = child.kill().await;
+        for replica in self.groups.iter_mut().flatten() {
+            replica.kill().await;
         }
+        let _ = self.gateway.kill().await;
     }
 }
 

@@ -163,7 +163,7 @@ async fn start_group(
 }
 
 /// Initializes a new group over `addrs` (replica ids 1..) and waits for its leader.
-async fn form_group(id: &str, addrs: &[String]) -> anyhow::Result<()> {
+pub(crate) async fn form_group(id: &str, addrs: &[String]) -> anyhow::Result<()> {
     use omnishard_proto::v1::shard_raft_service_client::ShardRaftServiceClient;
     use omnishard_proto::v1::{RaftInitializeRequest, RaftMember, RaftStatusRequest};
     let members =

@@ -14,7 +14,8 @@
 //! * `bench` — `omnishard bench kv`; `bench_graph` — `omnishard bench graph`;
 //!   `bench_search` — `omnishard bench search`; `bench_files` — `omnishard bench files`;
 //!   `bench_otlp` — `omnishard bench otlp-sink`; `bench_ycsb` — `omnishard bench ycsb`
-//!   and `bench echo-server` (the harness itself is the `omnishard-bench` crate).
+//!   and `bench echo-server` (the harness itself is the `omnishard-bench` crate);
+//!   `bench_failover` — `omnishard bench failover` (leader kill, replica catch-up).
 //! * `output` — human and `--json` printing, and the error line.
 //! * `alloc` — allocator settings that keep memory bounded under large transfers.
 
@@ -26,6 +27,7 @@ mod alloc;
 mod args;
 mod bench;
 mod bench_compare;
+mod bench_failover;
 mod bench_files;
 mod bench_graph;
 mod bench_otlp;

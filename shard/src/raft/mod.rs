@@ -68,9 +68,10 @@ pub type ShardRaft = openraft::Raft<TypeConfig>;
 /// * `initial_members` — `{ id = "host:port" }` of a new group; every member
 ///   may be started with the same map.
 /// * `advertise` — the address other replicas and gateways use (default: the bound address).
-/// * `heartbeat_interval` (100ms), `election_timeout_min` (500ms),
-///   `election_timeout_max` (1s) — failure detection: a follower that hears
-///   nothing for a random time in the window starts an election.
+/// * `heartbeat_interval` (150ms), `election_timeout_min` (600ms),
+///   `election_timeout_max` (1.2s) — failure detection: a follower that hears
+///   nothing for a random time in the window starts an election. The
+///   heartbeat interval is also the time one append message may take.
 /// * `snapshot_logs` — entries since the last snapshot that trigger a new one (default 10000).
 /// * `logs_to_keep` — entries kept after a snapshot for lagging replicas (default 1000).
 /// * `max_inflight_proposals` — proposals the leader has in flight at once (default 4).
@@ -99,9 +100,9 @@ impl Default for RaftSettings {
             join: false,
             initial_members: BTreeMap::new(),
             advertise: None,
-            heartbeat_interval: Duration::from_millis(100),
-            election_timeout_min: Duration::from_millis(500),
-            election_timeout_max: Duration::from_millis(1000),
+            heartbeat_interval: Duration::from_millis(150),
+            election_timeout_min: Duration::from_millis(600),
+            election_timeout_max: Duration::from_millis(1200),
             snapshot_logs: 10_000,
             logs_to_keep: 1_000,
             max_inflight_proposals: 4,
@@ -118,8 +119,9 @@ impl RaftSettings {
             election_timeout_max: self.election_timeout_max.as_millis() as u64,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(self.snapshot_logs.max(1)),
             max_in_snapshot_log_to_keep: self.logs_to_keep,
-            // Entries can carry chunks: keep one append message bounded.
-            max_payload_entries: 64,
+            // openraft gives one append message a heartbeat interval to
+            // arrive; entries can carry file chunks: keep messages small.
+            max_payload_entries: 8,
             install_snapshot_timeout: 10_000,
             ..Default::default()
         };
