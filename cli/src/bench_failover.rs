@@ -99,9 +99,10 @@ impl Writer {
     async fn first_success_after(&self, after: Instant, timeout: Duration) -> anyhow::Result<Duration> {
         let deadline = Instant::now() + timeout;
         loop {
-            let acked = self.acked.lock().unwrap_or_else(|e| e.into_inner());
-            let first = acked.iter().find(|(sent, _)| *sent > after).map(|(_, answered)| *answered);
-            drop(acked);
+            let first = {
+                let acked = self.acked.lock().unwrap_or_else(|e| e.into_inner());
+                acked.iter().find(|(sent, _)| *sent > after).map(|(_, answered)| *answered)
+            };
             if let Some(t) = first {
                 return Ok(t - after);
             }
