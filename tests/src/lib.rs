@@ -16,6 +16,8 @@
 
 #![forbid(unsafe_code)]
 
+pub mod proxy;
+
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -31,6 +33,7 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct ClusterBuilder {
     shards: usize,
     replicas: usize,
+    partitionable: bool,
     gateway_toml: String,
     shard_toml: String,
     env: Vec<(String, String)>,
@@ -57,6 +60,20 @@ struct ShardProcess {
     node_id: u64,
     /// Its data folder.
     data: PathBuf,
+    /// The proxy every other process reaches it through, if partitionable.
+    proxy: Option<proxy::Proxy>,
+}
+
+impl ShardProcess {
+    /// The address other processes are given: its proxy's, or its own.
+    fn public_addr(&self) -> String {
+        self.proxy.as_ref().map(|p| p.addr.clone()).unwrap_or_else(|| self.addr.clone())
+    }
+
+    /// The address it listens on (and dials other replicas from).
+    fn ip(&self) -> std::net::IpAddr {
+        self.addr.parse::<std::net::SocketAddr>().map(|a| a.ip()).unwrap_or([127, 0, 0, 1].into())
+    }
 }
 
 impl Cluster {
@@ -65,6 +82,7 @@ impl Cluster {
         ClusterBuilder {
             shards: 3,
             replicas: 1,
+            partitionable: false,
             gateway_toml: String::new(),
             shard_toml: String::new(),
             env: Vec::new(),
@@ -154,10 +172,16 @@ impl Cluster {
     /// The index of the replica leading shard `shard`, waiting (up to 30 s)
     /// until a live replica names one and that one agrees.
     pub async fn leader_of(&self, shard: usize) -> anyhow::Result<usize> {
+        self.leader_of_excluding(shard, usize::MAX).await
+    }
+
+    /// Like [`Cluster::leader_of`], ignoring replica `excluded` (a
+    /// partitioned one may still believe it leads).
+    pub async fn leader_of_excluding(&self, shard: usize, excluded: usize) -> anyhow::Result<usize> {
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         loop {
             for (i, process) in self.groups[shard].iter().enumerate() {
-                if process.child.is_none() {
+                if process.child.is_none() || i == excluded {
                     continue;
                 }
                 if let Ok(status) = self.raft_status(shard, i).await {
@@ -191,6 +215,30 @@ impl Cluster {
             }
         }
         Err(last.map(anyhow::Error::from).unwrap_or_else(|| anyhow::anyhow!("transfer failed")))
+    }
+
+    /// Cuts replica `replica` of `shard` off the network (built
+    /// [`ClusterBuilder::partitionable`]): nothing reaches it, and it reaches
+    /// no other replica. Its own address still answers (for direct calls).
+    pub fn partition_replica(&self, shard: usize, replica: usize) {
+        let isolated = &self.groups[shard][replica];
+        if let Some(proxy) = &isolated.proxy {
+            proxy.isolate();
+        }
+        for other in &self.groups[shard] {
+            if let Some(proxy) = &other.proxy {
+                proxy.block(isolated.ip());
+            }
+        }
+    }
+
+    /// Ends every partition of `shard`.
+    pub fn heal(&self, shard: usize) {
+        for process in &self.groups[shard] {
+            if let Some(proxy) = &process.proxy {
+                proxy.heal();
+            }
+        }
     }
 
     /// How many replicas each shard has.
@@ -267,6 +315,14 @@ impl ClusterBuilder {
         self
     }
 
+    /// Puts a TCP proxy in front of every replica (replicas listen on
+    /// addresses of their own, 127.0.X.Y), so tests can cut the network:
+    /// [`Cluster::partition_replica`].
+    pub fn partitionable(mut self) -> Self {
+        self.partitionable = true;
+        self
+    }
+
     /// Replicas per shard, each its own process (default 1).
     pub fn replicas(mut self, n: usize) -> Self {
         self.replicas = n.max(1);
@@ -306,20 +362,28 @@ impl ClusterBuilder {
             let mut group = Vec::new();
             for node_id in 1..=self.replicas as u64 {
                 let data = if replicated { dir.path().join(format!("{id}-r{node_id}")) } else { dir.path().join(&id) };
+                let listen = if self.partitionable {
+                    format!("127.0.{}.{}:0", 10 + i, 10 + node_id)
+                } else {
+                    "127.0.0.1:0".into()
+                };
                 let mut process =
-                    ShardProcess { id: id.clone(), addr: "127.0.0.1:0".into(), child: None, node_id, data };
+                    ShardProcess { id: id.clone(), addr: listen, child: None, node_id, data, proxy: None };
                 let args = shard_args(&process, replicated, shard_config.as_deref());
                 let args: Vec<&str> = args.iter().map(String::as_str).collect();
                 let (child, addr) = spawn_with(&args, &self.env).await?;
                 process.child = Some(child);
+                if self.partitionable {
+                    process.proxy = Some(proxy::Proxy::start(addr.clone()).await?);
+                }
                 process.addr = addr;
                 group.push(process);
             }
             if replicated {
                 form_group(&group).await?;
             }
-            let replicas: Vec<String> = group.iter().map(|p| format!("\"{}\"", p.addr)).collect();
-            topology.push_str(&format!("\n[[shards]]\nid = \"{id}\"\naddr = \"{}\"\n", group[0].addr));
+            let replicas: Vec<String> = group.iter().map(|p| format!("\"{}\"", p.public_addr())).collect();
+            topology.push_str(&format!("\n[[shards]]\nid = \"{id}\"\naddr = \"{}\"\n", group[0].public_addr()));
             if replicated {
                 topology.push_str(&format!("replicas = [{}]\n", replicas.join(", ")));
             }
@@ -361,7 +425,7 @@ async fn raft_client(
 async fn form_group(replicas: &[ShardProcess]) -> anyhow::Result<()> {
     use omnishard_proto::v1::shard_raft_service_client::ShardRaftServiceClient;
     use omnishard_proto::v1::{RaftInitializeRequest, RaftMember, RaftStatusRequest};
-    let members = replicas.iter().map(|p| RaftMember { node_id: p.node_id, addr: p.addr.clone() }).collect();
+    let members = replicas.iter().map(|p| RaftMember { node_id: p.node_id, addr: p.public_addr() }).collect();
     let mut first = ShardRaftServiceClient::connect(format!("http://{}", replicas[0].addr)).await?;
     first.initialize(RaftInitializeRequest { members }).await?;
     let deadline = std::time::Instant::now() + START_TIMEOUT;

@@ -414,3 +414,57 @@ mod linearizable {
         }
     }
 }
+
+mod partition {
+    use std::time::Duration;
+
+    use omnishard_proto::v1::shard_service_client::ShardServiceClient;
+    use omnishard_proto::v1::{shard_op, ShardApplyRequest, ShardOp, ShardPut, ShardTxn};
+    use omnishard_tests::Cluster;
+
+    /// A put sent straight to replica `replica` (not through the gateway).
+    async fn put_direct(cluster: &Cluster, replica: usize, key: &str) -> Result<(), tonic::Status> {
+        let mut client = ShardServiceClient::connect(cluster.replica_url(0, replica))
+            .await
+            .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+        let put =
+            ShardPut { key: key.as_bytes().to_vec(), value: b"from the old leader".to_vec(), ..Default::default() };
+        let txn = ShardTxn { namespace: "default".into(), ops: vec![ShardOp { op: Some(shard_op::Op::Put(put)) }] };
+        let mut request = tonic::Request::new(ShardApplyRequest { epoch: 1, txns: vec![txn] });
+        request.set_timeout(Duration::from_secs(3));
+        let outcome = client.apply(request).await?.into_inner();
+        match outcome.outcomes.first() {
+            Some(o) if o.code == 0 => Ok(()),
+            Some(o) => Err(tonic::Status::new(tonic::Code::from(o.code), o.message.clone())),
+            None => Err(tonic::Status::internal("no outcome")),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn test_partitioned_old_leader_cannot_acknowledge_writes() {
+        let cluster = Cluster::builder().shards(1).replicas(3).partitionable().start().await.unwrap();
+        let client = cluster.client().await.unwrap();
+        client.put(b"k", b"v1", Default::default()).await.unwrap();
+        let old = cluster.leader_of(0).await.unwrap();
+        put_direct(&cluster, old, "before").await.expect("the leader takes writes before the partition");
+
+        cluster.partition_replica(0, old);
+        // Cut off from both followers, the old leader cannot commit anything.
+        let err = put_direct(&cluster, old, "lost").await.expect_err("a partitioned leader acknowledged a write");
+        assert!(
+            matches!(err.code(), tonic::Code::DeadlineExceeded | tonic::Code::Unavailable | tonic::Code::Cancelled),
+            "{err}"
+        );
+        // The majority side elects a leader and the gateway writes through it.
+        client.put(b"k", b"v2", Default::default()).await.unwrap();
+        let new = cluster.leader_of_excluding(0, old).await.unwrap();
+        assert_ne!(new, old);
+
+        cluster.heal(0);
+        super::wait_caught_up_group(&cluster, 0, 3).await;
+        assert_eq!(client.get(b"k").await.unwrap().value, b"v2");
+        // The write the old leader took during the partition never happened.
+        assert_eq!(client.get(b"lost").await.unwrap_err().code(), tonic::Code::NotFound);
+        assert_eq!(client.get(b"before").await.unwrap().value, b"from the old leader");
+    }
+}

@@ -137,6 +137,8 @@ pub struct Replication {
     node_id: NodeId,
     settings: RaftSettings,
     reads: ReadBarrier,
+    /// The address this replica listens on, once bound (peers are dialled from it).
+    source: Arc<std::sync::OnceLock<std::net::IpAddr>>,
 }
 
 impl Replication {
@@ -152,10 +154,18 @@ impl Replication {
         let config = Arc::new(settings.openraft_config(shard_id)?);
         let log = log_store::LogStore::new(store, sync);
         let machine = state_machine::StateMachine::open(executor, data_dir.join("raft-snapshots"))?;
-        let raft = ShardRaft::new(settings.node_id, config, network::NetworkFactory, log, machine)
+        let network = network::NetworkFactory::default();
+        let source = network.source.clone();
+        let raft = ShardRaft::new(settings.node_id, config, network, log, machine)
             .await
             .map_err(|e| Error::Internal(format!("cannot start Raft: {e}")))?;
-        Ok(Replication { raft, node_id: settings.node_id, settings: settings.clone(), reads: ReadBarrier::default() })
+        Ok(Replication {
+            raft,
+            node_id: settings.node_id,
+            settings: settings.clone(),
+            reads: ReadBarrier::default(),
+            source,
+        })
     }
 
     /// The openraft handle.
@@ -173,6 +183,9 @@ impl Replication {
     /// which is then waited for until it leads (no other replica is needed).
     /// A multi-replica group forms in the background: it needs the others up.
     pub async fn bootstrap(self: &Arc<Self>, bound: &str) -> Result<()> {
+        if let Ok(addr) = bound.parse::<std::net::SocketAddr>() {
+            let _ = self.source.set(addr.ip());
+        }
         if self.settings.join {
             return Ok(());
         }

@@ -1,6 +1,8 @@
 //! openraft's messages to the other replicas of a group, over gRPC
 //! (`ShardRaftService`), one lazily connected channel per peer.
 
+use std::net::IpAddr;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use omnishard_proto::v1::shard_raft_service_client::ShardRaftServiceClient;
@@ -19,15 +21,24 @@ use super::{wire, BasicNode, NodeId, TypeConfig};
 use crate::server::MAX_MESSAGE_BYTES;
 
 /// Creates a [`Peer`] per replica openraft talks to.
-pub struct NetworkFactory;
+///
+/// Connections to other replicas leave from the address this replica
+/// listens on, when that is a specific one: on a multi-homed host peers
+/// (and firewalls) then see the replica's own address.
+#[derive(Clone, Default)]
+pub struct NetworkFactory {
+    pub source: Arc<OnceLock<IpAddr>>,
+}
 
 impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
     type Network = Peer;
 
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Peer {
+        let source = self.source.get().copied().filter(|ip| !ip.is_unspecified());
         let client = Endpoint::from_shared(format!("http://{}", node.addr))
             .map(|endpoint| {
                 let channel = endpoint
+                    .local_address(source)
                     .connect_timeout(Duration::from_secs(1))
                     .tcp_nodelay(true)
                     .initial_stream_window_size(8 << 20)
