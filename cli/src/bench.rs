@@ -380,7 +380,9 @@ impl EmbeddedCluster {
             }
             let all: Vec<String> = group.iter().map(|r| r.addr.clone()).collect();
             if replicated {
-                crate::dev::form_group(&id, &all).await?;
+                omnishard_client::replication::form_group(&all, Duration::from_secs(30))
+                    .await
+                    .with_context(|| format!("forming shard {id}"))?;
                 addrs.push(ShardAddr { id, addr: all[0].clone(), replicas: all });
             } else {
                 addrs.push(ShardAddr::new(id, all[0].clone()));

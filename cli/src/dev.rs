@@ -157,29 +157,11 @@ async fn start_group(
         addrs.push(addr);
     }
     if previous.is_none() {
-        form_group(id, &addrs).await?;
+        omnishard_client::replication::form_group(&addrs, SHARD_START_TIMEOUT)
+            .await
+            .with_context(|| format!("forming shard {id}"))?;
     }
     Ok(ShardAddr { id: id.to_string(), addr: addrs[0].clone(), replicas: addrs })
-}
-
-/// Initializes a new group over `addrs` (replica ids 1..) and waits for its leader.
-pub(crate) async fn form_group(id: &str, addrs: &[String]) -> anyhow::Result<()> {
-    use omnishard_proto::v1::shard_raft_service_client::ShardRaftServiceClient;
-    use omnishard_proto::v1::{RaftInitializeRequest, RaftMember, RaftStatusRequest};
-    let members =
-        addrs.iter().enumerate().map(|(i, addr)| RaftMember { node_id: i as u64 + 1, addr: addr.clone() }).collect();
-    let mut first = ShardRaftServiceClient::connect(format!("http://{}", addrs[0]))
-        .await
-        .with_context(|| format!("connecting to shard {id}"))?;
-    first.initialize(RaftInitializeRequest { members }).await.with_context(|| format!("forming shard {id}"))?;
-    let deadline = std::time::Instant::now() + SHARD_START_TIMEOUT;
-    while first.status(RaftStatusRequest {}).await?.into_inner().leader_id == 0 {
-        if std::time::Instant::now() > deadline {
-            bail!("shard {id} elected no leader in {SHARD_START_TIMEOUT:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Ok(())
 }
 
 /// Starts `omnishard shard` on `listen` and waits for its address; with a

@@ -18,6 +18,7 @@
 use std::time::Duration;
 
 pub mod direct;
+pub mod replication;
 pub mod trace_ids;
 
 pub use bytes::Bytes;

@@ -380,7 +380,10 @@ impl ClusterBuilder {
                 group.push(process);
             }
             if replicated {
-                form_group(&group).await?;
+                let addrs: Vec<String> = group.iter().map(ShardProcess::public_addr).collect();
+                omnishard_client::replication::form_group(&addrs, START_TIMEOUT)
+                    .await
+                    .with_context(|| format!("forming {id}"))?;
             }
             let replicas: Vec<String> = group.iter().map(|p| format!("\"{}\"", p.public_addr())).collect();
             topology.push_str(&format!("\n[[shards]]\nid = \"{id}\"\naddr = \"{}\"\n", group[0].public_addr()));
@@ -419,26 +422,6 @@ async fn raft_client(
 ) -> anyhow::Result<omnishard_proto::v1::shard_raft_service_client::ShardRaftServiceClient<tonic::transport::Channel>> {
     Ok(omnishard_proto::v1::shard_raft_service_client::ShardRaftServiceClient::connect(format!("http://{addr}"))
         .await?)
-}
-
-/// Initializes a new group of `replicas` and waits until it has a leader.
-async fn form_group(replicas: &[ShardProcess]) -> anyhow::Result<()> {
-    use omnishard_proto::v1::shard_raft_service_client::ShardRaftServiceClient;
-    use omnishard_proto::v1::{RaftInitializeRequest, RaftMember, RaftStatusRequest};
-    let members = replicas.iter().map(|p| RaftMember { node_id: p.node_id, addr: p.public_addr() }).collect();
-    let mut first = ShardRaftServiceClient::connect(format!("http://{}", replicas[0].addr)).await?;
-    first.initialize(RaftInitializeRequest { members }).await?;
-    let deadline = std::time::Instant::now() + START_TIMEOUT;
-    loop {
-        let status = first.status(RaftStatusRequest {}).await?.into_inner();
-        if status.leader_id != 0 {
-            return Ok(());
-        }
-        if std::time::Instant::now() > deadline {
-            bail!("shard {} elected no leader in {START_TIMEOUT:?}", replicas[0].id);
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// The `omnishard` binary under test.

@@ -260,7 +260,7 @@ mod catch_up {
         super::wait_caught_up_group(&cluster, 0, 3).await;
         let caught_up = cluster.raft_status(0, wiped).await.unwrap();
         assert!(caught_up.snapshot_index > 0, "caught up by snapshot: {caught_up:?}");
-        assert_eq!(caught_up.seq, leader_status.seq.max(caught_up.seq));
+        assert!(caught_up.seq >= leader_status.seq, "{caught_up:?} vs {leader_status:?}");
 
         // The same answers whichever replica leads (and serves the reads).
         let expected = answers(&cluster).await;
