@@ -46,6 +46,48 @@ impl ShardRaftGrpc {
     }
 
     /// The replica's view of its group.
+    /// Waits until the leader's progress shows `target` holding its whole log.
+    async fn wait_caught_up(&self, target: NodeId, deadline: Instant) -> Result<(), Status> {
+        loop {
+            let caught_up = self.report().replicas.iter().any(|r| r.node_id == target && r.lag == 0);
+            if caught_up {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(Status::deadline_exceeded(format!(
+                    "replica {target} did not catch up in {TRANSFER_TIMEOUT:?}"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// One transfer attempt: silences this leader's heartbeats (followers
+    /// refuse to vote while they hear from a leader: its lease), has the
+    /// target (`client`) campaign, and waits up to `wait` for a leader other than this one.
+    /// Returns the leader this replica knows at the end. Heartbeats come
+    /// back whatever happens.
+    async fn campaign_round(
+        &self,
+        client: &mut ShardRaftServiceClient<tonic::transport::Channel>,
+        wait: Duration,
+    ) -> Result<Option<NodeId>, Status> {
+        let own = self.shard.replication.node_id();
+        self.raft().runtime_config().heartbeat(false);
+        let outcome = async {
+            client.campaign(CampaignRequest {}).await?;
+            let mut metrics = self.raft().metrics();
+            let _ = tokio::time::timeout(wait, metrics.wait_for(|m| m.current_leader.is_some_and(|l| l != own))).await;
+            // Mid-election (no leader known yet): wait for its outcome.
+            let _ = tokio::time::timeout(wait, metrics.wait_for(|m| m.current_leader.is_some())).await;
+            let leader = metrics.borrow().current_leader;
+            Ok(leader)
+        }
+        .await;
+        self.raft().runtime_config().heartbeat(true);
+        outcome
+    }
+
     fn report(&self) -> RaftStatusResponse {
         let metrics = self.raft().metrics().borrow().clone();
         let membership = metrics.membership_config.membership().clone();
@@ -226,54 +268,36 @@ impl ShardRaftService for ShardRaftGrpc {
             return Err(Status::not_found(format!("node_id: replica {target} is not a voter of this group")));
         }
         let addr = self.report().members.into_iter().find(|m| m.node_id == target).map(|m| m.addr).unwrap_or_default();
-        // Raft's leadership transfer (thesis §3.10): wait until the target
-        // holds the whole log, then have it start an election at once; its
-        // log is up to date, so it wins, and this leader steps down.
-        let deadline = Instant::now() + TRANSFER_TIMEOUT;
-        loop {
-            let report = self.report();
-            let caught_up = report.replicas.iter().any(|r| r.node_id == target && r.lag == 0);
-            if caught_up {
-                break;
-            }
-            if Instant::now() > deadline {
-                return Err(Status::deadline_exceeded(format!(
-                    "replica {target} did not catch up in {TRANSFER_TIMEOUT:?}"
-                )));
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
         let mut client = ShardRaftServiceClient::connect(format!("http://{addr}"))
             .await
             .map_err(|e| Status::unavailable(format!("replica {target} at {addr}: {e}")))?;
-        // Followers refuse to vote while they hear from a leader (its lease);
-        // silence this leader's heartbeats so they stop, then let the target
-        // campaign. Heartbeats come back whatever happens.
-        self.raft().runtime_config().heartbeat(false);
-        let outcome = async {
-            client.campaign(CampaignRequest {}).await?;
-            let mut metrics = self.raft().metrics();
-            loop {
-                let leader = metrics.borrow().current_leader;
-                if leader == Some(target) {
-                    return Ok(());
-                }
-                if leader.is_some() && leader != Some(self.shard.replication.node_id()) {
+        // Raft's leadership transfer (thesis §3.10): wait until the target
+        // holds the whole log, then have it start an election at once; its
+        // log is up to date, so it wins, and this leader steps down. A round
+        // can fail without anyone else winning (the leader appended an entry
+        // after the check, or a voter's lease outlived the campaign): then
+        // this replica still leads and tries again until the deadline.
+        let deadline = Instant::now() + TRANSFER_TIMEOUT;
+        let round = Duration::from_millis(self.raft().config().election_timeout_max * 3);
+        let own = self.shard.replication.node_id();
+        loop {
+            self.wait_caught_up(target, deadline).await?;
+            let wait = round.min(deadline.saturating_duration_since(Instant::now()));
+            match self.campaign_round(&mut client, wait).await? {
+                Some(leader) if leader == target => return Ok(Response::new(self.report())),
+                Some(leader) if leader != own => {
                     return Err(Status::aborted(format!(
-                        "replica {} won the election instead of {target}; ask again",
-                        leader.unwrap_or_default()
-                    )));
+                        "replica {leader} won the election instead of {target}; ask again"
+                    )))
                 }
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() || tokio::time::timeout(left, metrics.changed()).await.is_err() {
-                    return Err(Status::deadline_exceeded(format!("replica {target} did not take over in time")));
+                _ if Instant::now() >= deadline => {
+                    return Err(Status::deadline_exceeded(format!(
+                        "replica {target} did not take over in {TRANSFER_TIMEOUT:?}"
+                    )))
                 }
+                _ => tracing::info!(target, "leadership transfer round failed; trying again"),
             }
         }
-        .await;
-        self.raft().runtime_config().heartbeat(true);
-        outcome?;
-        Ok(Response::new(self.report()))
     }
 
     async fn campaign(&self, _request: Request<CampaignRequest>) -> Result<Response<CampaignResponse>, Status> {
