@@ -153,7 +153,16 @@ pub enum KvCommand {
         expected_version: Option<u64>,
     },
     /// Print the raw value of KEY.
-    Get { key: String },
+    Get {
+        key: String,
+        /// Let any replica answer (a follower read) instead of the leader.
+        #[arg(long)]
+        follower: bool,
+        /// With --follower: only from a replica that applied this sequence
+        /// (the version of your last write, for read-your-writes).
+        #[arg(long, requires = "follower")]
+        min_seq: Option<u64>,
+    },
     /// Delete KEY.
     Del {
         key: String,

@@ -3,7 +3,7 @@
 use std::io::Read;
 
 use anyhow::Context;
-use omnishard_client::{Client, PutOptions};
+use omnishard_client::{Client, PutOptions, ReadMode};
 use serde_json::json;
 
 use crate::args::{Global, KvCommand};
@@ -26,8 +26,12 @@ pub async fn run(global: &Global, cmd: KvCommand) -> anyhow::Result<()> {
                 println!("OK version={} shard={}", written.version, written.shard_id);
             }
         }
-        KvCommand::Get { key } => {
-            let kv = client.get(key.as_bytes()).await?;
+        KvCommand::Get { key, follower, min_seq } => {
+            let mode = match follower {
+                true => ReadMode::Follower { min_seq: min_seq.unwrap_or(0) },
+                false => ReadMode::Linearizable,
+            };
+            let kv = client.get_with(key.as_bytes(), mode).await?;
             if global.json {
                 output::print_json(&output::kv_json(&kv));
             } else {

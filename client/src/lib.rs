@@ -24,6 +24,7 @@ pub mod trace_ids;
 pub use bytes::Bytes;
 pub use direct::DirectClient;
 use futures::StreamExt;
+pub use omnishard_common::read_mode::ReadMode;
 use omnishard_proto::v1::admin_service_client::AdminServiceClient;
 use omnishard_proto::v1::file_service_client::FileServiceClient;
 use omnishard_proto::v1::graph_service_client::GraphServiceClient;
@@ -191,7 +192,16 @@ impl Client {
 
     /// Reads a key; `NotFound` when it is absent or expired.
     pub async fn get(&self, key: &[u8]) -> Result<KeyValue, Error> {
-        let req = GetRequest { namespace: self.namespace.clone(), key: key.to_vec() };
+        self.get_with(key, ReadMode::Linearizable).await
+    }
+
+    /// Reads a key with the consistency `mode` asks for.
+    /// `ReadMode::Follower { min_seq }` lets any replica of the key's shard
+    /// answer once it applied `min_seq`: pass the version your last write
+    /// of the key returned to read your own writes from a follower.
+    pub async fn get_with(&self, key: &[u8], mode: ReadMode) -> Result<KeyValue, Error> {
+        let mut req = tonic::Request::new(GetRequest { namespace: self.namespace.clone(), key: key.to_vec() });
+        mode.write(req.metadata_mut());
         let kv = self.kv.clone().get(req).await?.into_inner().kv;
         kv.ok_or_else(|| tonic::Status::internal("gateway answered without a value").into())
     }

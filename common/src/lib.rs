@@ -23,6 +23,7 @@ pub mod namespace;
 pub mod placement;
 pub mod predicate;
 pub mod process;
+pub mod read_mode;
 pub mod rejection;
 pub mod topology;
 

@@ -10,6 +10,7 @@
 use std::sync::Arc;
 
 use omnishard_common::batching::Batching;
+use omnishard_common::read_mode::ReadMode;
 use omnishard_proto::v1::{ShardApplyRequest, ShardReadRequest, ShardTxn, ShardValue, TxnOutcome};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{Instrument, Span};
@@ -117,7 +118,7 @@ async fn read_namespace(shard: &ShardHandle, namespace: String, items: Vec<Pendi
     let result = shard
         .call(|client| {
             let req = ShardReadRequest { epoch, namespace: namespace.clone(), keys: keys.clone() };
-            async move { client.read(req).await }
+            async move { client.read(req, ReadMode::Linearizable).await }
         })
         .await;
     match result {

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use omnishard_common::namespace;
+use omnishard_common::read_mode::ReadMode;
 use omnishard_proto::v1::{
     shard_op, KeyValue, ShardDelete, ShardOp, ShardPut, ShardReadRequest, ShardScanRequest, ShardTxn, ShardValue,
     TxnOutcome,
@@ -51,11 +52,11 @@ pub struct ScanPage {
 
 impl Cluster {
     /// Reads one key; `NotFound` when absent or expired.
-    pub async fn get(&self, ns: &str, key: Vec<u8>) -> Result<KeyValue> {
+    pub async fn get(&self, ns: &str, key: Vec<u8>, mode: ReadMode) -> Result<KeyValue> {
         let ns = namespace::resolve(ns)?;
         self.limits.check_key(&key)?;
         let shard = self.ring.owner_index(ns, &key);
-        let value = self.with_read_retries(|| self.read_one(shard, ns, key.clone())).await?;
+        let value = self.with_read_retries(|| self.read_one(shard, ns, key.clone(), mode)).await?;
         if !value.found {
             return Err(Error::NotFound { what: format!("key {:?}", show(&key)) });
         }
@@ -63,7 +64,7 @@ impl Cluster {
     }
 
     /// Reads many keys; the answer is in request order, absent keys as `None`.
-    pub async fn batch_get(&self, ns: &str, keys: Vec<Vec<u8>>) -> Result<Vec<Option<KeyValue>>> {
+    pub async fn batch_get(&self, ns: &str, keys: Vec<Vec<u8>>, mode: ReadMode) -> Result<Vec<Option<KeyValue>>> {
         let ns = namespace::resolve(ns)?;
         self.limits.check_batch("keys", keys.len())?;
         for key in &keys {
@@ -73,7 +74,7 @@ impl Cluster {
         let calls = groups.into_iter().map(|(shard, indexes)| {
             let shard_keys: Vec<Vec<u8>> = indexes.iter().map(|&i| keys[i].clone()).collect();
             async move {
-                let values = self.with_read_retries(|| self.read_many(shard, ns, shard_keys.clone())).await?;
+                let values = self.with_read_retries(|| self.read_many(shard, ns, shard_keys.clone(), mode)).await?;
                 Ok::<_, Error>((indexes, values))
             }
         });
@@ -240,20 +241,21 @@ impl Cluster {
         groups
     }
 
-    async fn read_one(&self, shard: usize, ns: &str, key: Vec<u8>) -> Result<ShardValue> {
+    async fn read_one(&self, shard: usize, ns: &str, key: Vec<u8>, mode: ReadMode) -> Result<ShardValue> {
         match &self.coalescers {
-            Some(coalescers) => coalescers[shard].read(ns.to_string(), key).await,
-            None => Ok(self.read_many(shard, ns, vec![key]).await?.into_iter().next().unwrap_or_default()),
+            // Coalesced reads share one leader read; follower reads go alone.
+            Some(coalescers) if mode == ReadMode::Linearizable => coalescers[shard].read(ns.to_string(), key).await,
+            _ => Ok(self.read_many(shard, ns, vec![key], mode).await?.into_iter().next().unwrap_or_default()),
         }
     }
 
-    async fn read_many(&self, shard: usize, ns: &str, keys: Vec<Vec<u8>>) -> Result<Vec<ShardValue>> {
+    async fn read_many(&self, shard: usize, ns: &str, keys: Vec<Vec<u8>>, mode: ReadMode) -> Result<Vec<ShardValue>> {
         let handle = &self.shards[shard];
         let req = ShardReadRequest { epoch: handle.epoch(), namespace: ns.to_string(), keys };
         let values = handle
             .call(|c| {
                 let req = req.clone();
-                async move { c.read(req).await }
+                async move { c.read(req, mode).await }
             })
             .await?
             .values;

@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use omnishard_common::read_mode::ReadMode;
 use omnishard_common::topology::ShardAddr;
 use omnishard_proto::v1::*;
 
@@ -33,6 +34,8 @@ pub struct ShardClient {
     replicas: Arc<[ReplicaClient]>,
     /// Index of the replica believed to lead.
     leader: Arc<AtomicUsize>,
+    /// Turn of the next follower read.
+    next_reader: Arc<AtomicUsize>,
 }
 
 macro_rules! on_leader {
@@ -53,7 +56,11 @@ impl ShardClient {
             .into_iter()
             .map(|addr| ReplicaClient::new(&ShardAddr::new(shard.id.clone(), addr), settings))
             .collect::<Result<Vec<_>>>()?;
-        Ok(ShardClient { replicas: replicas.into(), leader: Arc::new(AtomicUsize::new(0)) })
+        Ok(ShardClient {
+            replicas: replicas.into(),
+            leader: Arc::new(AtomicUsize::new(0)),
+            next_reader: Arc::new(AtomicUsize::new(0)),
+        })
     }
 
     /// The shard's id.
@@ -117,8 +124,30 @@ impl ShardClient {
         self.call((), |replica, ()| replica.stats()).await
     }
 
+    /// Reads keys: from the leader, or — for a follower read — from the
+    /// replicas in turn (the next one when a replica cannot be reached), so
+    /// the replicas share the reads.
+    pub async fn read(self, req: ShardReadRequest, mode: ReadMode) -> Result<ShardReadResponse> {
+        if mode == ReadMode::Linearizable {
+            return self.call(req, |replica, req| replica.read(req, ReadMode::Linearizable)).await;
+        }
+        let first = self.next_reader.fetch_add(1, Ordering::Relaxed);
+        let mut outcome = Err(Error::ShardUnavailable {
+            shard_id: self.id().to_string(),
+            addr: self.addr().to_string(),
+            reason: "no replica".into(),
+        });
+        for turn in 0..self.replicas.len() {
+            let replica = self.replicas[(first + turn) % self.replicas.len()].clone();
+            outcome = replica.read(req.clone(), mode).await;
+            if !matches!(outcome, Err(Error::ShardUnavailable { .. })) {
+                break;
+            }
+        }
+        outcome
+    }
+
     on_leader! {
-        read(ShardReadRequest) -> ShardReadResponse;
         apply(ShardApplyRequest) -> ShardApplyResponse;
         scan(ShardScanRequest) -> ShardScanResponse;
         graph_apply(ShardGraphApplyRequest) -> ShardGraphApplyResponse;

@@ -5,6 +5,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use omnishard_common::read_mode::ReadMode;
 use omnishard_proto::v1::admin_service_server::{AdminService, AdminServiceServer};
 use omnishard_proto::v1::graph_service_server::GraphServiceServer;
 use omnishard_proto::v1::kv_service_server::{KvService, KvServiceServer};
@@ -142,9 +143,10 @@ pub struct KvGrpc {
 #[tonic::async_trait]
 impl KvService for KvGrpc {
     async fn get(&self, request: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
+        let mode = ReadMode::from_metadata(request.metadata())?;
         let req = request.into_inner();
         record("namespace", req.namespace.clone());
-        let kv = self.cluster.get(&req.namespace, req.key).await.map_err(status)?;
+        let kv = self.cluster.get(&req.namespace, req.key, mode).await.map_err(status)?;
         record("bytes", kv.value.len() as i64);
         Ok(Response::new(GetResponse { kv: Some(kv) }))
     }
@@ -167,10 +169,11 @@ impl KvService for KvGrpc {
     }
 
     async fn batch_get(&self, request: Request<BatchGetRequest>) -> Result<Response<BatchGetResponse>, Status> {
+        let mode = ReadMode::from_metadata(request.metadata())?;
         let req = request.into_inner();
         record("namespace", req.namespace.clone());
         record("keys", req.keys.len() as i64);
-        let values = self.cluster.batch_get(&req.namespace, req.keys).await.map_err(status)?;
+        let values = self.cluster.batch_get(&req.namespace, req.keys, mode).await.map_err(status)?;
         record("rows", values.iter().filter(|v| v.is_some()).count() as i64);
         let results = values.into_iter().map(|kv| MaybeKeyValue { found: kv.is_some(), kv }).collect();
         Ok(Response::new(BatchGetResponse { results }))

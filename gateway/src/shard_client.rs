@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use failsafe::failure_policy::{self, ConsecutiveFailures};
 use failsafe::StateMachine;
+use omnishard_common::read_mode::ReadMode;
 use omnishard_common::rejection::Rejection;
 use omnishard_common::topology::ShardAddr;
 use omnishard_proto::v1::shard_file_service_client::ShardFileServiceClient;
@@ -122,8 +123,11 @@ impl ReplicaClient {
         &self.addr
     }
 
-    pub async fn read(self, req: ShardReadRequest) -> Result<ShardReadResponse> {
-        self.grpc.clone().read(req).await.map(|r| r.into_inner()).map_err(|s| self.error(s))
+    /// Reads keys, with the consistency `mode` asks of the replica.
+    pub async fn read(self, req: ShardReadRequest, mode: ReadMode) -> Result<ShardReadResponse> {
+        let mut request = tonic::Request::new(req);
+        mode.write(request.metadata_mut());
+        self.grpc.clone().read(request).await.map(|r| r.into_inner()).map_err(|s| self.error(s))
     }
 
     pub async fn apply(self, req: ShardApplyRequest) -> Result<ShardApplyResponse> {

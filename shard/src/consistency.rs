@@ -17,17 +17,14 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use omnishard_common::read_mode::ReadMode;
 use tower::{BoxError, Layer, Service};
 
 use crate::error::Error;
 use crate::node::Shard;
 
-/// Request header asking for a follower read.
-pub const READ_HEADER: &str = "x-omnishard-read";
-/// Request header: the sequence a follower read must have applied.
-pub const MIN_SEQ_HEADER: &str = "x-omnishard-min-seq";
 /// Longest a follower read waits for `min_seq`.
-pub const MIN_SEQ_WAIT: Duration = Duration::from_secs(5);
+pub const MIN_SEQ_WAIT: Duration = Duration::from_secs(2);
 
 /// Methods that write (Raft decides where they run).
 const WRITES: &[&str] = &[
@@ -70,25 +67,9 @@ fn mode_of<B>(request: &http::Request<B>) -> Result<Mode, Error> {
     if WRITES.contains(&method) || LOCAL.contains(&method) {
         return Ok(Mode::Pass);
     }
-    let headers = request.headers();
-    match headers.get(READ_HEADER).map(|v| v.to_str().unwrap_or("")) {
-        None | Some("leader") => Ok(Mode::Leader),
-        Some("follower") => {
-            let min_seq = match headers.get(MIN_SEQ_HEADER) {
-                None => 0,
-                Some(v) => v.to_str().ok().and_then(|v| v.parse().ok()).ok_or_else(|| {
-                    Error::InvalidArgument(omnishard_common::Error::invalid(
-                        MIN_SEQ_HEADER,
-                        "must be a decimal sequence number",
-                    ))
-                })?,
-            };
-            Ok(Mode::Follower(min_seq))
-        }
-        Some(other) => Err(Error::InvalidArgument(omnishard_common::Error::invalid(
-            READ_HEADER,
-            format!("is {other:?}; use \"leader\" or \"follower\""),
-        ))),
+    match ReadMode::from_headers(request.headers()).map_err(Error::InvalidArgument)? {
+        ReadMode::Linearizable => Ok(Mode::Leader),
+        ReadMode::Follower { min_seq } => Ok(Mode::Follower(min_seq)),
     }
 }
 
