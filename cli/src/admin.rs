@@ -155,7 +155,12 @@ async fn replica(global: &Global, client: &Client, command: ReplicaCommand) -> a
     let (done, view) = match command {
         ReplicaCommand::Add { node, addr, .. } => {
             let view = raft.add_replica(AddReplicaRequest { node_id: node, addr: addr.clone() }).await?.into_inner();
-            (format!("replica {node} at {addr} added to {shard}; list it in the topology's replicas of {shard}"), view)
+            (
+                format!(
+                    "replica {node} at {addr} added to {shard}; gateways follow it when it leads (list it in the topology's replicas of {shard} for their next start)"
+                ),
+                view,
+            )
         }
         ReplicaCommand::Remove { node, .. } => {
             let view = raft.remove_replica(RemoveReplicaRequest { node_id: node }).await?.into_inner();

@@ -17,7 +17,7 @@ impl Cluster {
         let calls = self.shards.iter().map(|shard| async move {
             let mut info = ShardInfo {
                 id: shard.client.id().to_string(),
-                addr: shard.client.addr().to_string(),
+                addr: shard.client.addr(),
                 replicas: shard.client.replica_addrs(),
                 ..Default::default()
             };

@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use omnishard_common::read_mode::ReadMode;
 use omnishard_common::topology::ShardAddr;
 use omnishard_proto::v1::*;
@@ -31,11 +32,16 @@ const ELECTION_PAUSE: Duration = Duration::from_millis(50);
 /// A cheap-to-clone handle for calling one shard, whatever replica leads it.
 #[derive(Clone)]
 pub struct ShardClient {
-    replicas: Arc<[ReplicaClient]>,
+    id: Arc<str>,
+    /// The replicas known: the topology's, plus leaders learnt from hints
+    /// (a replica added online with `admin replica add`).
+    replicas: Arc<ArcSwap<Vec<ReplicaClient>>>,
     /// Index of the replica believed to lead.
     leader: Arc<AtomicUsize>,
     /// Turn of the next follower read.
     next_reader: Arc<AtomicUsize>,
+    /// For clients of replicas learnt later.
+    settings: Arc<GatewaySettings>,
 }
 
 macro_rules! on_leader {
@@ -57,29 +63,55 @@ impl ShardClient {
             .map(|addr| ReplicaClient::new(&ShardAddr::new(shard.id.clone(), addr), settings))
             .collect::<Result<Vec<_>>>()?;
         Ok(ShardClient {
-            replicas: replicas.into(),
+            id: Arc::from(shard.id.as_str()),
+            replicas: Arc::new(ArcSwap::from_pointee(replicas)),
             leader: Arc::new(AtomicUsize::new(0)),
             next_reader: Arc::new(AtomicUsize::new(0)),
+            settings: Arc::new(settings.clone()),
         })
     }
 
     /// The shard's id.
     pub fn id(&self) -> &str {
-        self.replicas[0].id()
+        &self.id
     }
 
     /// The address of the replica believed to lead.
-    pub fn addr(&self) -> &str {
-        self.current().addr()
+    pub fn addr(&self) -> String {
+        self.current().addr().to_string()
     }
 
     /// Every replica's address.
     pub fn replica_addrs(&self) -> Vec<String> {
-        self.replicas.iter().map(|r| r.addr().to_string()).collect()
+        self.replicas.load().iter().map(|r| r.addr().to_string()).collect()
     }
 
-    fn current(&self) -> &ReplicaClient {
-        &self.replicas[self.leader.load(Ordering::Relaxed) % self.replicas.len()]
+    fn current(&self) -> ReplicaClient {
+        let replicas = self.replicas.load();
+        replicas[self.leader.load(Ordering::Relaxed) % replicas.len()].clone()
+    }
+
+    /// The index of the replica at `addr`, adding a client for it when the
+    /// topology does not list it (a leader hint naming a replica added
+    /// online). `None` when no client can be made for the address.
+    fn index_of(&self, addr: &str) -> Option<usize> {
+        if let Some(i) = self.replicas.load().iter().position(|r| r.addr() == addr) {
+            return Some(i);
+        }
+        let client = ReplicaClient::new(&ShardAddr::new(self.id.to_string(), addr.to_string()), &self.settings)
+            .inspect_err(|e| tracing::warn!(shard_id = %self.id, addr, error = %e, "unusable leader hint"))
+            .ok()?;
+        tracing::info!(shard_id = %self.id, addr, "learnt a replica from a leader hint");
+        let mut index = 0;
+        self.replicas.rcu(|replicas| {
+            let mut replicas = Vec::clone(replicas);
+            index = replicas.iter().position(|r| r.addr() == addr).unwrap_or_else(|| {
+                replicas.push(client.clone());
+                replicas.len() - 1
+            });
+            replicas
+        });
+        Some(index)
     }
 
     /// Translates a status from the shard (see [`ReplicaClient::error`]).
@@ -94,24 +126,31 @@ impl ShardClient {
         F: Fn(ReplicaClient, Q) -> Fut,
         Fut: Future<Output = Result<T>>,
     {
-        if self.replicas.len() == 1 {
-            return call(self.replicas[0].clone(), req).await;
+        if self.replicas.load().len() == 1 {
+            // One known replica: no copy of the request for a retry. A hint
+            // naming another replica is learnt for the next call.
+            let outcome = call(self.current(), req).await;
+            if let Err(Error::NotLeader { leader: Some(addr), .. }) = &outcome {
+                if let Some(index) = self.index_of(addr) {
+                    self.leader.store(index, Ordering::Relaxed);
+                }
+            }
+            return outcome;
         }
         let deadline = Instant::now() + FAILOVER_BUDGET;
         loop {
-            let tried = self.leader.load(Ordering::Relaxed) % self.replicas.len();
-            let outcome = call(self.replicas[tried].clone(), req.clone()).await;
+            let replica = self.current();
+            let tried = self.leader.load(Ordering::Relaxed) % self.replicas.load().len();
+            let outcome = call(replica, req.clone()).await;
             let next = match &outcome {
-                Err(Error::NotLeader { leader: Some(addr), .. }) => {
-                    self.replicas.iter().position(|r| r.addr() == addr).unwrap_or(tried + 1)
-                }
+                Err(Error::NotLeader { leader: Some(addr), .. }) => self.index_of(addr).unwrap_or(tried + 1),
                 Err(Error::NotLeader { leader: None, .. }) | Err(Error::ShardUnavailable { .. }) => tried + 1,
                 _ => return outcome,
             };
             if Instant::now() >= deadline {
                 return outcome;
             }
-            let next = next % self.replicas.len();
+            let next = next % self.replicas.load().len();
             // Compare-and-swap: concurrent calls that saw the same failure move once.
             let _ = self.leader.compare_exchange(tried, next, Ordering::Relaxed, Ordering::Relaxed);
             if matches!(outcome, Err(Error::NotLeader { leader: None, .. })) || next == 0 {
@@ -132,13 +171,14 @@ impl ShardClient {
             return self.call(req, |replica, req| replica.read(req, ReadMode::Linearizable)).await;
         }
         let first = self.next_reader.fetch_add(1, Ordering::Relaxed);
+        let replicas = self.replicas.load_full();
         let mut outcome = Err(Error::ShardUnavailable {
             shard_id: self.id().to_string(),
-            addr: self.addr().to_string(),
+            addr: self.addr(),
             reason: "no replica".into(),
         });
-        for turn in 0..self.replicas.len() {
-            let replica = self.replicas[(first + turn) % self.replicas.len()].clone();
+        for turn in 0..replicas.len() {
+            let replica = replicas[(first + turn) % replicas.len()].clone();
             outcome = replica.read(req.clone(), mode).await;
             if !matches!(outcome, Err(Error::ShardUnavailable { .. })) {
                 break;

@@ -217,6 +217,36 @@ impl Cluster {
         Err(last.map(anyhow::Error::from).unwrap_or_else(|| anyhow::anyhow!("transfer failed")))
     }
 
+    /// Starts a new replica of `shard` that the gateway's topology does not
+    /// list and adds it to the group online (as `omnishard admin replica
+    /// add` does); returns its index.
+    pub async fn add_replica(&mut self, shard: usize) -> anyhow::Result<usize> {
+        let id = self.groups[shard][0].id.clone();
+        let node_id = self.groups[shard].iter().map(|p| p.node_id).max().unwrap_or(0) + 1;
+        let data = self.dir.path().join(format!("{id}-r{node_id}"));
+        let mut process = ShardProcess { id, addr: "127.0.0.1:0".into(), child: None, node_id, data, proxy: None };
+        let args = shard_args(&process, true, self.shard_config.as_deref());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (child, addr) = spawn_with(&args, &self.env).await?;
+        process.child = Some(child);
+        process.addr = addr;
+        let leader = self.leader_of(shard).await?;
+        let mut client = raft_client(&self.groups[shard][leader].addr).await?;
+        client.add_replica(omnishard_proto::v1::AddReplicaRequest { node_id, addr: process.public_addr() }).await?;
+        self.groups[shard].push(process);
+        Ok(self.groups[shard].len() - 1)
+    }
+
+    /// Removes replica `replica` from the group of `shard` (as `omnishard
+    /// admin replica remove` does); the process keeps running.
+    pub async fn remove_replica(&self, shard: usize, replica: usize) -> anyhow::Result<()> {
+        let node_id = self.groups[shard][replica].node_id;
+        let leader = self.leader_of(shard).await?;
+        let mut client = raft_client(&self.groups[shard][leader].addr).await?;
+        client.remove_replica(omnishard_proto::v1::RemoveReplicaRequest { node_id }).await?;
+        Ok(())
+    }
+
     /// Cuts replica `replica` of `shard` off the network (built
     /// [`ClusterBuilder::partitionable`]): nothing reaches it, and it reaches
     /// no other replica. Its own address still answers (for direct calls).

@@ -514,3 +514,33 @@ mod follower_reads {
         }
     }
 }
+
+/// Membership changes the gateway's topology does not know about.
+mod membership {
+    use omnishard_tests::Cluster;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn test_gateway_follows_a_leader_added_online() {
+        let mut cluster = Cluster::builder().shards(1).replicas(3).start().await.unwrap();
+        let client = cluster.client().await.unwrap();
+        client.put(b"before", b"1", Default::default()).await.unwrap();
+
+        // A fourth replica joins, takes the lead, and the first three leave
+        // one by one: the gateway only ever knew the first three addresses.
+        let added = cluster.add_replica(0).await.unwrap();
+        cluster.transfer_leader(0, added).await.unwrap();
+        assert_eq!(cluster.leader_of(0).await.unwrap(), added);
+        client.put(b"after-transfer", b"2", Default::default()).await.unwrap();
+        assert_eq!(client.get(b"before").await.unwrap().value, b"1");
+
+        cluster.remove_replica(0, 0).await.unwrap();
+        cluster.kill_replica(0, 0).await.unwrap();
+        client.put(b"after-removal", b"3", Default::default()).await.unwrap();
+        for (key, value) in [(&b"before"[..], &b"1"[..]), (b"after-transfer", b"2"), (b"after-removal", b"3")] {
+            assert_eq!(client.get(key).await.unwrap().value, value, "{}", String::from_utf8_lossy(key));
+        }
+        let status = cluster.raft_status(0, added).await.unwrap();
+        assert_eq!(status.role, "leader");
+        assert_eq!(status.members.len(), 3, "{status:?}");
+    }
+}
