@@ -2,6 +2,13 @@
 //! own RocksDB (column families `raft_log` and `raft_state`): one WAL, one
 //! set of files to back up. Appends and votes are synced before openraft is
 //! told they are durable; the state machine's own writes then need no sync.
+//!
+//! An append is written at once (readable when `append` returns) and synced
+//! by the [`WalSyncer`] thread, which tells openraft when it is durable: Raft
+//! never waits for an fsync to go on (the leader sends entries to followers
+//! while its own copy syncs), and appends that queue during one fsync share
+//! the next (group commit). The WAL is one sequential file, so syncing it
+//! makes every earlier write durable.
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
@@ -24,12 +31,14 @@ type StorageResult<T> = Result<T, StorageError<NodeId>>;
 pub struct LogStore {
     store: Store,
     sync: bool,
+    syncer: WalSyncer,
 }
 
 impl LogStore {
     /// `sync`: fsync appends and votes (turn off only for throwaway tests).
-    pub fn new(store: Store, sync: bool) -> LogStore {
-        LogStore { store, sync }
+    pub fn new(store: Store, sync: bool) -> std::io::Result<LogStore> {
+        let syncer = WalSyncer::start(store.clone())?;
+        Ok(LogStore { store, sync, syncer })
     }
 
     /// Runs a blocking RocksDB step off the reactor.
@@ -193,10 +202,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                     let bytes = wire::encode(entry).map_err(|e| write(e.to_string()))?;
                     batch.put_cf(cf, entry.log_id.index.to_be_bytes(), bytes);
                 }
-                log.write_batch(batch, log.sync)
+                log.write_batch(batch, false)
             })
             .await;
         match &written {
+            Ok(()) if self.sync => self.syncer.sync_then(callback),
             Ok(()) => callback.log_io_completed(Ok(())),
             Err(e) => callback.log_io_completed(Err(std::io::Error::other(e.to_string()))),
         }
@@ -219,5 +229,38 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             log.write_batch(batch, false)
         })
         .await
+    }
+}
+
+/// A thread that syncs the WAL for appends and then reports them durable;
+/// every append waiting when a sync starts is covered by it.
+#[derive(Clone)]
+struct WalSyncer {
+    waiting: std::sync::mpsc::Sender<LogFlushed<TypeConfig>>,
+}
+
+impl WalSyncer {
+    /// Starts the thread; it ends when the last [`LogStore`] clone is dropped.
+    fn start(store: Store) -> std::io::Result<WalSyncer> {
+        let (waiting, pending) = std::sync::mpsc::channel::<LogFlushed<TypeConfig>>();
+        std::thread::Builder::new().name("raft-wal-sync".into()).spawn(move || {
+            while let Ok(first) = pending.recv() {
+                let mut batch = vec![first];
+                batch.extend(pending.try_iter());
+                let synced = store.db().flush_wal(true).map_err(|e| e.to_string());
+                for callback in batch {
+                    callback.log_io_completed(synced.clone().map_err(std::io::Error::other));
+                }
+            }
+        })?;
+        Ok(WalSyncer { waiting })
+    }
+
+    /// Reports `callback` durable after the next WAL sync (the write it
+    /// covers was already made).
+    fn sync_then(&self, callback: LogFlushed<TypeConfig>) {
+        if let Err(std::sync::mpsc::SendError(callback)) = self.waiting.send(callback) {
+            callback.log_io_completed(Err(std::io::Error::other("the WAL sync thread stopped")));
+        }
     }
 }

@@ -152,7 +152,8 @@ impl Replication {
         sync: bool,
     ) -> Result<Replication> {
         let config = Arc::new(settings.openraft_config(shard_id)?);
-        let log = log_store::LogStore::new(store, sync);
+        let log = log_store::LogStore::new(store, sync)
+            .map_err(|e| Error::Internal(format!("cannot start the Raft log sync thread: {e}")))?;
         let machine = state_machine::StateMachine::open(executor, data_dir.join("raft-snapshots"))?;
         let network = network::NetworkFactory::default();
         let source = network.source.clone();
