@@ -78,6 +78,13 @@ pub async fn serve_shard(
     Ok(())
 }
 
+/// Raft's own traffic between replicas: counted in the metrics, not traced.
+const REPLICATION_CALLS: &[&str] = &[
+    "/omnishard.v1.ShardRaftService/AppendEntries",
+    "/omnishard.v1.ShardRaftService/Vote",
+    "/omnishard.v1.ShardRaftService/InstallSnapshot",
+];
+
 /// Most requests a shard serves at once; past it, new ones are shed.
 pub const MAX_IN_FLIGHT: usize = 2048;
 
@@ -102,7 +109,11 @@ fn server_stack(shard_id: &str) -> Server<Stack> {
         // bounded far tighter by the gateway's deadlines (it cancels them).
         .timeout(Duration::from_secs(600))
         // Traces, metrics and `x-trace-id` for every request, shed ones included.
-        .layer(omnishard_telemetry::server::RequestLayer::new("shard").with_shard_id(shard_id))
+        .layer(
+            omnishard_telemetry::server::RequestLayer::new("shard")
+                .with_shard_id(shard_id)
+                .without_spans(REPLICATION_CALLS),
+        )
         // Load shed: past the limit, fail fast with UNAVAILABLE instead of queueing.
         .layer(tower::load_shed::LoadShedLayer::new())
         // Concurrency limit: bounds the requests in flight in the whole process.

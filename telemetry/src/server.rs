@@ -28,6 +28,8 @@ use crate::{code_name, Telemetry};
 #[derive(Clone)]
 pub struct RequestLayer {
     prefix: &'static str,
+    /// Paths served without a span (metrics only): high-rate internal calls.
+    untraced: &'static [&'static str],
     /// Set as `shard.id` on every span (shards only); shared, not copied per request.
     shard_id: Option<opentelemetry::StringValue>,
 }
@@ -35,7 +37,15 @@ pub struct RequestLayer {
 impl RequestLayer {
     /// Spans are named `<prefix>.<Service>.<Method>`.
     pub fn new(prefix: &'static str) -> RequestLayer {
-        RequestLayer { prefix, shard_id: None }
+        RequestLayer { prefix, untraced: &[], shard_id: None }
+    }
+
+    /// Serves `paths` (full gRPC paths) with metrics but no span: calls
+    /// between replicas arrive thousands of times a second, cost CPU to
+    /// trace, and would push client requests out of the trace buffer.
+    pub fn without_spans(mut self, paths: &'static [&'static str]) -> RequestLayer {
+        self.untraced = paths;
+        self
     }
 
     /// Tags every span with `shard.id`.
@@ -117,6 +127,19 @@ struct Call {
 impl Call {
     fn start<B>(layer: &RequestLayer, telemetry: &'static Telemetry, request: &http::Request<B>) -> Call {
         let names = rpc::names(layer.prefix, request.uri().path());
+        if layer.untraced.contains(&request.uri().path()) {
+            telemetry.metrics.in_flight.inc();
+            return Call {
+                span: tracing::Span::none(),
+                telemetry,
+                names,
+                start: Instant::now(),
+                trace_id: None,
+                code: None,
+                message: String::new(),
+                body_ended: false,
+            };
+        }
         // Service and method are in the span name; as attributes of their own
         // (OpenTelemetry's `rpc.service`, `rpc.method`) they cost an
         // allocation each on every request and told the reader nothing new.

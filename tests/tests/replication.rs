@@ -544,3 +544,35 @@ mod membership {
         assert_eq!(status.members.len(), 3, "{status:?}");
     }
 }
+
+/// Raft's own calls between replicas are counted, not traced.
+mod telemetry {
+    use omnishard_proto::v1::shard_raft_service_client::ShardRaftServiceClient;
+    use omnishard_proto::v1::shard_service_client::ShardServiceClient;
+    use omnishard_proto::v1::{RaftMessage, ShardStatsRequest};
+    use omnishard_tests::Cluster;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn test_replication_calls_have_metrics_but_no_spans() {
+        let cluster = Cluster::builder().shards(1).replicas(3).start().await.unwrap();
+        let client = cluster.client().await.unwrap();
+        client.put(b"k", b"v", Default::default()).await.unwrap();
+
+        let mut shard = ShardServiceClient::connect(cluster.replica_url(0, 1)).await.unwrap();
+        let stats = shard.stats(ShardStatsRequest {}).await.unwrap();
+        assert!(stats.metadata().get("x-trace-id").is_some(), "client-facing calls are traced");
+        let mut raft = ShardRaftServiceClient::connect(cluster.replica_url(0, 1)).await.unwrap();
+        let refused = raft.append_entries(RaftMessage { data: b"not postcard".to_vec() }).await.unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+        assert!(refused.metadata().get("x-trace-id").is_none(), "replication calls are not traced: {refused:?}");
+
+        let metrics_addr = stats.into_inner().metrics_addr;
+        let text = reqwest::get(format!("http://{metrics_addr}/metrics")).await.unwrap().text().await.unwrap();
+        let appends = text
+            .lines()
+            .find(|l| l.contains("method=\"AppendEntries\"") && l.contains("code=\"ok\"") && !l.starts_with('#'))
+            .unwrap_or_else(|| panic!("no AppendEntries counter in:\n{text}"));
+        let count: f64 = appends.rsplit(' ').next().unwrap().parse().unwrap();
+        assert!(count >= 1.0, "{appends}");
+    }
+}
