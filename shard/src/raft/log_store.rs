@@ -9,14 +9,19 @@
 //! while its own copy syncs), and appends that queue during one fsync share
 //! the next (group commit). The WAL is one sequential file, so syncing it
 //! makes every earlier write durable.
+//!
+//! The newest entries also stay in memory ([`RecentEntries`]): the leader
+//! reads each entry once per follower and once to apply it.
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
+use std::sync::{Arc, Mutex};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{LogId, OptionalSend, RaftLogReader, StorageError, StorageIOError, Vote};
 use rocksdb::{Direction, IteratorMode, ReadOptions, WriteBatch, WriteOptions};
 
+use super::recent::RecentEntries;
 use super::{wire, Entry, NodeId, TypeConfig};
 use crate::store::{Store, CF_RAFT_LOG, CF_RAFT_STATE};
 
@@ -32,13 +37,19 @@ pub struct LogStore {
     store: Store,
     sync: bool,
     syncer: WalSyncer,
+    /// The newest entries, read without RocksDB (shared by every clone).
+    recent: Arc<Mutex<RecentEntries>>,
 }
 
 impl LogStore {
     /// `sync`: fsync appends and votes (turn off only for throwaway tests).
     pub fn new(store: Store, sync: bool) -> std::io::Result<LogStore> {
         let syncer = WalSyncer::start(store.clone())?;
-        Ok(LogStore { store, sync, syncer })
+        Ok(LogStore { store, sync, syncer, recent: Arc::default() })
+    }
+
+    fn recent(&self) -> std::sync::MutexGuard<'_, RecentEntries> {
+        self.recent.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Runs a blocking RocksDB step off the reactor.
@@ -147,6 +158,14 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Unbounded => 0,
         };
         let end = range.end_bound().cloned();
+        let cached_end = match end {
+            Bound::Included(x) => Some(x.saturating_add(1)),
+            Bound::Excluded(x) => Some(x),
+            Bound::Unbounded => self.recent().next_index(),
+        };
+        if let Some(entries) = cached_end.and_then(|cached_end| self.recent().get(start, cached_end)) {
+            return Ok(entries);
+        }
         self.blocking(move |log| log.read_range(start, end)).await
     }
 }
@@ -198,13 +217,17 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 };
                 let cf = log.store.cf(CF_RAFT_LOG).map_err(|e| write(e.to_string()))?;
                 let mut batch = WriteBatch::default();
-                for entry in &entries {
-                    let bytes = wire::encode(entry).map_err(|e| write(e.to_string()))?;
-                    batch.put_cf(cf, entry.log_id.index.to_be_bytes(), bytes);
+                let mut sized = Vec::with_capacity(entries.len());
+                for entry in entries {
+                    let bytes = wire::encode(&entry).map_err(|e| write(e.to_string()))?;
+                    batch.put_cf(cf, entry.log_id.index.to_be_bytes(), &bytes);
+                    sized.push((entry, bytes.len()));
                 }
-                log.write_batch(batch, false)
+                log.write_batch(batch, false)?;
+                Ok(sized)
             })
-            .await;
+            .await
+            .map(|sized| self.recent().append(sized));
         match &written {
             Ok(()) if self.sync => self.syncer.sync_then(callback),
             Ok(()) => callback.log_io_completed(Ok(())),
@@ -214,6 +237,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> StorageResult<()> {
+        self.recent().truncate(log_id.index);
         self.blocking(move |log| {
             let batch = log.delete_range(log_id.index, u64::MAX)?;
             log.write_batch(batch, log.sync)
@@ -222,6 +246,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> StorageResult<()> {
+        self.recent().purge(log_id.index);
         self.blocking(move |log| {
             // The purge mark first: a crash in between leaves entries that are ignored.
             log.put_state(LAST_PURGED, &log_id, log.sync)?;

@@ -17,6 +17,7 @@
 
 pub mod log_store;
 pub mod network;
+mod recent;
 pub mod service;
 pub mod snapshot;
 pub mod state_machine;
@@ -45,7 +46,7 @@ pub type NodeId = u64;
 openraft::declare_raft_types!(
     /// openraft's types for a shard group.
     pub TypeConfig:
-        D = Proposal,
+        D = Arc<Proposal>,
         R = Reply,
         NodeId = NodeId,
         Node = BasicNode,
@@ -239,7 +240,7 @@ impl Replication {
         &self,
         proposal: Proposal,
     ) -> Result<impl std::future::Future<Output = Result<Vec<Outcome>>> + Send + 'static> {
-        let answer = self.raft.client_write_ff(proposal).await.map_err(fatal)?;
+        let answer = self.raft.client_write_ff(Arc::new(proposal)).await.map_err(fatal)?;
         Ok(async move {
             match answer.await {
                 Ok(Ok(response)) => Ok(response.data.outcomes),
