@@ -27,11 +27,13 @@ pub async fn run(global: &Global, cmd: AdminCommand) -> anyhow::Result<()> {
 async fn cluster(global: &Global, client: &Client) -> anyhow::Result<()> {
     let info = client.cluster().await?;
     if global.json {
+        let balance = Balance::of(&info.shards);
         let shards: Vec<_> = info
             .shards
             .iter()
             .map(|s| {
                 json!({"id": s.id, "addr": s.addr, "health": s.health, "key_count": s.key_count,
+                       "pct_of_mean": balance.share_of_mean(s),
                        "seq": s.seq, "epoch": s.epoch, "error": s.error, "metrics_addr": s.metrics_addr})
             })
             .collect();
@@ -50,17 +52,32 @@ async fn cluster(global: &Global, client: &Client) -> anyhow::Result<()> {
                 .collect();
             groups.push(json!({"shard": shard.id, "replicas": views}));
         }
+        let balance = Balance::of(&info.shards);
+        let spread = balance.spread().map(|(low, high)| json!({"min_pct_of_mean": low, "max_pct_of_mean": high}));
         output::print_json(&json!({"epoch": info.epoch, "vnodes": info.vnodes, "shards": shards,
-                                   "groups": groups, "gateway": {"metrics_addr": info.metrics_addr}}));
+                                   "groups": groups, "gateway": {"metrics_addr": info.metrics_addr},
+                                   "keys": {"total": balance.total, "mean_per_shard": balance.mean,
+                                            "spread": spread}}));
         return Ok(());
     }
     println!("ring epoch {}, {} vnodes per shard; gateway metrics on {}", info.epoch, info.vnodes, info.metrics_addr);
-    println!("{:<12} {:<22} {:<12} {:>10} {:>10}  METRICS", "SHARD", "ADDR", "HEALTH", "KEYS", "SEQ");
+    let balance = Balance::of(&info.shards);
+    println!("{:<12} {:<22} {:<12} {:>10} {:>8} {:>10}  METRICS", "SHARD", "ADDR", "HEALTH", "KEYS", "OF MEAN", "SEQ");
     for s in &info.shards {
-        println!("{:<12} {:<22} {:<12} {:>10} {:>10}  {}", s.id, s.addr, s.health, s.key_count, s.seq, s.metrics_addr);
+        let share = balance.share_of_mean(s).map(|p| format!("{p:.0}%")).unwrap_or_else(|| "-".into());
+        println!(
+            "{:<12} {:<22} {:<12} {:>10} {:>8} {:>10}  {}",
+            s.id, s.addr, s.health, s.key_count, share, s.seq, s.metrics_addr
+        );
         if !s.error.is_empty() {
             println!("  {}", s.error);
         }
+    }
+    if let Some((low, high)) = balance.spread() {
+        println!(
+            "keys: {} in all, {:.1} per shard on average; shards hold {low:.0}%..{high:.0}% of the mean",
+            balance.total, balance.mean
+        );
     }
     let replicated: Vec<&ShardInfo> = info.shards.iter().filter(|s| s.replicas.len() > 1).collect();
     if replicated.is_empty() {
@@ -182,4 +199,59 @@ async fn replica(global: &Global, client: &Client, command: ReplicaCommand) -> a
         println!("members: {}", members.join(" "));
     }
     Ok(())
+}
+
+/// How keys spread over the shards that answered (the ring aims at every
+/// shard within ±20% of the mean).
+struct Balance {
+    total: u64,
+    mean: f64,
+    /// Key counts of the shards that answered.
+    counted: Vec<u64>,
+}
+
+impl Balance {
+    fn of(shards: &[ShardInfo]) -> Balance {
+        let counted: Vec<u64> = shards.iter().filter(|s| s.error.is_empty()).map(|s| s.key_count).collect();
+        let total = counted.iter().sum();
+        let mean = if counted.is_empty() { 0.0 } else { total as f64 / counted.len() as f64 };
+        Balance { total, mean, counted }
+    }
+
+    /// A shard's key count as a percentage of the mean; `None` when it did
+    /// not answer or there are no keys.
+    fn share_of_mean(&self, shard: &ShardInfo) -> Option<f64> {
+        (shard.error.is_empty() && self.mean > 0.0).then(|| shard.key_count as f64 * 100.0 / self.mean)
+    }
+
+    /// The smallest and largest share of the mean.
+    fn spread(&self) -> Option<(f64, f64)> {
+        if self.mean <= 0.0 {
+            return None;
+        }
+        let shares = self.counted.iter().map(|&c| c as f64 * 100.0 / self.mean);
+        let low = shares.clone().fold(f64::INFINITY, f64::min);
+        let high = shares.fold(0.0, f64::max);
+        Some((low, high))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shard(keys: u64, error: &str) -> ShardInfo {
+        ShardInfo { key_count: keys, error: error.into(), ..Default::default() }
+    }
+
+    #[test]
+    fn test_balance_is_relative_to_the_mean_of_shards_that_answered() {
+        let shards = [shard(90, ""), shard(110, ""), shard(100, ""), shard(0, "unavailable")];
+        let balance = Balance::of(&shards);
+        assert_eq!((balance.total, balance.mean), (300, 100.0));
+        assert_eq!(balance.spread(), Some((90.0, 110.0)));
+        assert_eq!(balance.share_of_mean(&shards[1]), Some(110.0));
+        assert_eq!(balance.share_of_mean(&shards[3]), None);
+        assert_eq!(Balance::of(&[shard(0, "")]).spread(), None, "no keys, no spread");
+    }
 }

@@ -46,6 +46,14 @@ async fn test_cli_kv_and_admin_commands() {
     let (code, out, _) = cluster.cli(&["admin", "cluster"]).await.unwrap();
     assert_eq!(code, 0);
     assert!(out.contains("ring epoch 1") && out.matches("serving").count() == 3, "{out}");
+    assert!(out.contains("OF MEAN") && out.contains("per shard on average"), "{out}");
+    let (_, out, _) = cluster.cli(&["--json", "admin", "cluster"]).await.unwrap();
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let counts: Vec<u64> = v["shards"].as_array().unwrap().iter().map(|s| s["key_count"].as_u64().unwrap()).collect();
+    assert_eq!(v["keys"]["total"].as_u64(), Some(counts.iter().sum()), "{out}");
+    let mean = counts.iter().sum::<u64>() as f64 / 3.0;
+    let most = counts.iter().map(|&c| c as f64 * 100.0 / mean).fold(0.0, f64::max);
+    assert_eq!(v["keys"]["spread"]["max_pct_of_mean"].as_f64(), Some(most), "{out}");
 
     // A dead shard: one clear line with `unavailable` and the shard id.
     cluster.kill_shard(0).await.unwrap();
