@@ -28,11 +28,20 @@ impl ReadMode {
     /// The mode `headers` ask for; a bad header is an invalid-argument error
     /// naming it.
     pub fn from_headers(headers: &http::HeaderMap) -> Result<ReadMode, Error> {
-        let text = |name: &str| headers.get(name).map(|v| v.to_str().unwrap_or("\u{fffd}"));
-        match text(READ_HEADER) {
+        ReadMode::parse(|name| headers.get(name).map(|v| v.to_str().unwrap_or("\u{fffd}")))
+    }
+
+    /// The mode of a gRPC request's metadata.
+    pub fn from_metadata(metadata: &MetadataMap) -> Result<ReadMode, Error> {
+        ReadMode::parse(|name| metadata.get(name).map(|v| v.to_str().unwrap_or("\u{fffd}")))
+    }
+
+    /// Parses the headers `header` looks up (text; non-text reads as U+FFFD).
+    fn parse<'a>(header: impl Fn(&str) -> Option<&'a str>) -> Result<ReadMode, Error> {
+        match header(READ_HEADER) {
             None | Some("leader") => Ok(ReadMode::Linearizable),
             Some("follower") => {
-                let min_seq = match text(MIN_SEQ_HEADER) {
+                let min_seq = match header(MIN_SEQ_HEADER) {
                     None => 0,
                     Some(raw) => raw.parse().map_err(|_| {
                         Error::invalid(MIN_SEQ_HEADER, format!("is {raw:?}; expected a sequence number (u64)"))
@@ -42,11 +51,6 @@ impl ReadMode {
             }
             Some(other) => Err(Error::invalid(READ_HEADER, format!("is {other:?}; use \"leader\" or \"follower\""))),
         }
-    }
-
-    /// The mode of a gRPC request's metadata.
-    pub fn from_metadata(metadata: &MetadataMap) -> Result<ReadMode, Error> {
-        ReadMode::from_headers(&metadata.clone().into_headers())
     }
 
     /// Writes this mode into `metadata` (nothing for the default).

@@ -139,8 +139,11 @@ impl ShardClient {
         }
         let deadline = Instant::now() + FAILOVER_BUDGET;
         loop {
-            let replica = self.current();
-            let tried = self.leader.load(Ordering::Relaxed) % self.replicas.load().len();
+            let (tried, replica) = {
+                let replicas = self.replicas.load();
+                let tried = self.leader.load(Ordering::Relaxed) % replicas.len();
+                (tried, replicas[tried].clone())
+            };
             let outcome = call(replica, req.clone()).await;
             let next = match &outcome {
                 Err(Error::NotLeader { leader: Some(addr), .. }) => self.index_of(addr).unwrap_or(tried + 1),

@@ -127,19 +127,27 @@ struct Call {
 impl Call {
     fn start<B>(layer: &RequestLayer, telemetry: &'static Telemetry, request: &http::Request<B>) -> Call {
         let names = rpc::names(layer.prefix, request.uri().path());
-        if layer.untraced.contains(&request.uri().path()) {
-            telemetry.metrics.in_flight.inc();
-            return Call {
-                span: tracing::Span::none(),
-                telemetry,
-                names,
-                start: Instant::now(),
-                trace_id: None,
-                code: None,
-                message: String::new(),
-                body_ended: false,
-            };
+        let span = if layer.untraced.contains(&request.uri().path()) {
+            tracing::Span::none()
+        } else {
+            Call::span(layer, &names, request)
+        };
+        let trace_id = propagation::trace_id(&span).map(|id| id.to_string());
+        telemetry.metrics.in_flight.inc();
+        Call {
+            span,
+            telemetry,
+            names,
+            start: Instant::now(),
+            trace_id,
+            code: None,
+            message: String::new(),
+            body_ended: false,
         }
+    }
+
+    /// The server span of a traced request, child of the caller's context.
+    fn span<B>(layer: &RequestLayer, names: &RpcNames, request: &http::Request<B>) -> tracing::Span {
         // Service and method are in the span name; as attributes of their own
         // (OpenTelemetry's `rpc.service`, `rpc.method`) they cost an
         // allocation each on every request and told the reader nothing new.
@@ -156,18 +164,7 @@ impl Call {
         if let Some(id) = &layer.shard_id {
             span.set_attribute("shard.id", id.clone());
         }
-        let trace_id = propagation::trace_id(&span).map(|id| id.to_string());
-        telemetry.metrics.in_flight.inc();
-        Call {
-            span,
-            telemetry,
-            names,
-            start: Instant::now(),
-            trace_id,
-            code: None,
-            message: String::new(),
-            body_ended: false,
-        }
+        span
     }
 
     /// Reads a trailers-only status and tags the response with the trace id.

@@ -158,12 +158,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Unbounded => 0,
         };
         let end = range.end_bound().cloned();
-        let cached_end = match end {
-            Bound::Included(x) => Some(x.saturating_add(1)),
-            Bound::Excluded(x) => Some(x),
-            Bound::Unbounded => self.recent().next_index(),
-        };
-        if let Some(entries) = cached_end.and_then(|cached_end| self.recent().get(start, cached_end)) {
+        if let Some(entries) = self.recent().get_range(start, end) {
             return Ok(entries);
         }
         self.blocking(move |log| log.read_range(start, end)).await

@@ -53,6 +53,17 @@ impl RecentEntries {
         Some(self.entries.range(from..to).map(|(entry, _)| entry.clone()).collect())
     }
 
+    /// Entries from `start` to `end` (unbounded: the last kept) when all of
+    /// them are kept.
+    pub fn get_range(&self, start: u64, end: std::ops::Bound<u64>) -> Option<Vec<Entry>> {
+        let end = match end {
+            std::ops::Bound::Included(x) => x.saturating_add(1),
+            std::ops::Bound::Excluded(x) => x,
+            std::ops::Bound::Unbounded => self.next_index()?,
+        };
+        self.get(start, end)
+    }
+
     /// The index after the last entry kept.
     pub fn next_index(&self) -> Option<u64> {
         self.entries.back().map(|(entry, _)| entry.log_id.index + 1)
@@ -110,6 +121,9 @@ mod tests {
         assert_eq!(recent.get(4, 8), None, "starts before the first kept");
         assert_eq!(recent.get(8, 11), None, "ends after the last kept");
         assert_eq!(indexes(recent.get(7, 7)), Some(vec![]));
+        let unbounded = recent.get_range(7, std::ops::Bound::Unbounded);
+        assert_eq!(indexes(unbounded), Some(vec![(1, 7), (1, 8), (1, 9)]));
+        assert_eq!(indexes(recent.get_range(8, std::ops::Bound::Included(9))), Some(vec![(1, 8), (1, 9)]));
     }
 
     #[test]
