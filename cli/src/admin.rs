@@ -4,12 +4,13 @@ use anyhow::{bail, Context};
 use omnishard_client::Client;
 use omnishard_proto::v1::shard_raft_service_client::ShardRaftServiceClient;
 use omnishard_proto::v1::{
-    AddReplicaRequest, RaftStatusRequest, RaftStatusResponse, RemoveReplicaRequest, ShardInfo, TransferLeaderRequest,
+    AddReplicaRequest, RaftStatusRequest, RaftStatusResponse, RebalanceStatusResponse, RemoveReplicaRequest, ShardInfo,
+    TransferLeaderRequest,
 };
 use serde_json::json;
 use tonic::transport::Channel;
 
-use crate::args::{AdminCommand, Global, ReplicaCommand};
+use crate::args::{AdminCommand, Global, RebalanceCommand, ReplicaCommand};
 use crate::output;
 
 pub async fn run(global: &Global, cmd: AdminCommand) -> anyhow::Result<()> {
@@ -21,6 +22,116 @@ pub async fn run(global: &Global, cmd: AdminCommand) -> anyhow::Result<()> {
         AdminCommand::VerifyFiles => crate::file::verify(global, &client).await,
         AdminCommand::Trace { trace_id } => crate::trace::trace(global, &client, &trace_id).await,
         AdminCommand::Slow { limit } => crate::trace::slow(global, &client, limit).await,
+        AdminCommand::AddShard { id, addr, rate } => {
+            let status = client.add_shard(&id, &addr, rate.unwrap_or(0)).await?;
+            if !global.json {
+                println!(
+                    "shard {id} joins the ring at epoch {}; follow it with: omnishard admin rebalance status --watch",
+                    status.target_epoch
+                );
+            }
+            show_status(global.json, &status);
+            Ok(())
+        }
+        AdminCommand::RemoveShard { id, rate } => {
+            let status = client.remove_shard(&id, rate.unwrap_or(0)).await?;
+            if !global.json {
+                println!("shard {id} leaves the ring at epoch {} once its ranges moved; follow it with: omnishard admin rebalance status --watch", status.target_epoch);
+            }
+            show_status(global.json, &status);
+            Ok(())
+        }
+        AdminCommand::Rebalance { command } => rebalance(global, &client, command).await,
+    }
+}
+
+async fn rebalance(global: &Global, client: &Client, command: RebalanceCommand) -> anyhow::Result<()> {
+    let status = match command {
+        RebalanceCommand::Status { watch: true } if !global.json => return watch(client).await,
+        RebalanceCommand::Status { .. } => client.rebalance_status().await?,
+        RebalanceCommand::Pause => client.rebalance_control(Some(true), None).await?,
+        RebalanceCommand::Resume { rate } => client.rebalance_control(Some(false), rate).await?,
+        RebalanceCommand::Throttle { rate } => client.rebalance_control(None, Some(rate)).await?,
+    };
+    show_status(global.json, &status);
+    Ok(())
+}
+
+/// Redraws a progress bar until nothing is moving.
+async fn watch(client: &Client) -> anyhow::Result<()> {
+    let bar = indicatif::ProgressBar::new(1000);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {percent:>3}% {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    loop {
+        let status = client.rebalance_status().await?;
+        bar.set_position((status.progress * 1000.0) as u64);
+        bar.set_message(status_line(&status));
+        if status.state == "done" {
+            bar.finish();
+            println!();
+            show_status(false, &status);
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+}
+
+/// One line: phase, moved, rate, ETA.
+fn status_line(s: &RebalanceStatusResponse) -> String {
+    let (keys, bytes) = s.moves.iter().fold((0, 0), |(k, b), m| (k + m.keys, b + m.bytes));
+    let eta = if s.eta_seconds > 0.0 { format!(", ETA {:.0}s", s.eta_seconds) } else { String::new() };
+    format!(
+        "{} {} ({}): {keys} keys, {} moved at {}/s{eta}",
+        s.state,
+        s.reason,
+        s.phase,
+        bytesize::ByteSize(bytes),
+        bytesize::ByteSize(s.bytes_per_sec as u64)
+    )
+}
+
+fn show_status(json: bool, s: &RebalanceStatusResponse) {
+    if json {
+        let moves: Vec<_> = s
+            .moves
+            .iter()
+            .map(|m| json!({"source": m.source, "target": m.target, "keys": m.keys, "bytes": m.bytes}))
+            .collect();
+        output::print_json(&json!({"state": s.state, "epoch": s.epoch, "migration_id": s.migration_id,
+            "reason": s.reason, "phase": s.phase, "target_epoch": s.target_epoch,
+            "rate_bytes_per_sec": s.rate_bytes_per_sec, "progress": s.progress, "elapsed_ms": s.elapsed_ms,
+            "bytes_per_sec": s.bytes_per_sec, "eta_seconds": s.eta_seconds, "driver": s.driver,
+            "last_error": s.last_error, "moves": moves}));
+        return;
+    }
+    if s.migration_id == 0 {
+        println!("state done: nothing has moved yet (ring epoch {})", s.epoch);
+        return;
+    }
+    println!(
+        "state {}; ring epoch {}; migration {} ({}), phase {}, {:.0}% done",
+        s.state,
+        s.epoch,
+        s.migration_id,
+        s.reason,
+        s.phase,
+        s.progress * 100.0
+    );
+    println!(
+        "throttle {}/s; moved at {}/s over {:.1}s{}",
+        bytesize::ByteSize(s.rate_bytes_per_sec),
+        bytesize::ByteSize(s.bytes_per_sec as u64),
+        s.elapsed_ms as f64 / 1000.0,
+        if s.eta_seconds > 0.0 { format!(", ETA {:.0}s", s.eta_seconds) } else { String::new() }
+    );
+    println!("{:<14} {:<14} {:>10} {:>12}", "FROM", "TO", "KEYS", "BYTES");
+    for m in &s.moves {
+        println!("{:<14} {:<14} {:>10} {:>12}", m.source, m.target, m.keys, bytesize::ByteSize(m.bytes).to_string());
+    }
+    if !s.last_error.is_empty() {
+        println!("last error (retrying): {}", s.last_error);
     }
 }
 

@@ -205,6 +205,67 @@ pub enum AdminCommand {
         #[arg(long, default_value_t = 20)]
         limit: u32,
     },
+    /// Add a running shard (`omnishard shard --id ID --listen ADDR --data DIR`)
+    /// to the ring; its ranges move to it while the cluster serves.
+    AddShard {
+        #[arg(long)]
+        id: String,
+        /// host:port the shard listens on.
+        #[arg(long)]
+        addr: String,
+        /// Migration throttle, e.g. 50MiB/s (the default).
+        #[arg(long, value_parser = parse_rate)]
+        rate: Option<u64>,
+    },
+    /// Move a shard's ranges to the others, then take it out of the ring.
+    RemoveShard {
+        #[arg(long)]
+        id: String,
+        /// Migration throttle, e.g. 50MiB/s (the default).
+        #[arg(long, value_parser = parse_rate)]
+        rate: Option<u64>,
+    },
+    /// Watch, pause, resume or throttle the running migration.
+    Rebalance {
+        #[command(subcommand)]
+        command: RebalanceCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RebalanceCommand {
+    /// Per moving range: keys and bytes moved, rate, ETA; `--json` has a
+    /// top-level `state` that reads `done` once nothing is moving.
+    Status {
+        /// Keep redrawing a progress bar until the migration is done.
+        #[arg(long)]
+        watch: bool,
+    },
+    /// Pause the migration (moving ranges keep being served by their old owner).
+    Pause,
+    /// Resume a paused migration.
+    Resume {
+        /// New throttle, e.g. 100MiB/s.
+        #[arg(long, value_parser = parse_rate)]
+        rate: Option<u64>,
+    },
+    /// Change the throttle while the migration runs.
+    Throttle {
+        /// e.g. 50MiB/s or 200MB/s.
+        #[arg(long, value_parser = parse_rate)]
+        rate: u64,
+    },
+}
+
+/// Parses a rate such as `50MiB/s`, `200MB/s` or `1GiB` (per second) into bytes per second.
+pub fn parse_rate(text: &str) -> Result<u64, String> {
+    let size = text.trim().strip_suffix("/s").unwrap_or(text.trim());
+    let bytes =
+        size.parse::<bytesize::ByteSize>().map_err(|e| format!("{text:?} is not a rate like 50MiB/s: {e}"))?.as_u64();
+    if bytes == 0 {
+        return Err(format!("{text:?}: the rate must be more than 0 bytes/s"));
+    }
+    Ok(bytes)
 }
 
 #[derive(Debug, Subcommand)]

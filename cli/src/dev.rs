@@ -21,6 +21,8 @@ use crate::roles::{bind, init_telemetry, shutdown_signal, start_metrics};
 
 /// The file `dev` keeps its topology in.
 const TOPOLOGY_FILE: &str = "topology.toml";
+/// Shard id of the metadata group (outside the ring).
+const META_ID: &str = "meta";
 /// How long a shard may take to start.
 const SHARD_START_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -36,7 +38,8 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         bail!("--replicas is {}; it must be between 1 and 7", args.replicas);
     }
     std::fs::create_dir_all(&args.data).with_context(|| format!("creating {}", args.data.display()))?;
-    let previous = previous_topology(&args.data)?;
+    let previous_config = previous_config(&args.data)?;
+    let previous = previous_config.as_ref().map(GatewayConfig::topology);
     let ids: Vec<String> = (1..=args.shards).map(|i| format!("shard-{i}")).collect();
     if let Some(prev) = &previous {
         let prev_ids: Vec<&str> = prev.shards.iter().map(|s| s.id.as_str()).collect();
@@ -71,6 +74,16 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             }
         }
     }
+    // The metadata group: holds the shared topology, so shards can be
+    // added and removed online (`omnishard admin add-shard`).
+    let previous_meta = previous_config.as_ref().and_then(|c| c.meta.as_ref()).map(|m| vec![m.addr.clone()]);
+    let meta = match start_group(META_ID, &args.data, 1, previous_meta, &mut children).await {
+        Ok(meta) => meta,
+        Err(e) => {
+            stop_all(&mut children).await;
+            return Err(e);
+        }
+    };
     // Shard addresses change between runs (port 0); placement depends only
     // on ids, but the epoch still moves on because the topology changed.
     let epoch = match &previous {
@@ -79,7 +92,8 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         None => 1,
     };
     let topology = Topology { epoch, vnodes: omnishard_common::placement::DEFAULT_VNODES, shards };
-    let config = GatewayConfig::new(topology.clone());
+    let mut config = GatewayConfig::new(topology.clone());
+    config.meta = Some(meta);
     std::fs::write(args.data.join(TOPOLOGY_FILE), toml::to_string_pretty(&config)?)
         .context("writing the topology file")?;
 
@@ -97,19 +111,21 @@ async fn serve_gateway(
     children: &mut [(String, Child)],
 ) -> anyhow::Result<()> {
     let cluster = omnishard_gateway::connect(config).await?;
-    cluster.set_metrics_addr(metrics_addr.to_string());
+    cluster.current().set_metrics_addr(metrics_addr.to_string());
     omnishard_telemetry::global().readiness.set_ready();
     let endpoint = format!("http://{}", listener.local_addr()?);
     println!("omnishard dev: gateway listening on {endpoint}");
     println!("  metrics on http://{metrics_addr}/metrics (every process's: omnishard admin cluster)");
+    let now = cluster.current();
     println!(
-        "  {} shards of {} replica(s) (ring epoch {}), data in {}, topology in {}",
-        config.shards.len(),
+        "  {} shards of {} replica(s) (ring epoch {}), data in {}, seed topology in {}",
+        now.shard_count(),
         config.shards[0].replica_addrs().len(),
-        config.epoch,
+        now.epoch(),
         args.data.display(),
         args.data.join(TOPOLOGY_FILE).display()
     );
+    drop(now);
     println!("  try: omnishard kv put hello world && omnishard kv get hello");
     println!("  stop with Ctrl-C");
     // A shard that dies stays dead, as it would in production without a
@@ -144,7 +160,22 @@ async fn start_group(
     children: &mut Vec<(String, Child)>,
 ) -> anyhow::Result<ShardAddr> {
     if replicas == 1 {
-        let (child, addr) = start_shard(id, &data.join(id), "127.0.0.1:0", None).await?;
+        // The previous port first: the shared topology in the metadata
+        // group records each shard's address.
+        let previous = previous.and_then(|p| p.into_iter().next());
+        let started = match &previous {
+            Some(listen) => {
+                match start_shard(id, &data.join(id), listen, None).await {
+                    Ok(started) => Ok(started),
+                    Err(e) => {
+                        eprintln!("omnishard dev: {id} cannot listen on its previous address {listen} ({e:#}); using a new port");
+                        start_shard(id, &data.join(id), "127.0.0.1:0", None).await
+                    }
+                }
+            }
+            None => start_shard(id, &data.join(id), "127.0.0.1:0", None).await,
+        };
+        let (child, addr) = started?;
         children.push((id.to_string(), child));
         return Ok(ShardAddr::new(id, addr));
     }
@@ -210,11 +241,10 @@ async fn stop_all(children: &mut Vec<(String, Child)>) {
     children.clear();
 }
 
-fn previous_topology(data: &Path) -> anyhow::Result<Option<Topology>> {
+fn previous_config(data: &Path) -> anyhow::Result<Option<GatewayConfig>> {
     let path = data.join(TOPOLOGY_FILE);
     if !path.exists() {
         return Ok(None);
     }
-    let config = GatewayConfig::load(&path)?;
-    Ok(Some(config.topology()))
+    Ok(Some(GatewayConfig::load(&path)?))
 }

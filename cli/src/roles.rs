@@ -56,7 +56,7 @@ pub async fn gateway(args: GatewayArgs) -> anyhow::Result<()> {
     let config = GatewayConfig::load(&args.config)?;
     let listener = bind(&args.listen).await?;
     let cluster = omnishard_gateway::connect(&config).await?;
-    cluster.set_metrics_addr(metrics_addr.to_string());
+    cluster.current().set_metrics_addr(metrics_addr.to_string());
     telemetry.readiness.set_ready();
     println!("omnishard gateway metrics on {metrics_addr}");
     println!("omnishard gateway listening on {}", listener.local_addr()?);

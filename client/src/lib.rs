@@ -323,6 +323,34 @@ impl Client {
     pub async fn slow_requests(&self, limit: u32) -> Result<SlowRequestsResponse, Error> {
         Ok(self.admin.clone().slow_requests(SlowRequestsRequest { limit }).await?.into_inner())
     }
+
+    /// Adds the running shard `id` at `addr` to the ring; its ranges then
+    /// move to it online (throttled to `rate` bytes/s; 0 = the default).
+    pub async fn add_shard(&self, id: &str, addr: &str, rate: u64) -> Result<RebalanceStatusResponse, Error> {
+        let req = AddShardRequest { id: id.into(), addr: addr.into(), replicas: Vec::new(), rate_bytes_per_sec: rate };
+        Ok(self.admin.clone().add_shard(req).await?.into_inner())
+    }
+
+    /// Moves shard `id`'s ranges to the others, then takes it out of the ring.
+    pub async fn remove_shard(&self, id: &str, rate: u64) -> Result<RebalanceStatusResponse, Error> {
+        let req = RemoveShardRequest { id: id.into(), rate_bytes_per_sec: rate };
+        Ok(self.admin.clone().remove_shard(req).await?.into_inner())
+    }
+
+    /// What is moving, how fast and how far along (`state` is `done` when nothing moves).
+    pub async fn rebalance_status(&self) -> Result<RebalanceStatusResponse, Error> {
+        Ok(self.admin.clone().rebalance_status(RebalanceStatusRequest {}).await?.into_inner())
+    }
+
+    /// Pauses or resumes the running migration and/or changes its throttle.
+    pub async fn rebalance_control(
+        &self,
+        paused: Option<bool>,
+        rate: Option<u64>,
+    ) -> Result<RebalanceStatusResponse, Error> {
+        let req = RebalanceControlRequest { paused, rate_bytes_per_sec: rate };
+        Ok(self.admin.clone().rebalance_control(req).await?.into_inner())
+    }
 }
 
 fn duration(d: Duration) -> prost_types::Duration {

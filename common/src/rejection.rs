@@ -3,7 +3,8 @@
 //! gRPC metadata, so a gateway can tell it from a version conflict without
 //! parsing messages and refresh its ring.
 
-/// Metadata key naming the rejection kind: `wrong-epoch` or `not-owner`.
+/// Metadata key naming the rejection kind: `wrong-epoch`, `not-owner`,
+/// `not-leader` or `moving`.
 pub const REJECTION_HEADER: &str = "x-omnishard-rejection";
 /// Metadata key carrying the epoch the shard enforces.
 pub const SHARD_EPOCH_HEADER: &str = "x-omnishard-shard-epoch";
@@ -19,6 +20,9 @@ pub enum Rejection {
     NotOwner { shard_epoch: u64, owner: String },
     /// This replica does not lead its group; `leader` is the leader's address when known.
     NotLeader { leader: Option<String> },
+    /// The key's range is being handed to another shard (the short fence
+    /// before the switch): nothing was written; retry shortly.
+    Moving { shard_epoch: u64 },
 }
 
 impl Rejection {
@@ -38,8 +42,16 @@ impl Rejection {
                 *shard_epoch,
                 format!("shard {shard_id} does not own this key under epoch {shard_epoch}; its owner is {owner}"),
             ),
+            Rejection::Moving { shard_epoch } => (
+                "moving",
+                *shard_epoch,
+                format!("shard {shard_id} is handing this key's range to another shard (epoch {shard_epoch}); retry"),
+            ),
         };
-        let mut status = tonic::Status::failed_precondition(message);
+        let mut status = match self {
+            Rejection::Moving { .. } => tonic::Status::unavailable(message),
+            _ => tonic::Status::failed_precondition(message),
+        };
         let md = status.metadata_mut();
         md.insert(REJECTION_HEADER, tonic::metadata::MetadataValue::from_static(kind));
         if let Ok(value) = epoch.to_string().parse() {
@@ -55,6 +67,16 @@ impl Rejection {
             return None;
         }
         Some(status.metadata().get(LEADER_HEADER).and_then(|v| v.to_str().ok()).map(str::to_string))
+    }
+
+    /// The kind this rejection travels as (`x-omnishard-rejection`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Rejection::WrongEpoch { .. } => "wrong-epoch",
+            Rejection::NotOwner { .. } => "not-owner",
+            Rejection::NotLeader { .. } => "not-leader",
+            Rejection::Moving { .. } => "moving",
+        }
     }
 
     /// Reads the rejection kind and shard epoch back from a status, if it is one.

@@ -29,6 +29,8 @@ pub struct Cluster {
     pub(crate) transfers: Arc<tokio::sync::Semaphore>,
     /// Where this gateway's `/metrics` is served, once known.
     pub(crate) metrics_addr: std::sync::OnceLock<String>,
+    /// The configuration this view was built from (its topology included).
+    pub(crate) config: GatewayConfig,
 }
 
 /// One shard as the gateway calls it: the client plus what is needed to
@@ -40,6 +42,11 @@ pub struct ShardHandle {
 }
 
 impl ShardHandle {
+    /// A handle that installs `topology` on the shard when the shard is behind.
+    pub fn new(client: ShardClient, topology: &omnishard_common::topology::Topology) -> ShardHandle {
+        ShardHandle { client, topology: Arc::new(InstallTopologyRequest::from(topology)) }
+    }
+
     /// The epoch this gateway routes with.
     pub fn epoch(&self) -> u64 {
         self.topology.epoch
@@ -75,14 +82,46 @@ impl ShardHandle {
 impl Cluster {
     /// Builds clients for every shard of `config`; connects nothing yet.
     pub fn new(config: &GatewayConfig) -> Result<Cluster> {
+        Cluster::build(config, None)
+    }
+
+    /// The same gateway routing with `topology` instead: shards it already
+    /// knows at the same address keep their connections; shared budgets
+    /// (file transfers) carry over.
+    pub fn with_topology(&self, topology: &omnishard_common::topology::Topology) -> Result<Cluster> {
+        let mut config = self.config.clone();
+        config.epoch = topology.epoch;
+        config.vnodes = topology.vnodes;
+        config.shards = topology.shards.clone();
+        let next = Cluster::build(&config, Some(self))?;
+        if let Some(addr) = self.metrics_addr.get() {
+            next.set_metrics_addr(addr.clone());
+        }
+        Ok(next)
+    }
+
+    fn build(config: &GatewayConfig, previous: Option<&Cluster>) -> Result<Cluster> {
         config.validate()?;
         let topology = config.topology();
         let ring = topology.ring()?;
         let install = Arc::new(InstallTopologyRequest::from(&topology));
+        let reuse = |s: &omnishard_common::topology::ShardAddr| {
+            previous?
+                .shards
+                .iter()
+                .find(|h| h.client.id() == s.id && h.client.replica_addrs().contains(&s.addr))
+                .map(|h| h.client.clone())
+        };
         let shards = topology
             .shards
             .iter()
-            .map(|s| Ok(ShardHandle { client: ShardClient::new(s, &config.gateway)?, topology: install.clone() }))
+            .map(|s| {
+                let client = match reuse(s) {
+                    Some(client) => client,
+                    None => ShardClient::new(s, &config.gateway)?,
+                };
+                Ok(ShardHandle { client, topology: install.clone() })
+            })
             .collect::<Result<Vec<_>>>()?;
         let coalescers = config
             .gateway
@@ -98,8 +137,12 @@ impl Cluster {
             search: config.search.clone(),
             statistics_cache: crate::search::query::StatisticsCache::new(config.search.statistics_cache),
             files: config.files.clone(),
-            transfers: Arc::new(tokio::sync::Semaphore::new(config.files.max_transfers)),
+            transfers: match previous {
+                Some(previous) => previous.transfers.clone(),
+                None => Arc::new(tokio::sync::Semaphore::new(config.files.max_transfers)),
+            },
             metrics_addr: std::sync::OnceLock::new(),
+            config: config.clone(),
         })
     }
 
@@ -111,6 +154,16 @@ impl Cluster {
     /// The ring epoch.
     pub fn epoch(&self) -> u64 {
         self.ring.epoch()
+    }
+
+    /// How many shards the ring has.
+    pub fn shard_count(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// The topology this view routes with.
+    pub fn topology(&self) -> omnishard_common::topology::Topology {
+        self.config.topology()
     }
 
     /// Reaches every shard, checks it is the shard the topology names, and

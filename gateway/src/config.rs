@@ -54,6 +54,12 @@ pub struct GatewayConfig {
     /// File transfer settings.
     #[serde(default)]
     pub files: FileSettings,
+    /// The metadata group that holds the shared topology (a shard group
+    /// outside the ring). When set, the shards above only seed it on first
+    /// start; afterwards the stored topology wins and every gateway follows
+    /// it (see [`crate::topology_store`]). Needed to add or remove shards.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub meta: Option<ShardAddr>,
 }
 
 /// How files are chunked, stored and collected.
@@ -285,6 +291,7 @@ impl GatewayConfig {
             graph: GraphBudgets::default(),
             search: SearchLimits::default(),
             files: FileSettings::default(),
+            meta: None,
         }
     }
 
@@ -310,6 +317,13 @@ impl GatewayConfig {
     /// Checks the topology and settings.
     pub fn validate(&self) -> Result<()> {
         self.topology().validate()?;
+        if let Some(meta) = &self.meta {
+            let as_topology = Topology { epoch: 1, vnodes: 1, shards: vec![meta.clone()] };
+            as_topology.validate().map_err(|e| Error::Topology(format!("meta: {e}")))?;
+            if self.shards.iter().any(|s| s.id == meta.id) {
+                return Err(Error::Topology(format!("meta.id {:?} is also a shard of the ring", meta.id)));
+            }
+        }
         let g = &self.gateway;
         if g.shard_concurrency == 0 || g.coalesce_max_batch == 0 || g.coalesce_inflight == 0 {
             return Err(Error::invalid(

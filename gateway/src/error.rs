@@ -37,6 +37,9 @@ pub enum Error {
     /// A shard refused the request: the gateway's ring is not the shard's.
     #[error("{message}")]
     Misrouted { shard_id: String, wrong_epoch: bool, shard_epoch: u64, message: String },
+    /// The key's range is in the short fence before it changes owner; retried.
+    #[error("{message}")]
+    Moving { shard_id: String, message: String },
     /// A shard answered with an error; its code is kept.
     #[error("{message}")]
     Shard { shard_id: String, code: tonic::Code, message: String },
@@ -60,7 +63,7 @@ impl Error {
             Error::ShardUnavailable { .. } | Error::NotLeader { .. } => Code::Unavailable,
             Error::ShardTimeout { .. } | Error::Deadline(_) => Code::DeadlineExceeded,
             // The caller did nothing wrong; the gateway needs a newer ring.
-            Error::Misrouted { .. } => Code::Unavailable,
+            Error::Misrouted { .. } | Error::Moving { .. } => Code::Unavailable,
             Error::Shard { code, .. } => *code,
             Error::PartialWrite { failed, .. } => failed.code(),
         }

@@ -11,12 +11,12 @@ use omnishard_telemetry::record;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::cluster::Cluster;
 use crate::error::Error;
+use crate::live::LiveCluster;
 
 /// Adapter for `FileService`.
 pub struct FileGrpc {
-    pub(crate) cluster: Arc<Cluster>,
+    pub(crate) cluster: Arc<LiveCluster>,
 }
 
 fn status(err: Error) -> Status {
@@ -54,7 +54,7 @@ impl FileService for FileGrpc {
             }
             None => return Err(invalid("header: the stream ended before its header")),
         };
-        let done = self.cluster.upload(header, data_parts(stream)).await.map_err(status)?;
+        let done = self.cluster.current().upload(header, data_parts(stream)).await.map_err(status)?;
         Ok(Response::new(UploadResponse {
             file: Some(done.file),
             chunks_stored: done.chunks_stored,
@@ -67,7 +67,8 @@ impl FileService for FileGrpc {
     async fn download(&self, request: Request<DownloadRequest>) -> Result<Response<DownloadStream>, Status> {
         let req = request.into_inner();
         record("namespace", req.namespace.clone());
-        let download = self.cluster.download(&req.namespace, req.key, req.offset, req.length).await.map_err(status)?;
+        let download =
+            self.cluster.current().download(&req.namespace, req.key, req.offset, req.length).await.map_err(status)?;
         let info = DownloadResponse { part: Some(download_response::Part::Info(download.info)) };
         let data = ReceiverStream::new(download.data).map(|chunk| match chunk {
             Ok(bytes) => Ok(DownloadResponse { part: Some(download_response::Part::Data(bytes)) }),
@@ -80,32 +81,38 @@ impl FileService for FileGrpc {
     async fn stat(&self, request: Request<StatFileRequest>) -> Result<Response<FileInfo>, Status> {
         let req = request.into_inner();
         record("namespace", req.namespace.clone());
-        let info = self.cluster.stat_file(&req.namespace, req.key, req.chunks).await.map_err(status)?;
+        let info = self.cluster.current().stat_file(&req.namespace, req.key, req.chunks).await.map_err(status)?;
         Ok(Response::new(info))
     }
 
     async fn list(&self, request: Request<ListFilesRequest>) -> Result<Response<ListFilesResponse>, Status> {
         let req = request.into_inner();
         record("namespace", req.namespace.clone());
-        let page = self.cluster.list_files(&req.namespace, req.prefix, &req.cursor, req.limit).await.map_err(status)?;
+        let page = self
+            .cluster
+            .current()
+            .list_files(&req.namespace, req.prefix, &req.cursor, req.limit)
+            .await
+            .map_err(status)?;
         Ok(Response::new(ListFilesResponse { files: page.files, next_cursor: page.next_cursor }))
     }
 
     async fn delete(&self, request: Request<DeleteFileRequest>) -> Result<Response<DeleteFileResponse>, Status> {
         let req = request.into_inner();
         record("namespace", req.namespace.clone());
-        let deleted = self.cluster.delete_file(&req.namespace, req.key).await.map_err(status)?;
+        let deleted = self.cluster.current().delete_file(&req.namespace, req.key).await.map_err(status)?;
         Ok(Response::new(DeleteFileResponse { deleted }))
     }
 
     async fn copy(&self, request: Request<CopyFileRequest>) -> Result<Response<CopyFileResponse>, Status> {
         let req = request.into_inner();
         record("namespace", req.namespace.clone());
-        let file = self.cluster.copy_file(&req.namespace, req.source, req.destination).await.map_err(status)?;
+        let file =
+            self.cluster.current().copy_file(&req.namespace, req.source, req.destination).await.map_err(status)?;
         Ok(Response::new(CopyFileResponse { file: Some(file) }))
     }
 
     async fn verify(&self, _request: Request<VerifyFilesRequest>) -> Result<Response<VerifyFilesResponse>, Status> {
-        Ok(Response::new(self.cluster.verify_files().await.map_err(status)?))
+        Ok(Response::new(self.cluster.current().verify_files().await.map_err(status)?))
     }
 }

@@ -7,12 +7,12 @@ use omnishard_proto::v1::*;
 use omnishard_telemetry::record;
 use tonic::{Request, Response, Status};
 
-use crate::cluster::Cluster;
 use crate::graph::traverse::{PathSpec, TraverseSpec};
+use crate::live::LiveCluster;
 
 /// Adapter for `GraphService`.
 pub struct GraphGrpc {
-    pub(crate) cluster: Arc<Cluster>,
+    pub(crate) cluster: Arc<LiveCluster>,
 }
 
 fn status(err: crate::Error) -> Status {
@@ -36,7 +36,8 @@ impl GraphService for GraphGrpc {
     ) -> Result<Response<WriteVerticesResponse>, Status> {
         let req = request.into_inner();
         record("namespace", req.namespace.clone());
-        let vertices = self.cluster.write_vertices(&req.namespace, &req.graph, req.vertices).await.map_err(status)?;
+        let vertices =
+            self.cluster.current().write_vertices(&req.namespace, &req.graph, req.vertices).await.map_err(status)?;
         Ok(Response::new(WriteVerticesResponse { vertices }))
     }
 
@@ -46,7 +47,7 @@ impl GraphService for GraphGrpc {
     ) -> Result<Response<GetVerticesResponse>, Status> {
         let req = request.into_inner();
         record("namespace", req.namespace.clone());
-        let found = self.cluster.get_vertices(&req.namespace, &req.graph, &req.ids).await.map_err(status)?;
+        let found = self.cluster.current().get_vertices(&req.namespace, &req.graph, &req.ids).await.map_err(status)?;
         let vertices = found.into_iter().map(|v| MaybeVertex { found: v.is_some(), vertex: v }).collect();
         Ok(Response::new(GetVerticesResponse { vertices }))
     }
@@ -58,14 +59,14 @@ impl GraphService for GraphGrpc {
         let req = request.into_inner();
         record("namespace", req.namespace.clone());
         let (vertices_deleted, edges_deleted) =
-            self.cluster.delete_vertices(&req.namespace, &req.graph, req.ids).await.map_err(status)?;
+            self.cluster.current().delete_vertices(&req.namespace, &req.graph, req.ids).await.map_err(status)?;
         Ok(Response::new(DeleteVerticesResponse { vertices_deleted, edges_deleted }))
     }
 
     async fn write_edges(&self, request: Request<WriteEdgesRequest>) -> Result<Response<WriteEdgesResponse>, Status> {
         let req = request.into_inner();
         record("namespace", req.namespace.clone());
-        let edges = self.cluster.write_edges(&req.namespace, &req.graph, req.edges).await.map_err(status)?;
+        let edges = self.cluster.current().write_edges(&req.namespace, &req.graph, req.edges).await.map_err(status)?;
         Ok(Response::new(WriteEdgesResponse { edges }))
     }
 
@@ -75,7 +76,8 @@ impl GraphService for GraphGrpc {
     ) -> Result<Response<DeleteEdgesResponse>, Status> {
         let req = request.into_inner();
         record("namespace", req.namespace.clone());
-        let edges_deleted = self.cluster.delete_edges(&req.namespace, &req.graph, req.edges).await.map_err(status)?;
+        let edges_deleted =
+            self.cluster.current().delete_edges(&req.namespace, &req.graph, req.edges).await.map_err(status)?;
         Ok(Response::new(DeleteEdgesResponse { edges_deleted }))
     }
 
@@ -85,6 +87,7 @@ impl GraphService for GraphGrpc {
         let direction = direction(req.direction)?;
         let page = self
             .cluster
+            .current()
             .neighbors(&req.namespace, &req.graph, req.id, direction, req.labels, req.limit, &req.cursor)
             .await
             .map_err(status)?;
@@ -95,7 +98,7 @@ impl GraphService for GraphGrpc {
         &self,
         request: Request<FindVerticesRequest>,
     ) -> Result<Response<FindVerticesResponse>, Status> {
-        Ok(Response::new(self.cluster.find_vertices(request.into_inner()).await.map_err(status)?))
+        Ok(Response::new(self.cluster.current().find_vertices(request.into_inner()).await.map_err(status)?))
     }
 
     async fn traverse(&self, request: Request<TraverseRequest>) -> Result<Response<TraverseResponse>, Status> {
@@ -116,9 +119,9 @@ impl GraphService for GraphGrpc {
             edge_filters: req.edge_filters,
         };
         let found = if req.order == TraversalOrder::Dfs as i32 {
-            self.cluster.traverse_dfs(&req.namespace, &req.graph, spec).await
+            self.cluster.current().traverse_dfs(&req.namespace, &req.graph, spec).await
         } else {
-            self.cluster.traverse(&req.namespace, &req.graph, spec).await
+            self.cluster.current().traverse(&req.namespace, &req.graph, spec).await
         }
         .map_err(status)?;
         Ok(Response::new(TraverseResponse {
@@ -132,7 +135,7 @@ impl GraphService for GraphGrpc {
     async fn query(&self, request: Request<QueryRequest>) -> Result<Response<QueryResponse>, Status> {
         let req = request.into_inner();
         record("namespace", req.namespace.clone());
-        let out = self.cluster.query(&req.namespace, &req.graph, &req.query).await.map_err(status)?;
+        let out = self.cluster.current().query(&req.namespace, &req.graph, &req.query).await.map_err(status)?;
         Ok(Response::new(QueryResponse {
             results_json: out.results.iter().map(|v| v.to_string()).collect(),
             shard_round_trips: out.shard_round_trips,
@@ -153,9 +156,10 @@ impl GraphService for GraphGrpc {
             max_depth: req.max_depth,
         };
         let (found, shard_round_trips) = if req.weighted {
-            self.cluster.weighted_path(&req.namespace, &req.graph, spec).await.map_err(status)?
+            self.cluster.current().weighted_path(&req.namespace, &req.graph, spec).await.map_err(status)?
         } else {
-            let (path, trips) = self.cluster.shortest_path(&req.namespace, &req.graph, spec).await.map_err(status)?;
+            let (path, trips) =
+                self.cluster.current().shortest_path(&req.namespace, &req.graph, spec).await.map_err(status)?;
             (
                 path.map(|p| {
                     let hops = p.len().saturating_sub(1) as f64;

@@ -283,7 +283,13 @@ impl Cluster {
             return Ok(outcome);
         }
         let code = tonic::Code::from_i32(outcome.code);
-        Err(handle.client.error(tonic::Status::new(code, outcome.message)))
+        let mut status = tonic::Status::new(code, outcome.message);
+        if let Ok(kind) = outcome.rejection.parse() {
+            // A typed rejection of this transaction alone (a fenced moving key).
+            status.metadata_mut().insert(omnishard_common::rejection::REJECTION_HEADER, kind);
+            status.metadata_mut().insert(omnishard_common::rejection::SHARD_EPOCH_HEADER, handle.epoch().into());
+        }
+        Err(handle.client.error(status))
     }
 
     /// Retries an idempotent read while the error is transient.

@@ -14,6 +14,9 @@
 //! * [`search`] — full-text search: index definitions, documents, exact global BM25.
 //! * [`files`] — files: chunking, upload and download pipelines, collection, verification.
 //! * [`admin`] — cluster status.
+//! * [`topology_store`] — the shared cluster document in the metadata group.
+//! * [`live`] — the current cluster view, swapped when the topology changes; redirect retries.
+//! * [`rebalance`] — adding and removing shards: planning and driving migrations.
 //! * [`server`] — tonic adapters (KV, admin), health, reflection and `serve`.
 //! * [`graph_server`] — the tonic adapter of `GraphService`.
 //! * [`search_server`] — the tonic adapter of `SearchService`.
@@ -34,11 +37,14 @@ pub mod files;
 pub mod graph;
 pub mod graph_server;
 pub mod kv;
+pub mod live;
+pub mod rebalance;
 pub mod replicas;
 pub mod search;
 pub mod search_server;
 pub mod server;
 pub mod shard_client;
+pub mod topology_store;
 
 pub use cluster::Cluster;
 pub use config::{GatewayConfig, GatewaySettings};

@@ -225,5 +225,11 @@ impl ShardClient {
         chunks_present(ShardChunksPresentRequest) -> ShardChunksPresentResponse;
         trace_spans(TraceRequest) -> TraceResponse;
         install_topology(InstallTopologyRequest) -> u64;
+        migrate_begin(MigrateBeginRequest) -> MigrateBeginResponse;
+        migrate_export(MigrateExportRequest) -> MigrateRecords;
+        migrate_dirty(MigrateDirtyRequest) -> MigrateRecords;
+        migrate_ack(MigrateAckRequest) -> MigrateAckResponse;
+        migrate_ingest(MigrateIngestRequest) -> MigrateIngestResponse;
+        migrate_drop(MigrateDropRequest) -> MigrateDropResponse;
     }
 }

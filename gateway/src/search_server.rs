@@ -8,12 +8,12 @@ use omnishard_telemetry::record;
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::cluster::Cluster;
+use crate::live::LiveCluster;
 use crate::search::documents::DocsWritten;
 
 /// Adapter for `SearchService`.
 pub struct SearchGrpc {
-    pub(crate) cluster: Arc<Cluster>,
+    pub(crate) cluster: Arc<LiveCluster>,
 }
 
 fn status(err: crate::Error) -> Status {
@@ -29,35 +29,35 @@ impl SearchService for SearchGrpc {
     async fn create_index(&self, request: Request<CreateIndexRequest>) -> Result<Response<IndexInfo>, Status> {
         let req = request.into_inner();
         record("namespace", req.namespace.clone());
-        let info = self.cluster.create_index(&req.namespace, &req.index, req.fields).await.map_err(status)?;
+        let info = self.cluster.current().create_index(&req.namespace, &req.index, req.fields).await.map_err(status)?;
         Ok(Response::new(info))
     }
 
     async fn update_index(&self, request: Request<UpdateIndexRequest>) -> Result<Response<IndexInfo>, Status> {
         let req = request.into_inner();
         record("namespace", req.namespace.clone());
-        let info = self.cluster.update_index(&req.namespace, &req.index, req.fields).await.map_err(status)?;
+        let info = self.cluster.current().update_index(&req.namespace, &req.index, req.fields).await.map_err(status)?;
         Ok(Response::new(info))
     }
 
     async fn drop_index(&self, request: Request<DropIndexRequest>) -> Result<Response<DropIndexResponse>, Status> {
         let req = request.into_inner();
         record("namespace", req.namespace.clone());
-        self.cluster.drop_index(&req.namespace, &req.index).await.map_err(status)?;
+        self.cluster.current().drop_index(&req.namespace, &req.index).await.map_err(status)?;
         Ok(Response::new(DropIndexResponse {}))
     }
 
     async fn describe_index(&self, request: Request<DescribeIndexRequest>) -> Result<Response<IndexInfo>, Status> {
         let req = request.into_inner();
         record("namespace", req.namespace.clone());
-        Ok(Response::new(self.cluster.describe_index(&req.namespace, &req.index).await.map_err(status)?))
+        Ok(Response::new(self.cluster.current().describe_index(&req.namespace, &req.index).await.map_err(status)?))
     }
 
     async fn list_indexes(
         &self,
         request: Request<ListIndexesRequest>,
     ) -> Result<Response<ListIndexesResponse>, Status> {
-        let indexes = self.cluster.list_indexes(&request.into_inner().namespace).await.map_err(status)?;
+        let indexes = self.cluster.current().list_indexes(&request.into_inner().namespace).await.map_err(status)?;
         Ok(Response::new(ListIndexesResponse { indexes }))
     }
 
@@ -67,7 +67,8 @@ impl SearchService for SearchGrpc {
     ) -> Result<Response<IndexDocumentsResponse>, Status> {
         let req = request.into_inner();
         record("namespace", req.namespace.clone());
-        let done = self.cluster.index_documents(&req.namespace, &req.index, req.documents).await.map_err(status)?;
+        let done =
+            self.cluster.current().index_documents(&req.namespace, &req.index, req.documents).await.map_err(status)?;
         Ok(written(done))
     }
 
@@ -80,10 +81,12 @@ impl SearchService for SearchGrpc {
         while let Some(batch) = stream.next().await {
             let batch = batch?;
             let done =
-                self.cluster.index_documents(&batch.namespace, &batch.index, batch.documents).await.map_err(|e| {
-                    // Say how far the stream got: earlier batches are stored.
-                    Status::new(e.code(), format!("after {} documents were written: {e}", total.written))
-                })?;
+                self.cluster.current().index_documents(&batch.namespace, &batch.index, batch.documents).await.map_err(
+                    |e| {
+                        // Say how far the stream got: earlier batches are stored.
+                        Status::new(e.code(), format!("after {} documents were written: {e}", total.written))
+                    },
+                )?;
             total.written += done.written;
             total.seq = total.seq.max(done.seq);
         }
@@ -96,7 +99,12 @@ impl SearchService for SearchGrpc {
     ) -> Result<Response<IndexDocumentsResponse>, Status> {
         let req = request.into_inner();
         record("namespace", req.namespace.clone());
-        let done = self.cluster.update_document(&req.namespace, &req.index, req.id, req.json).await.map_err(status)?;
+        let done = self
+            .cluster
+            .current()
+            .update_document(&req.namespace, &req.index, req.id, req.json)
+            .await
+            .map_err(status)?;
         Ok(written(done))
     }
 
@@ -106,7 +114,8 @@ impl SearchService for SearchGrpc {
     ) -> Result<Response<IndexDocumentsResponse>, Status> {
         let req = request.into_inner();
         record("namespace", req.namespace.clone());
-        let done = self.cluster.delete_documents(&req.namespace, &req.index, req.ids).await.map_err(status)?;
+        let done =
+            self.cluster.current().delete_documents(&req.namespace, &req.index, req.ids).await.map_err(status)?;
         Ok(written(done))
     }
 
@@ -116,25 +125,26 @@ impl SearchService for SearchGrpc {
     ) -> Result<Response<GetDocumentsResponse>, Status> {
         let req = request.into_inner();
         record("namespace", req.namespace.clone());
-        let documents = self.cluster.get_documents(&req.namespace, &req.index, req.ids).await.map_err(status)?;
+        let documents =
+            self.cluster.current().get_documents(&req.namespace, &req.index, req.ids).await.map_err(status)?;
         Ok(Response::new(GetDocumentsResponse { documents }))
     }
 
     async fn search(&self, request: Request<SearchRequest>) -> Result<Response<SearchResponse>, Status> {
-        Ok(Response::new(self.cluster.search(request.into_inner()).await.map_err(status)?))
+        Ok(Response::new(self.cluster.current().search(request.into_inner()).await.map_err(status)?))
     }
 
     async fn refresh(&self, request: Request<RefreshRequest>) -> Result<Response<RefreshResponse>, Status> {
         let req = request.into_inner();
         record("namespace", req.namespace.clone());
-        let searchable_seq = self.cluster.refresh_index(&req.namespace, &req.index).await.map_err(status)?;
+        let searchable_seq = self.cluster.current().refresh_index(&req.namespace, &req.index).await.map_err(status)?;
         Ok(Response::new(RefreshResponse { searchable_seq }))
     }
 
     async fn reindex(&self, request: Request<ReindexRequest>) -> Result<Response<ReindexResponse>, Status> {
         let req = request.into_inner();
         record("namespace", req.namespace.clone());
-        let documents = self.cluster.reindex(&req.namespace, &req.index).await.map_err(status)?;
+        let documents = self.cluster.current().reindex(&req.namespace, &req.index).await.map_err(status)?;
         Ok(Response::new(ReindexResponse { documents }))
     }
 }

@@ -23,7 +23,11 @@ use crate::error::Error;
 use crate::file_server::FileGrpc;
 use crate::graph_server::GraphGrpc;
 use crate::kv::WriteOp;
+use crate::live::LiveCluster;
+use crate::rebalance;
 use crate::search_server::SearchGrpc;
+use crate::topology_store::{ClusterDoc, TopologyStore};
+use omnishard_common::topology::ShardAddr;
 use omnishard_proto::v1::file_service_server::FileServiceServer;
 use omnishard_proto::v1::search_service_server::SearchServiceServer;
 
@@ -44,15 +48,42 @@ pub async fn serve(
 }
 
 /// Builds the cluster view of `config` and checks every shard (see [`Cluster::connect_all`]).
-pub async fn connect(config: &GatewayConfig) -> Result<Arc<Cluster>, Error> {
-    let cluster = Arc::new(Cluster::new(config)?);
+/// With a metadata group (`[meta]`), the topology comes from the shared
+/// document (seeded from `config` on first start) and follows its changes.
+pub async fn connect(config: &GatewayConfig) -> Result<Arc<LiveCluster>, Error> {
+    let Some(meta) = &config.meta else {
+        let cluster = Arc::new(Cluster::new(config)?);
+        cluster.connect_all().await?;
+        return Ok(LiveCluster::fixed(cluster));
+    };
+    let store = TopologyStore::new(meta, &config.gateway)?;
+    let doc = load_shared(&store, config).await?;
+    let mut config = config.clone();
+    config.epoch = doc.topology.epoch;
+    config.vnodes = doc.topology.vnodes;
+    config.shards = doc.topology.shards.clone();
+    let cluster = Arc::new(Cluster::new(&config)?);
     cluster.connect_all().await?;
-    Ok(cluster)
+    Ok(LiveCluster::shared(cluster, store))
+}
+
+/// Reads (or seeds) the shared document, waiting for the metadata group to start.
+async fn load_shared(store: &TopologyStore, config: &GatewayConfig) -> Result<ClusterDoc, Error> {
+    let deadline = std::time::Instant::now() + config.gateway.startup_timeout;
+    loop {
+        match store.load_or_seed(&config.topology()).await {
+            Ok(doc) => return Ok(doc),
+            Err(e) if e.is_retryable() && std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// Serves an already connected cluster on `listener` until `shutdown` resolves.
 pub async fn serve_cluster(
-    cluster: Arc<Cluster>,
+    cluster: Arc<LiveCluster>,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
@@ -80,11 +111,16 @@ pub async fn serve_cluster(
     let files = FileServiceServer::new(FileGrpc { cluster: cluster.clone() })
         .max_decoding_message_size(FILE_MESSAGE_BYTES)
         .max_encoding_message_size(FILE_MESSAGE_BYTES);
+    let now = cluster.current();
     let sweeper =
-        tokio::spawn(cluster.clone().run_file_sweeper(cluster.files.sweep_interval.max(Duration::from_millis(100))));
+        tokio::spawn(run_file_sweeper(cluster.clone(), now.files.sweep_interval.max(Duration::from_millis(100))));
     let repair =
-        tokio::spawn(cluster.clone().run_edge_repair(cluster.graph.repair_interval.max(Duration::from_millis(100))));
-    tracing::info!(addr = %listener.local_addr()?, epoch = cluster.epoch(), shards = cluster.shards.len(), "gateway serving");
+        tokio::spawn(run_edge_repair(cluster.clone(), now.graph.repair_interval.max(Duration::from_millis(100))));
+    // With a shared topology: follow its changes, and drive migrations when this gateway holds the lease.
+    let watcher = tokio::spawn(cluster.clone().watch());
+    let driver = tokio::spawn(crate::rebalance::run(cluster.clone()));
+    tracing::info!(addr = %listener.local_addr()?, epoch = now.epoch(), shards = now.shards.len(), shared = cluster.store().is_some(), "gateway serving");
+    drop(now);
     server_stack()
         .add_service(health)
         .add_service(reflection)
@@ -97,8 +133,35 @@ pub async fn serve_cluster(
         .await?;
     repair.abort();
     sweeper.abort();
+    watcher.abort();
+    driver.abort();
     tracing::info!("gateway stopped");
     Ok(())
+}
+
+/// Collects file garbage every `interval` with the view current at each pass.
+async fn run_file_sweeper(live: Arc<LiveCluster>, interval: Duration) {
+    loop {
+        tokio::time::sleep(interval).await;
+        let cluster = live.current();
+        match cluster.sweep_files().await {
+            Ok(swept) if swept != crate::files::sweep::Swept::default() => tracing::info!(?swept, "file sweep"),
+            Ok(_) => {}
+            Err(e) => tracing::debug!(error = %e, "file sweep incomplete; retrying next interval"),
+        }
+    }
+}
+
+/// Repairs half-written edges every `interval` with the view current at each pass.
+async fn run_edge_repair(live: Arc<LiveCluster>, interval: Duration) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        if let Err(e) = live.current().repair_pending_edges(interval).await {
+            tracing::debug!(error = %e, "edge repair pass incomplete; retrying next interval");
+        }
+    }
 }
 
 /// Most requests the gateway serves at once; past it, new ones are shed.
@@ -135,9 +198,10 @@ fn status(err: Error) -> Status {
     err.to_status()
 }
 
-/// Adapter for `KvService`.
+/// Adapter for `KvService`. Every call retries shard redirects (a ring
+/// that changed) and fenced ranges on the current view (see [`LiveCluster::retry`]).
 pub struct KvGrpc {
-    cluster: Arc<Cluster>,
+    cluster: Arc<LiveCluster>,
 }
 
 #[tonic::async_trait]
@@ -146,7 +210,15 @@ impl KvService for KvGrpc {
         let mode = ReadMode::from_metadata(request.metadata())?;
         let req = request.into_inner();
         record("namespace", req.namespace.clone());
-        let kv = self.cluster.get(&req.namespace, req.key, mode).await.map_err(status)?;
+        let kv = self
+            .cluster
+            .retry(|c| {
+                let key = req.key.clone();
+                let ns = &req.namespace;
+                async move { c.get(ns, key, mode).await }
+            })
+            .await
+            .map_err(status)?;
         record("bytes", kv.value.len() as i64);
         Ok(Response::new(GetResponse { kv: Some(kv) }))
     }
@@ -156,15 +228,28 @@ impl KvService for KvGrpc {
         record("namespace", req.namespace.clone());
         let ttl = ttl_from_proto(req.ttl)?;
         record("bytes", req.value.len() as i64);
-        let written =
-            self.cluster.put(&req.namespace, req.key, req.value, ttl, req.expected_version).await.map_err(status)?;
+        let written = self
+            .cluster
+            .retry(|c| {
+                let (ns, key, value) = (&req.namespace, req.key.clone(), req.value.clone());
+                async move { c.put(ns, key, value, ttl, req.expected_version).await }
+            })
+            .await
+            .map_err(status)?;
         Ok(Response::new(PutResponse { result: Some(result(written)) }))
     }
 
     async fn delete(&self, request: Request<DeleteRequest>) -> Result<Response<DeleteResponse>, Status> {
         let req = request.into_inner();
         record("namespace", req.namespace.clone());
-        let written = self.cluster.delete(&req.namespace, req.key, req.expected_version).await.map_err(status)?;
+        let written = self
+            .cluster
+            .retry(|c| {
+                let (ns, key) = (&req.namespace, req.key.clone());
+                async move { c.delete(ns, key, req.expected_version).await }
+            })
+            .await
+            .map_err(status)?;
         Ok(Response::new(DeleteResponse { deleted: written.existed, result: Some(result(written)) }))
     }
 
@@ -173,7 +258,14 @@ impl KvService for KvGrpc {
         let req = request.into_inner();
         record("namespace", req.namespace.clone());
         record("keys", req.keys.len() as i64);
-        let values = self.cluster.batch_get(&req.namespace, req.keys, mode).await.map_err(status)?;
+        let values = self
+            .cluster
+            .retry(|c| {
+                let (ns, keys) = (&req.namespace, req.keys.clone());
+                async move { c.batch_get(ns, keys, mode).await }
+            })
+            .await
+            .map_err(status)?;
         record("rows", values.iter().filter(|v| v.is_some()).count() as i64);
         let results = values.into_iter().map(|kv| MaybeKeyValue { found: kv.is_some(), kv }).collect();
         Ok(Response::new(BatchGetResponse { results }))
@@ -200,7 +292,14 @@ impl KvService for KvGrpc {
             })
             .collect::<Result<Vec<_>, Status>>()?;
         record("keys", ops.len() as i64);
-        let written = self.cluster.write(&req.namespace, ops).await.map_err(status)?;
+        let written = self
+            .cluster
+            .retry(|c| {
+                let (ns, ops) = (&req.namespace, ops.clone());
+                async move { c.write(ns, ops).await }
+            })
+            .await
+            .map_err(status)?;
         record(
             "shards",
             written.iter().map(|w| w.shard_id.as_str()).collect::<std::collections::BTreeSet<_>>().len() as i64,
@@ -211,7 +310,14 @@ impl KvService for KvGrpc {
     async fn scan(&self, request: Request<ScanRequest>) -> Result<Response<ScanResponse>, Status> {
         let req = request.into_inner();
         record("namespace", req.namespace.clone());
-        let page = self.cluster.scan(&req.namespace, req.prefix, &req.cursor, req.limit).await.map_err(status)?;
+        let page = self
+            .cluster
+            .retry(|c| {
+                let (ns, prefix, cursor) = (&req.namespace, req.prefix.clone(), &req.cursor);
+                async move { c.scan(ns, prefix, cursor, req.limit).await }
+            })
+            .await
+            .map_err(status)?;
         record("rows", page.entries.len() as i64);
         Ok(Response::new(ScanResponse { entries: page.entries, next_cursor: page.next_cursor }))
     }
@@ -219,24 +325,59 @@ impl KvService for KvGrpc {
 
 /// Adapter for `AdminService`.
 pub struct AdminGrpc {
-    cluster: Arc<Cluster>,
+    cluster: Arc<LiveCluster>,
 }
 
 #[tonic::async_trait]
 impl AdminService for AdminGrpc {
     async fn cluster(&self, _request: Request<ClusterRequest>) -> Result<Response<ClusterResponse>, Status> {
-        Ok(Response::new(self.cluster.cluster_info().await))
+        Ok(Response::new(self.cluster.current().cluster_info().await))
     }
 
     async fn trace(&self, request: Request<TraceRequest>) -> Result<Response<TraceResponse>, Status> {
-        self.cluster.trace(&request.into_inner().trace_id).await.map(Response::new)
+        self.cluster.current().trace(&request.into_inner().trace_id).await.map(Response::new)
     }
 
     async fn slow_requests(
         &self,
         request: Request<SlowRequestsRequest>,
     ) -> Result<Response<SlowRequestsResponse>, Status> {
-        Ok(Response::new(self.cluster.slow_requests(request.into_inner().limit)))
+        Ok(Response::new(self.cluster.current().slow_requests(request.into_inner().limit)))
+    }
+
+    async fn add_shard(&self, request: Request<AddShardRequest>) -> Result<Response<RebalanceStatusResponse>, Status> {
+        let req = request.into_inner();
+        let shard = ShardAddr { id: req.id, addr: req.addr, replicas: req.replicas };
+        let rate = (req.rate_bytes_per_sec > 0).then_some(req.rate_bytes_per_sec);
+        let doc = rebalance::add_shard(&self.cluster, shard, rate).await.map_err(status)?;
+        Ok(Response::new(rebalance::status_of(&doc)))
+    }
+
+    async fn remove_shard(
+        &self,
+        request: Request<RemoveShardRequest>,
+    ) -> Result<Response<RebalanceStatusResponse>, Status> {
+        let req = request.into_inner();
+        let rate = (req.rate_bytes_per_sec > 0).then_some(req.rate_bytes_per_sec);
+        let doc = rebalance::remove_shard(&self.cluster, &req.id, rate).await.map_err(status)?;
+        Ok(Response::new(rebalance::status_of(&doc)))
+    }
+
+    async fn rebalance_status(
+        &self,
+        _request: Request<RebalanceStatusRequest>,
+    ) -> Result<Response<RebalanceStatusResponse>, Status> {
+        let doc = rebalance::status(&self.cluster).await.map_err(status)?;
+        Ok(Response::new(rebalance::status_of(&doc)))
+    }
+
+    async fn rebalance_control(
+        &self,
+        request: Request<RebalanceControlRequest>,
+    ) -> Result<Response<RebalanceStatusResponse>, Status> {
+        let req = request.into_inner();
+        let doc = rebalance::control(&self.cluster, req.paused, req.rate_bytes_per_sec).await.map_err(status)?;
+        Ok(Response::new(rebalance::status_of(&doc)))
     }
 }
 

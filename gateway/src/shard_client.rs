@@ -270,6 +270,30 @@ impl ReplicaClient {
         self.grpc.clone().trace_spans(req).await.map(|r| r.into_inner()).map_err(|s| self.error(s))
     }
 
+    pub async fn migrate_begin(self, req: MigrateBeginRequest) -> Result<MigrateBeginResponse> {
+        self.long.clone().migrate_begin(req).await.map(|r| r.into_inner()).map_err(|s| self.error(s))
+    }
+
+    pub async fn migrate_export(self, req: MigrateExportRequest) -> Result<MigrateRecords> {
+        self.long.clone().migrate_export(req).await.map(|r| r.into_inner()).map_err(|s| self.error(s))
+    }
+
+    pub async fn migrate_dirty(self, req: MigrateDirtyRequest) -> Result<MigrateRecords> {
+        self.long.clone().migrate_dirty(req).await.map(|r| r.into_inner()).map_err(|s| self.error(s))
+    }
+
+    pub async fn migrate_ack(self, req: MigrateAckRequest) -> Result<MigrateAckResponse> {
+        self.long.clone().migrate_ack(req).await.map(|r| r.into_inner()).map_err(|s| self.error(s))
+    }
+
+    pub async fn migrate_ingest(self, req: MigrateIngestRequest) -> Result<MigrateIngestResponse> {
+        self.long.clone().migrate_ingest(req).await.map(|r| r.into_inner()).map_err(|s| self.error(s))
+    }
+
+    pub async fn migrate_drop(self, req: MigrateDropRequest) -> Result<MigrateDropResponse> {
+        self.long.clone().migrate_drop(req).await.map(|r| r.into_inner()).map_err(|s| self.error(s))
+    }
+
     pub async fn install_topology(self, req: InstallTopologyRequest) -> Result<u64> {
         self.grpc.clone().install_topology(req).await.map(|r| r.into_inner().epoch).map_err(|s| self.error(s))
     }
@@ -281,6 +305,9 @@ impl ReplicaClient {
             return Error::NotLeader { shard_id, leader, message: status.message().to_string() };
         }
         if let Some((kind, shard_epoch)) = Rejection::kind_of(&status) {
+            if kind == "moving" {
+                return Error::Moving { shard_id, message: status.message().to_string() };
+            }
             return Error::Misrouted {
                 shard_id,
                 wrong_epoch: kind == "wrong-epoch",

@@ -120,6 +120,14 @@ impl Applier {
         }
     }
 
+    /// Applies scale-out work (ingest, mark acks, clearing) that answers only done or failed.
+    pub async fn apply_migration(&self, work: Work) -> Result<()> {
+        match self.submit(work).await? {
+            Outcome::Done(result) => result,
+            other => Err(mismatch(&other)),
+        }
+    }
+
     /// Durably writes one metadata entry through the same path as data.
     pub async fn put_meta(&self, key: &'static [u8], value: Vec<u8>) -> Result<()> {
         match self.submit(Work::Meta { key: key.to_vec(), value }).await? {

@@ -40,6 +40,10 @@ const WRITES: &[&str] = &[
     "ManifestCommit",
     "ManifestDelete",
     "GarbageForget",
+    "MigrateBegin",
+    "MigrateAck",
+    "MigrateIngest",
+    "MigrateDrop",
 ];
 
 /// Methods about this process, served by any replica.

@@ -21,6 +21,7 @@ use crate::error::{show_key, Error, Result};
 use crate::files::ops::Stored;
 use crate::files::write::{self as files_write, FilesCommitted, FilesTxn};
 use crate::graph::write::{self as graph_write, GraphCommitted, GraphTxn};
+use crate::migrate::{self, MigrationState, Moving, Record, WriteCheck};
 use crate::search::write::{self as search_write, AdminOp, SearchTxn};
 use crate::store::{Store, CF_KV, CF_META, META_LAST_SEQ, META_TOPOLOGY};
 
@@ -100,12 +101,27 @@ pub enum Work {
     SearchAdmin(AdminOp),
     /// Chunk bytes commit on their own: they are large.
     Chunks(ChunkWrite),
+    /// KV records copied from another shard (scale-out); deletes when `value` is `None`.
+    Ingest(Vec<Record>),
+    /// Drops migration marks whose record was shipped, unless rewritten since.
+    MigrateAck(Vec<Record>),
+    /// Drops every migration mark and the migration state.
+    MigrateClear,
 }
 
 impl Work {
     /// Whether the work must be the only one of its proposal.
     pub fn goes_alone(&self) -> bool {
-        matches!(self, Work::Graph(_) | Work::SearchAdmin(_) | Work::Files(_) | Work::Chunks(_))
+        matches!(
+            self,
+            Work::Graph(_)
+                | Work::SearchAdmin(_)
+                | Work::Files(_)
+                | Work::Chunks(_)
+                | Work::Ingest(_)
+                | Work::MigrateAck(_)
+                | Work::MigrateClear
+        )
     }
 
     /// How many transactions the work counts for in a group.
@@ -146,7 +162,9 @@ impl Outcome {
             Work::Search(_) => Outcome::Search(Err(failed())),
             Work::Files(_) => Outcome::Files(Err(failed())),
             Work::Chunks(_) => Outcome::Chunks(Err(failed())),
-            Work::Meta { .. } | Work::SearchAdmin(_) => Outcome::Done(Err(failed())),
+            Work::Meta { .. } | Work::SearchAdmin(_) | Work::Ingest(_) | Work::MigrateAck(_) | Work::MigrateClear => {
+                Outcome::Done(Err(failed()))
+            }
         }
     }
 }
@@ -169,12 +187,20 @@ pub struct Executor {
     sync: bool,
     last_seq: Arc<AtomicU64>,
     effects: Arc<dyn Effects>,
+    /// The scale-out migration this shard is a source of: marks and fence.
+    migration: Arc<MigrationState>,
 }
 
 impl Executor {
     /// An executor over `store`; `last_seq` starts at the store's last sequence.
-    pub fn new(store: Store, sync: bool, last_seq: Arc<AtomicU64>, effects: Arc<dyn Effects>) -> Executor {
-        Executor { store, sync, last_seq, effects }
+    pub fn new(
+        store: Store,
+        sync: bool,
+        last_seq: Arc<AtomicU64>,
+        effects: Arc<dyn Effects>,
+        migration: Arc<MigrationState>,
+    ) -> Executor {
+        Executor { store, sync, last_seq, effects, migration }
     }
 
     /// The store it writes.
@@ -193,6 +219,7 @@ impl Executor {
         if let Some(topology) = self.store.get_cf(CF_META, META_TOPOLOGY)? {
             self.effects.topology_installed(&topology);
         }
+        self.migration.reload(&self.store)?;
         self.effects.data_replaced();
         Ok(())
     }
@@ -242,6 +269,23 @@ impl Executor {
                 }
                 Outcome::Done(done)
             }
+            Work::Ingest(records) => Outcome::Done(self.commit_ingest(applied, records)?),
+            Work::MigrateAck(marks) => {
+                Outcome::Done(self.commit_unsequenced(applied, |batch| self.stage_ack(marks, batch))?)
+            }
+            Work::MigrateClear => {
+                let done = self.commit_unsequenced(applied, |batch| {
+                    let meta = store.cf(CF_META)?;
+                    let end = codec::prefix_end(migrate::MARK_PREFIX).unwrap_or_default();
+                    batch.delete_range_cf(meta, migrate::MARK_PREFIX, &end);
+                    batch.delete_cf(meta, migrate::META_MIGRATION);
+                    Ok(())
+                })?;
+                if done.is_ok() {
+                    self.migration.follow(b"")?;
+                }
+                Outcome::Done(done)
+            }
             Work::Txns(_) | Work::Search(_) | Work::Meta { .. } => unreachable_group(work),
         };
         if outcome_failed(&outcome) {
@@ -259,10 +303,14 @@ impl Executor {
         let mut search_overlay = search_write::Overlay::new();
         let mut outcomes = Vec::with_capacity(group.len());
         let mut topology = None;
+        let mut migration = None;
+        let moving = self.migration.current();
         for work in group {
             outcomes.push(match work {
                 Work::Txns(txns) => Outcome::Txns(
-                    txns.iter().map(|txn| self.stage(txn, &mut next_seq, &mut overlay, &mut batch, now)).collect(),
+                    txns.iter()
+                        .map(|txn| self.stage(txn, moving.as_deref(), &mut next_seq, &mut overlay, &mut batch, now))
+                        .collect(),
                 ),
                 Work::Search(txn) => {
                     let seq = next_seq + 1;
@@ -277,6 +325,9 @@ impl Executor {
                     if key.as_slice() == META_TOPOLOGY {
                         topology = Some(value.clone());
                     }
+                    if key.as_slice() == migrate::META_MIGRATION {
+                        migration = Some(value.clone());
+                    }
                 })),
                 _ => unreachable_group(work),
             });
@@ -286,7 +337,41 @@ impl Executor {
         if let Some(topology) = topology {
             self.effects.topology_installed(&topology);
         }
+        if let Some(migration) = migration {
+            self.migration.follow(&migration)?;
+        }
         Ok(outcomes)
+    }
+
+    /// Stores copied records. Their versions were assigned by the source, so
+    /// the sequence moves past the highest one: versions never go backwards.
+    fn commit_ingest(&self, applied: &[u8], records: &[Record]) -> Result<Result<()>> {
+        let start_seq = self.last_seq.load(Ordering::Acquire);
+        let top = records.iter().map(Record::version).max().unwrap_or(0).max(start_seq);
+        let mut batch = WriteBatch::default();
+        let cf = self.store.cf(CF_KV)?;
+        for record in records {
+            match &record.value {
+                Some(value) => batch.put_cf(cf, &record.key, value),
+                None => batch.delete_cf(cf, &record.key),
+            }
+        }
+        self.finish(batch, top, start_seq, applied)?;
+        self.last_seq.store(top, Ordering::Release);
+        Ok(Ok(()))
+    }
+
+    /// Deletes the marks of shipped records whose mark did not change since.
+    fn stage_ack(&self, marks: &[Record], batch: &mut WriteBatch) -> Result<()> {
+        let meta = self.store.cf(CF_META)?;
+        let keys: Vec<Vec<u8>> = marks.iter().map(|r| migrate::mark_key(&r.key)).collect();
+        let current = self.store.multi_get_cf(CF_META, &keys)?;
+        for ((key, record), now) in keys.iter().zip(marks).zip(current) {
+            if now.as_deref() == Some(record.mark.to_be_bytes().as_slice()) {
+                batch.delete_cf(meta, key);
+            }
+        }
+        Ok(())
     }
 
     /// Commits what `stage` adds to a fresh batch under the next sequence.
@@ -329,6 +414,7 @@ impl Executor {
     fn stage(
         &self,
         txn: &Txn,
+        moving: Option<&Moving>,
         next_seq: &mut u64,
         overlay: &mut HashMap<Vec<u8>, u64>,
         batch: &mut WriteBatch,
@@ -340,8 +426,14 @@ impl Executor {
         // of its writes reach the batch so a conflict leaves no trace.
         let mut tentative: Vec<(Vec<u8>, u64)> = Vec::with_capacity(txn.ops.len());
         let mut existed = Vec::with_capacity(txn.ops.len());
+        let mut marked = Vec::new();
         for op in &txn.ops {
+            // Scale-out: a fenced moving key refuses the whole transaction.
+            let check = self.migration.check_write(moving, &txn.namespace, op.key())?;
             let stored_key = codec::encode_key(&txn.namespace, op.key());
+            if check == WriteCheck::Mark {
+                marked.push(migrate::mark_key(&stored_key));
+            }
             let (expected, needs_current) = match op {
                 Op::Put { expected_version, .. } => (*expected_version, expected_version.is_some()),
                 Op::Delete { expected_version, .. } => (*expected_version, true),
@@ -374,6 +466,12 @@ impl Executor {
                 Op::Delete { .. } => batch.delete_cf(cf, &stored_key),
             }
             overlay.insert(stored_key, after);
+        }
+        if !marked.is_empty() {
+            let meta = self.store.cf(CF_META)?;
+            for mark in marked {
+                batch.put_cf(meta, mark, seq.to_be_bytes());
+            }
         }
         *next_seq = seq;
         Ok(Committed { seq, existed })

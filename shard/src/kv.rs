@@ -21,6 +21,7 @@ impl Shard {
         }
         let installed = self.ownership.ring_for(epoch)?;
         self.ownership.check_keys(&installed, &ns, keys.iter().map(Vec::as_slice))?;
+        self.check_not_fenced(&ns, &keys)?;
         self.blocking_light(move |shard| shard.store.get_many(&ns, &keys)).await
     }
 
@@ -64,8 +65,23 @@ impl Shard {
         let limit = self.config.limits.scan_page(limit)?;
         self.config.limits.check_key_len("prefix", prefix.len())?;
         self.config.limits.check_key_len("start_after", start_after.len())?;
-        self.ownership.ring_for(epoch)?;
-        self.blocking_heavy(move |shard| shard.store.scan(&ns, &prefix, &start_after, limit)).await
+        let installed = self.ownership.ring_for(epoch)?;
+        self.blocking_heavy(move |shard| {
+            let owned = |key: &[u8]| shard.ownership.owns(&installed, &ns, key);
+            shard.store.scan(&ns, &prefix, &start_after, limit, owned)
+        })
+        .await
+    }
+
+    /// While a migration's fence is up, reads of moving keys wait too: the
+    /// new owner may take writes as soon as the ring switches, so the old
+    /// owner must not answer for those keys any more.
+    fn check_not_fenced(&self, ns: &str, keys: &[Vec<u8>]) -> Result<()> {
+        let Some(moving) = self.migration.current().filter(|m| m.persisted.fenced) else { return Ok(()) };
+        for key in keys {
+            self.migration.check_write(Some(&moving), ns, key)?;
+        }
+        Ok(())
     }
 
     fn validate(&self, txn: &mut Txn) -> Result<()> {

@@ -12,6 +12,7 @@
 //! * [`ownership`] — the installed ring and the misrouting checks.
 //! * [`node`] — the [`Shard`] itself and its capacity pools.
 //! * [`kv`] — key-value operations.
+//! * [`migrate`] — scale-out: marks, fence, export and ingest of moving KV ranges.
 //! * [`metrics`] — RocksDB, Tantivy and disk figures for `/metrics`.
 //! * [`graph`] — the graph model: keys, writes, reads, local expansion.
 //! * [`search`] — full-text search: documents, outbox, Tantivy indexes, queries.
@@ -33,6 +34,7 @@ pub mod files;
 pub mod graph;
 pub mod kv;
 pub mod metrics;
+pub mod migrate;
 pub mod node;
 pub mod ownership;
 pub mod raft;

@@ -14,6 +14,7 @@ use crate::config::ShardConfig;
 use crate::error::{Error, Result};
 use crate::execute::{Effects, Executor};
 use crate::files::leases::ReadLeases;
+use crate::migrate::MigrationState;
 use crate::ownership::Ownership;
 use crate::raft::Replication;
 use crate::search::index::{active_generation, Registry, SearchIndex};
@@ -30,6 +31,8 @@ pub struct Shard {
     /// This replica's Raft node.
     pub replication: Arc<Replication>,
     pub(crate) ownership: Arc<Ownership>,
+    /// The scale-out migration this shard is a source of, if any.
+    pub(crate) migration: Arc<MigrationState>,
     /// Blocking-thread budget for point reads.
     pub(crate) point_permits: Semaphore,
     /// Blocking-thread budget for scans, apart from point reads.
@@ -55,6 +58,8 @@ pub struct Stats {
     pub seq: u64,
     pub epoch: u64,
     pub key_count: u64,
+    /// A model besides KV with data here, if any (see [`crate::migrate`]).
+    pub non_kv_model: Option<&'static str>,
 }
 
 impl Shard {
@@ -86,7 +91,8 @@ impl Shard {
             indexer: indexer.handle().ok_or(Error::ShuttingDown)?,
         });
         // The Raft log is synced; the state machine's batches then need not be.
-        let executor = Arc::new(Executor::new(store.clone(), false, last_seq.clone(), effects));
+        let migration = Arc::new(MigrationState::load(&config.id, &store)?);
+        let executor = Arc::new(Executor::new(store.clone(), false, last_seq.clone(), effects, migration.clone()));
         let replication = Arc::new(
             Replication::start(&config.id, &config.raft, executor, store.clone(), &config.data_dir, config.sync_writes)
                 .await?,
@@ -112,6 +118,7 @@ impl Shard {
             applier,
             replication,
             ownership,
+            migration,
         }))
     }
 
@@ -142,8 +149,11 @@ impl Shard {
 
     /// Sequence, epoch and key estimate.
     pub async fn stats(self: &Arc<Self>) -> Result<Stats> {
-        let key_count = self.blocking_light(|shard| shard.store.estimated_keys()).await?;
+        let (key_count, non_kv_model) = self
+            .blocking_light(|shard| Ok((shard.store.estimated_keys()?, crate::migrate::non_kv_model(&shard.store)?)))
+            .await?;
         Ok(Stats {
+            non_kv_model,
             shard_id: self.config.id.clone(),
             seq: self.applier.last_seq(),
             epoch: self.ownership.epoch(),

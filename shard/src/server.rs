@@ -20,6 +20,7 @@ use crate::config::ShardConfig;
 use crate::consistency::ConsistencyLayer;
 use crate::error::Error;
 use crate::file_server::ShardFileGrpc;
+use crate::migrate::{DropMode, Page, Record};
 use crate::node::Shard;
 use crate::raft::service::ShardRaftGrpc;
 use crate::store::Entry;
@@ -159,14 +160,19 @@ impl ShardService for ShardGrpc {
         let outcomes = results
             .into_iter()
             .map(|r| match r {
-                Ok(c) => TxnOutcome { seq: c.seq, existed: c.existed, code: 0, message: String::new() },
+                Ok(c) => TxnOutcome { seq: c.seq, existed: c.existed, ..Default::default() },
                 Err(e) => {
+                    let rejection = match &e {
+                        Error::Rejected(r) => r.kind().to_string(),
+                        _ => String::new(),
+                    };
                     let status = self.status(e);
                     TxnOutcome {
                         seq: 0,
                         existed: Vec::new(),
                         code: status.code() as i32,
                         message: status.message().into(),
+                        rejection,
                     }
                 }
             })
@@ -193,6 +199,7 @@ impl ShardService for ShardGrpc {
             epoch: stats.epoch,
             key_count: stats.key_count,
             metrics_addr: self.shard.metrics_addr().unwrap_or_default().to_string(),
+            non_kv_model: stats.non_kv_model.unwrap_or_default().to_string(),
         }))
     }
 
@@ -383,6 +390,99 @@ impl ShardService for ShardGrpc {
         let documents = self.shard.search_reindex(&req.namespace, &req.index).await.map_err(|e| self.status(e))?;
         Ok(Response::new(ReindexResponse { documents }))
     }
+
+    async fn migrate_begin(
+        &self,
+        request: Request<MigrateBeginRequest>,
+    ) -> Result<Response<MigrateBeginResponse>, Status> {
+        let req = request.into_inner();
+        let target = req.target.as_ref().map(Topology::from).ok_or_else(|| missing("target"))?;
+        let dirty = self.shard.migrate_begin(req.migration_id, target, req.fence).await.map_err(|e| self.status(e))?;
+        Ok(Response::new(MigrateBeginResponse { dirty }))
+    }
+
+    async fn migrate_export(&self, request: Request<MigrateExportRequest>) -> Result<Response<MigrateRecords>, Status> {
+        let req = request.into_inner();
+        let max_bytes = if req.max_bytes == 0 { 4 << 20 } else { req.max_bytes.min(64 << 20) as usize };
+        let page = self
+            .shard
+            .migrate_export(req.migration_id, req.after, req.max_records as usize, max_bytes)
+            .await
+            .map_err(|e| self.status(e))?;
+        record("rows", page.records.len() as i64);
+        Ok(Response::new(records_to_proto(page)))
+    }
+
+    async fn migrate_dirty(&self, request: Request<MigrateDirtyRequest>) -> Result<Response<MigrateRecords>, Status> {
+        let req = request.into_inner();
+        let page =
+            self.shard.migrate_dirty(req.migration_id, req.max_records as usize).await.map_err(|e| self.status(e))?;
+        record("rows", page.records.len() as i64);
+        Ok(Response::new(records_to_proto(page)))
+    }
+
+    async fn migrate_ack(&self, request: Request<MigrateAckRequest>) -> Result<Response<MigrateAckResponse>, Status> {
+        let req = request.into_inner();
+        let marks = req.marks.into_iter().map(record_from_proto).collect();
+        self.shard.migrate_ack(req.migration_id, marks).await.map_err(|e| self.status(e))?;
+        Ok(Response::new(MigrateAckResponse {}))
+    }
+
+    async fn migrate_ingest(
+        &self,
+        request: Request<MigrateIngestRequest>,
+    ) -> Result<Response<MigrateIngestResponse>, Status> {
+        let req = request.into_inner();
+        record("rows", req.records.len() as i64);
+        let records = req.records.into_iter().map(record_from_proto).collect();
+        self.shard.migrate_ingest(records).await.map_err(|e| self.status(e))?;
+        Ok(Response::new(MigrateIngestResponse {}))
+    }
+
+    async fn migrate_drop(
+        &self,
+        request: Request<MigrateDropRequest>,
+    ) -> Result<Response<MigrateDropResponse>, Status> {
+        let req = request.into_inner();
+        let mode = match MigrateDropMode::try_from(req.mode) {
+            Ok(MigrateDropMode::Unowned) => DropMode::Unowned,
+            Ok(MigrateDropMode::Incoming) => DropMode::Incoming {
+                before: req.before.as_ref().map(Topology::from).ok_or_else(|| missing("before"))?,
+                after: req.after.as_ref().map(Topology::from).ok_or_else(|| missing("after"))?,
+                source: req.source,
+            },
+            Err(_) => return Err(Status::invalid_argument(format!("mode: unknown value {}", req.mode))),
+        };
+        let (deleted, done) =
+            self.shard.migrate_drop(mode, req.max_records.max(1) as usize).await.map_err(|e| self.status(e))?;
+        Ok(Response::new(MigrateDropResponse { deleted, done }))
+    }
+}
+
+fn missing(field: &str) -> Status {
+    Status::invalid_argument(format!("{field}: is required"))
+}
+
+fn records_to_proto(page: Page) -> MigrateRecords {
+    MigrateRecords {
+        records: page
+            .records
+            .into_iter()
+            .map(|r| MigrateRecord {
+                key: r.key,
+                deleted: r.value.is_none(),
+                value: r.value.unwrap_or_default(),
+                mark: r.mark,
+            })
+            .collect(),
+        next: page.next,
+        done: page.done,
+        scanned: page.scanned,
+    }
+}
+
+fn record_from_proto(r: MigrateRecord) -> Record {
+    Record { key: r.key, value: (!r.deleted).then_some(r.value), mark: r.mark }
 }
 
 fn txn_from_proto(txn: ShardTxn) -> Result<Txn, Status> {

@@ -178,8 +178,16 @@ impl Store {
 
     /// Up to `limit` live entries of `namespace` whose key starts with
     /// `prefix` and is greater than `start_after`, in key order. The flag says
-    /// whether more entries follow.
-    pub fn scan(&self, namespace: &str, prefix: &[u8], start_after: &[u8], limit: usize) -> Result<(Vec<Entry>, bool)> {
+    /// whether more entries follow. Keys `owned` rejects are skipped (copies
+    /// a migration left behind that another shard now serves).
+    pub fn scan(
+        &self,
+        namespace: &str,
+        prefix: &[u8],
+        start_after: &[u8],
+        limit: usize,
+        owned: impl Fn(&[u8]) -> bool,
+    ) -> Result<(Vec<Entry>, bool)> {
         let cf = self.cf(CF_KV)?;
         let lower = codec::encode_key(namespace, prefix);
         let mut opts = ReadOptions::default();
@@ -202,7 +210,7 @@ impl Store {
             let (stored_key, raw) = item?;
             let key = codec::user_key(namespace, &stored_key);
             let stored = decode(key, &raw)?;
-            if stored.is_expired(now) {
+            if stored.is_expired(now) || !owned(key) {
                 continue;
             }
             if entries.len() == limit {

@@ -37,6 +37,7 @@ pub struct ClusterBuilder {
     gateway_toml: String,
     shard_toml: String,
     env: Vec<(String, String)>,
+    meta: bool,
 }
 
 /// A running cluster of separate processes.
@@ -50,6 +51,10 @@ pub struct Cluster {
     shard_config: Option<PathBuf>,
     /// Environment of every process.
     env: Vec<(String, String)>,
+    /// The metadata group's process (shared topology), if the builder asked for it.
+    meta: Option<ShardProcess>,
+    /// Gateways started besides the first ([`Cluster::start_gateway`]).
+    more_gateways: Vec<Child>,
 }
 
 struct ShardProcess {
@@ -86,6 +91,7 @@ impl Cluster {
             gateway_toml: String::new(),
             shard_toml: String::new(),
             env: Vec::new(),
+            meta: false,
         }
     }
 
@@ -325,11 +331,61 @@ impl Cluster {
     pub fn data_dir(&self) -> &Path {
         self.dir.path()
     }
+
+    /// Starts a new shard process `id` (not yet in the ring: add it with
+    /// `admin add-shard`); returns its index and address.
+    pub async fn start_shard(&mut self, id: &str) -> anyhow::Result<(usize, String)> {
+        let mut process = ShardProcess {
+            id: id.to_string(),
+            addr: "127.0.0.1:0".into(),
+            child: None,
+            node_id: 1,
+            data: self.dir.path().join(id),
+            proxy: None,
+        };
+        let args = shard_args(&process, false, self.shard_config.as_deref());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (child, addr) = spawn_with(&args, &self.env).await?;
+        process.child = Some(child);
+        process.addr = addr.clone();
+        self.groups.push(vec![process]);
+        Ok((self.groups.len() - 1, addr))
+    }
+
+    /// Index of shard `id` (as `start` or [`Cluster::start_shard`] named it).
+    pub fn shard_index(&self, id: &str) -> Option<usize> {
+        self.groups.iter().position(|g| g[0].id == id)
+    }
+
+    /// Starts one more gateway on the same config; returns its URL.
+    pub async fn start_gateway(&mut self) -> anyhow::Result<String> {
+        let config = self.dir.path().join("gateway.toml");
+        let (gateway, addr) =
+            spawn_with(&["gateway", "--config", &config.to_string_lossy(), "--listen", "127.0.0.1:0"], &self.env)
+                .await?;
+        self.more_gateways.push(gateway);
+        Ok(format!("http://{addr}"))
+    }
+
+    /// Kills the metadata group's process with SIGKILL.
+    pub async fn kill_meta(&mut self) -> anyhow::Result<()> {
+        if let Some(mut child) = self.meta.as_mut().and_then(|m| m.child.take()) {
+            child.start_kill()?;
+            child.wait().await?;
+        }
+        Ok(())
+    }
 }
 
 impl Drop for Cluster {
     fn drop(&mut self) {
         let _ = self.gateway.start_kill();
+        for gateway in &mut self.more_gateways {
+            let _ = gateway.start_kill();
+        }
+        if let Some(child) = self.meta.as_mut().and_then(|m| m.child.as_mut()) {
+            let _ = child.start_kill();
+        }
         for shard in self.groups.iter_mut().flatten() {
             if let Some(child) = shard.child.as_mut() {
                 let _ = child.start_kill();
@@ -368,6 +424,14 @@ impl ClusterBuilder {
     /// Sets an environment variable of every process (e.g. `OTEL_EXPORTER_OTLP_ENDPOINT`).
     pub fn env(mut self, key: &str, value: &str) -> Self {
         self.env.push((key.to_string(), value.to_string()));
+        self
+    }
+
+    /// Runs a metadata group (one shard process, id `meta`) and gives the
+    /// gateway its `[meta]` table: the topology becomes shared and shards
+    /// can be added and removed online.
+    pub fn with_meta(mut self) -> Self {
+        self.meta = true;
         self
     }
 
@@ -422,13 +486,41 @@ impl ClusterBuilder {
             }
             groups.push(group);
         }
+        let meta = if self.meta {
+            let mut process = ShardProcess {
+                id: "meta".into(),
+                addr: "127.0.0.1:0".into(),
+                child: None,
+                node_id: 1,
+                data: dir.path().join("meta"),
+                proxy: None,
+            };
+            let args = shard_args(&process, false, None);
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let (child, addr) = spawn_with(&args, &self.env).await?;
+            process.child = Some(child);
+            topology.push_str(&format!("\n[meta]\nid = \"meta\"\naddr = \"{addr}\"\n"));
+            process.addr = addr;
+            Some(process)
+        } else {
+            None
+        };
         topology.push_str(&self.gateway_toml);
         let config = dir.path().join("gateway.toml");
         std::fs::write(&config, topology)?;
         let (gateway, addr) =
             spawn_with(&["gateway", "--config", &config.to_string_lossy(), "--listen", "127.0.0.1:0"], &self.env)
                 .await?;
-        Ok(Cluster { dir, groups, gateway, gateway_url: format!("http://{addr}"), shard_config, env: self.env })
+        Ok(Cluster {
+            dir,
+            groups,
+            gateway,
+            gateway_url: format!("http://{addr}"),
+            shard_config,
+            env: self.env,
+            meta,
+            more_gateways: Vec::new(),
+        })
     }
 }
 

@@ -41,18 +41,6 @@ impl Swept {
 }
 
 impl Cluster {
-    /// Sweeps every `interval`, forever.
-    pub async fn run_file_sweeper(self: Arc<Self>, interval: Duration) {
-        loop {
-            tokio::time::sleep(interval).await;
-            match self.sweep_files().await {
-                Ok(swept) if swept != Swept::default() => tracing::info!(?swept, "file sweep"),
-                Ok(_) => {}
-                Err(e) => tracing::debug!(error = %e, "file sweep incomplete; retrying next interval"),
-            }
-        }
-    }
-
     /// One pass over every shard; the first error is returned after all tried.
     pub async fn sweep_files(self: &Arc<Self>) -> Result<Swept> {
         let mut total = Swept::default();

@@ -60,16 +60,4 @@ impl Cluster {
         tracing::info!(from = %edge.from, to = %edge.to, label = %edge.label, "repaired edge");
         Ok(())
     }
-
-    /// Runs repair passes forever, every `interval`.
-    pub async fn run_edge_repair(self: std::sync::Arc<Self>, interval: Duration) {
-        let mut ticker = tokio::time::interval(interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            ticker.tick().await;
-            if let Err(e) = self.repair_pending_edges(interval).await {
-                tracing::debug!(error = %e, "edge repair pass incomplete; retrying next interval");
-            }
-        }
-    }
 }

@@ -1,0 +1,163 @@
+//! The gateway's current view of the cluster, replaced whole when the
+//! topology changes.
+//!
+//! A request takes one [`Cluster`] snapshot and uses it to the end, so its
+//! ring and shard list always agree. With a metadata group configured, a
+//! watcher polls the shared document every [`WATCH_INTERVAL`] and swaps in
+//! a new view when the epoch moves; a shard's typed "wrong epoch" answer
+//! triggers an immediate refresh. [`LiveCluster::retry`] re-runs a request
+//! on the new view when a shard says the gateway's ring is stale, and waits
+//! out the short fence of a moving range.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use tokio::sync::Mutex;
+
+use crate::cluster::Cluster;
+use crate::error::{Error, Result};
+use crate::topology_store::{ClusterDoc, TopologyStore};
+
+/// How often a gateway re-reads the shared topology.
+pub const WATCH_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Longest a request keeps retrying redirects and fenced ranges.
+pub const REDIRECT_BUDGET: Duration = Duration::from_secs(10);
+
+/// The swappable cluster view plus, when configured, the shared store.
+pub struct LiveCluster {
+    current: ArcSwap<Cluster>,
+    store: Option<TopologyStore>,
+    /// Serialises refreshes so a burst of stale answers reads the store once.
+    refreshing: Mutex<()>,
+    /// This gateway's identity as a migration driver.
+    pub(crate) id: String,
+}
+
+impl LiveCluster {
+    /// A view that never changes (no metadata group).
+    pub fn fixed(cluster: Arc<Cluster>) -> Arc<LiveCluster> {
+        Arc::new(LiveCluster {
+            current: ArcSwap::new(cluster),
+            store: None,
+            refreshing: Mutex::new(()),
+            id: gateway_id(),
+        })
+    }
+
+    /// A view that follows `store`, starting from `cluster`.
+    pub fn shared(cluster: Arc<Cluster>, store: TopologyStore) -> Arc<LiveCluster> {
+        Arc::new(LiveCluster {
+            current: ArcSwap::new(cluster),
+            store: Some(store),
+            refreshing: Mutex::new(()),
+            id: gateway_id(),
+        })
+    }
+
+    /// The view to serve one request with.
+    pub fn current(&self) -> Arc<Cluster> {
+        self.current.load_full()
+    }
+
+    /// The shared store, when configured.
+    pub fn store(&self) -> Option<&TopologyStore> {
+        self.store.as_ref()
+    }
+
+    /// The shared store, or the error an admin command gets without one.
+    pub fn require_store(&self) -> Result<&TopologyStore> {
+        self.store.as_ref().ok_or_else(|| {
+            Error::InvalidArgument(omnishard_common::Error::Topology(
+                "this gateway has no [meta] group configured: the topology is a static file, so shards cannot be added or removed online".into(),
+            ))
+        })
+    }
+
+    /// Adopts `doc`'s topology when it is newer than the current view.
+    pub fn adopt(&self, doc: &ClusterDoc) -> Result<bool> {
+        let current = self.current();
+        if doc.topology.epoch <= current.epoch() {
+            return Ok(false);
+        }
+        let next = current.with_topology(&doc.topology)?;
+        tracing::info!(
+            from = current.epoch(),
+            to = doc.topology.epoch,
+            shards = doc.topology.shards.len(),
+            "gateway switched ring"
+        );
+        self.current.store(Arc::new(next));
+        Ok(true)
+    }
+
+    /// Re-reads the shared document now; whether the view changed.
+    pub async fn refresh(&self) -> Result<bool> {
+        let Some(store) = &self.store else { return Ok(false) };
+        let before = self.current().epoch();
+        let _one = self.refreshing.lock().await;
+        if self.current().epoch() != before {
+            return Ok(true); // another request refreshed meanwhile
+        }
+        match store.load().await? {
+            Some((doc, _)) => self.adopt(&doc),
+            None => Ok(false),
+        }
+    }
+
+    /// Polls the shared document forever (spawn it).
+    pub async fn watch(self: Arc<Self>) {
+        loop {
+            tokio::time::sleep(WATCH_INTERVAL).await;
+            if let Err(e) = self.refresh().await {
+                tracing::debug!(error = %e, "cannot read the shared topology; keeping the current ring");
+            }
+        }
+    }
+
+    /// Runs `call` on the current view; when a shard answers that the ring
+    /// is stale, refreshes and runs it again on the new view; while a range
+    /// is fenced, backs off and retries. Safe for writes: a rejected request
+    /// was not applied anywhere.
+    pub async fn retry<T, F, Fut>(&self, call: F) -> Result<T>
+    where
+        F: Fn(Arc<Cluster>) -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        let deadline = Instant::now() + REDIRECT_BUDGET;
+        let mut pause = Duration::from_millis(5);
+        loop {
+            let cluster = self.current();
+            let epoch = cluster.epoch();
+            let err = match call(cluster).await {
+                Ok(value) => return Ok(value),
+                Err(e) => e,
+            };
+            // A multi-shard write that failed on some shards only is not
+            // retried: the others committed (PartialWrite says which).
+            let stale = match &err {
+                Error::Misrouted { shard_epoch, wrong_epoch, .. } => !*wrong_epoch || *shard_epoch > epoch,
+                Error::Moving { .. } => false,
+                _ => return Err(err),
+            };
+            if self.store.is_none() || Instant::now() >= deadline {
+                return Err(err);
+            }
+            if stale {
+                self.refresh().await.ok();
+            }
+            if self.current().epoch() == epoch {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(100));
+            }
+        }
+    }
+}
+
+/// A name for this gateway process in driver leases.
+fn gateway_id() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "gateway".into());
+    format!("{host}-{}-{:08x}", std::process::id(), rand::random::<u32>())
+}

@@ -1,0 +1,341 @@
+//! Online scale-out on real processes: a metadata group, shards and
+//! gateways on loopback; shards added and removed while writers and
+//! readers run; SIGKILL of the gateway, a source and the target in the
+//! middle of a migration; a second gateway following the change.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use omnishard_client::{Client, PutOptions};
+use omnishard_tests::Cluster;
+
+/// The last acknowledged state of each key: `Some(value)` or deleted.
+type Model = Arc<Mutex<HashMap<String, Option<String>>>>;
+
+/// Writers and readers running against the gateway while ranges move.
+struct Load {
+    model: Model,
+    stop: Arc<AtomicBool>,
+    /// Errors any reader or writer saw (the gateway must hide redirects).
+    errors: Arc<Mutex<Vec<String>>>,
+    reads: Arc<AtomicU64>,
+    writes: Arc<AtomicU64>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    /// `writers` tasks each own a slice of `keys` (so the model needs no
+    /// ordering between tasks) and put or delete in a loop; `readers` read
+    /// random keys and check them against the model's keys they own.
+    fn start(client: &Client, keys: usize, writers: usize, readers: usize) -> Load {
+        let model: Model = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let errors: Arc<Mutex<Vec<String>>> = Arc::default();
+        let (reads, writes) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let mut tasks = Vec::new();
+        for w in 0..writers {
+            let (client, model, stop, errors, writes) =
+                (client.clone(), model.clone(), stop.clone(), errors.clone(), writes.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut round = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    round += 1;
+                    for i in (w..keys).step_by(writers) {
+                        if stop.load(Ordering::Relaxed) {
+                            break;
+                        }
+                        let key = format!("key-{i}");
+                        // Every 7th write is a delete: deleted keys must stay deleted.
+                        let result = if (i as u64 + round) % 7 == 0 {
+                            client.delete(key.as_bytes(), None).await.map(|_| None)
+                        } else {
+                            let value = format!("v{round}-{i}");
+                            client
+                                .put(key.as_bytes(), value.as_bytes(), PutOptions::default())
+                                .await
+                                .map(|_| Some(value))
+                        };
+                        match result {
+                            Ok(state) => {
+                                model.lock().unwrap().insert(key, state);
+                                writes.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Err(e) => errors.lock().unwrap().push(format!("write {key}: {e}")),
+                        }
+                    }
+                }
+            }));
+        }
+        for r in 0..readers {
+            let (client, stop, errors, reads) = (client.clone(), stop.clone(), errors.clone(), reads.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut i = r * 7919;
+                while !stop.load(Ordering::Relaxed) {
+                    i = (i + 7919) % keys;
+                    let key = format!("key-{i}");
+                    match client.get(key.as_bytes()).await {
+                        Ok(_) => {}
+                        Err(omnishard_client::Error::Status(s)) if s.code() == tonic::Code::NotFound => {}
+                        Err(e) => errors.lock().unwrap().push(format!("read {key}: {e}")),
+                    }
+                    reads.fetch_add(1, Ordering::Relaxed);
+                }
+            }));
+        }
+        Load { model, stop, errors, reads, writes, tasks }
+    }
+
+    async fn stop(self) -> (HashMap<String, Option<String>>, Vec<String>, u64, u64) {
+        self.stop.store(true, Ordering::Relaxed);
+        for task in self.tasks {
+            task.await.unwrap();
+        }
+        let model = self.model.lock().unwrap().clone();
+        let errors = self.errors.lock().unwrap().clone();
+        (model, errors, self.reads.load(Ordering::Relaxed), self.writes.load(Ordering::Relaxed))
+    }
+}
+
+/// Puts `n` keys (every 10th with a one-hour TTL) and returns the model.
+async fn load_keys(client: &Client, n: usize) -> HashMap<String, Option<String>> {
+    use futures::StreamExt;
+    let stream = futures::stream::iter((0..n).map(|i| {
+        let client = client.clone();
+        async move {
+            let key = format!("key-{i}");
+            let value = format!("v0-{i}");
+            let ttl = (i % 10 == 0).then_some(Duration::from_secs(3600));
+            client.put(key.as_bytes(), value.as_bytes(), PutOptions { ttl, expected_version: None }).await.unwrap();
+            (key, Some(value))
+        }
+    }));
+    stream.buffer_unordered(64).collect().await
+}
+
+/// Every key reads back as the model says; TTL'd keys keep their expiry.
+async fn check_model(client: &Client, model: &HashMap<String, Option<String>>) {
+    for (key, state) in model {
+        match (client.get(key.as_bytes()).await, state) {
+            (Ok(kv), Some(value)) => {
+                assert_eq!(String::from_utf8_lossy(&kv.value), *value, "key {key}");
+                assert!(kv.version > 0, "key {key} lost its version");
+            }
+            (Err(omnishard_client::Error::Status(s)), None) if s.code() == tonic::Code::NotFound => {}
+            (got, want) => panic!("key {key}: got {got:?}, want {want:?}"),
+        }
+    }
+}
+
+/// Runs `admin rebalance status --json` until `state` is `done`.
+async fn wait_done(cluster: &Cluster, limit: Duration) -> serde_json::Value {
+    let deadline = Instant::now() + limit;
+    loop {
+        let (code, out, err) = cluster.cli(&["--json", "admin", "rebalance", "status"]).await.unwrap();
+        assert_eq!(code, 0, "rebalance status failed: {err}");
+        let status: serde_json::Value = serde_json::from_str(&out).unwrap();
+        if status["state"] == "done" {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "migration not done in {limit:?}: {status}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// `admin cluster --json`: (shard ids, each shard's % of the mean key count).
+async fn balance(cluster: &Cluster) -> (Vec<String>, Vec<f64>, u64) {
+    let (code, out, err) = cluster.cli(&["--json", "admin", "cluster"]).await.unwrap();
+    assert_eq!(code, 0, "{err}");
+    let info: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let shards = info["shards"].as_array().unwrap();
+    let ids = shards.iter().map(|s| s["id"].as_str().unwrap().to_string()).collect();
+    let pcts = shards.iter().map(|s| s["pct_of_mean"].as_f64().unwrap_or(0.0)).collect();
+    (ids, pcts, info["epoch"].as_u64().unwrap())
+}
+
+async fn add_shard(cluster: &mut Cluster, id: &str, rate: &str) {
+    let (_, addr) = cluster.start_shard(id).await.unwrap();
+    let (code, out, err) =
+        cluster.cli(&["admin", "add-shard", "--id", id, "--addr", &addr, "--rate", rate]).await.unwrap();
+    assert_eq!(code, 0, "add-shard {id}: {out}{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn test_shards_added_and_removed_under_load_lose_nothing() {
+    let mut cluster = Cluster::builder().shards(3).with_meta().start().await.unwrap();
+    let client = cluster.client().await.unwrap();
+    let keys = 3000;
+    let initial = load_keys(&client, keys).await;
+    let load = Load::start(&client, keys, 4, 4);
+
+    add_shard(&mut cluster, "shard-4", "50MiB/s").await;
+    let done = wait_done(&cluster, Duration::from_secs(120)).await;
+    assert_eq!(done["epoch"], 2, "{done}");
+    let moved: u64 = done["moves"].as_array().unwrap().iter().map(|m| m["keys"].as_u64().unwrap()).sum();
+    assert!(moved > keys as u64 / 8, "only {moved} keys moved to shard-4: {done}");
+
+    add_shard(&mut cluster, "shard-5", "50MiB/s").await;
+    wait_done(&cluster, Duration::from_secs(120)).await;
+
+    let (code, out, err) = cluster.cli(&["admin", "remove-shard", "--id", "shard-2"]).await.unwrap();
+    assert_eq!(code, 0, "remove-shard: {out}{err}");
+    let done = wait_done(&cluster, Duration::from_secs(120)).await;
+    assert_eq!(done["epoch"], 4, "{done}");
+
+    // Let the load run a little on the final ring too.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (mut model, errors, reads, writes) = load.stop().await;
+    assert!(errors.is_empty(), "{} errors, first: {:?}", errors.len(), &errors[..errors.len().min(5)]);
+    assert!(reads > 100 && writes > 100, "load too light: {reads} reads, {writes} writes");
+    for (key, value) in initial {
+        model.entry(key).or_insert(value);
+    }
+    check_model(&client, &model).await;
+
+    // Balance: the removed shard is gone and every shard holds within ±20% of the mean.
+    let (ids, pcts, epoch) = balance(&cluster).await;
+    assert_eq!(epoch, 4);
+    assert_eq!(ids, ["shard-1", "shard-3", "shard-4", "shard-5"]);
+    for (id, pct) in ids.iter().zip(&pcts) {
+        assert!((80.0..=120.0).contains(pct), "{id} holds {pct:.0}% of the mean: {pcts:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn test_migration_survives_sigkill_of_gateway_source_and_target() {
+    let mut cluster = Cluster::builder().shards(3).with_meta().start().await.unwrap();
+    let client = cluster.client().await.unwrap();
+    let keys = 20_000;
+    let model = load_keys(&client, keys).await;
+
+    // Slow enough to be caught mid-copy: ~1.2 MB moves at 64 KiB/s.
+    add_shard(&mut cluster, "shard-4", "64KiB/s").await;
+    let progressed = |status: &serde_json::Value| {
+        status["moves"].as_array().map(|m| m.iter().map(|m| m["keys"].as_u64().unwrap_or(0)).sum::<u64>()).unwrap_or(0)
+    };
+    let status_now = |cluster: &Cluster| {
+        let cluster_url = cluster.gateway_url().to_string();
+        async move {
+            let client = Client::connect(&cluster_url).await.unwrap();
+            let s = client.rebalance_status().await.unwrap();
+            serde_json::json!({"state": s.state, "phase": s.phase,
+                "moves": s.moves.iter().map(|m| serde_json::json!({"keys": m.keys})).collect::<Vec<_>>()})
+        }
+    };
+    // 1. The gateway (the driver) dies mid-copy; a restarted one resumes after the lease.
+    wait_until(|| async { progressed(&status_now(&cluster).await) > 0 }, "copy to start").await;
+    cluster.restart_gateway().await.unwrap();
+    let before = progressed(&status_now(&cluster).await);
+    // 2. The source shard-1 dies mid-copy and comes back.
+    wait_until(|| async { progressed(&status_now(&cluster).await) > before }, "copy to resume").await;
+    cluster.kill_shard(0).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    cluster.restart_shard(0).await.unwrap();
+    // 3. The target dies mid-copy and comes back.
+    let before = progressed(&status_now(&cluster).await);
+    wait_until(|| async { progressed(&status_now(&cluster).await) > before }, "copy to resume after source").await;
+    let target = cluster.shard_index("shard-4").unwrap();
+    cluster.kill_shard(target).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    cluster.restart_shard(target).await.unwrap();
+
+    // Writers run while it finishes at a higher throttle (changed live).
+    let client = cluster.client().await.unwrap();
+    let load = Load::start(&client, keys, 2, 2);
+    let (code, out, err) = cluster.cli(&["admin", "rebalance", "throttle", "--rate", "100MiB/s"]).await.unwrap();
+    assert_eq!(code, 0, "{out}{err}");
+    let done = wait_done(&cluster, Duration::from_secs(120)).await;
+    assert_eq!(done["epoch"], 2, "{done}");
+    let (mut written, errors, _, _) = load.stop().await;
+    assert!(errors.is_empty(), "{} errors, first: {:?}", errors.len(), &errors[..errors.len().min(5)]);
+    for (key, value) in model {
+        written.entry(key).or_insert(value);
+    }
+    check_model(&client, &written).await;
+    // Keys nobody rewrote kept their TTL across the move.
+    let mut ttl_checked = 0;
+    for i in (0..keys).step_by(10) {
+        let key = format!("key-{i}");
+        if written[&key].as_deref() == Some(format!("v0-{i}").as_str()) {
+            let kv = client.get(key.as_bytes()).await.unwrap();
+            assert!(kv.expires_at_ms > 0, "{key} lost its TTL");
+            ttl_checked += 1;
+        }
+    }
+    assert!(ttl_checked > 0 || keys < 100);
+    let (ids, pcts, _) = balance(&cluster).await;
+    assert_eq!(ids.len(), 4);
+    for (id, pct) in ids.iter().zip(&pcts) {
+        assert!((80.0..=120.0).contains(pct), "{id} holds {pct:.0}% of the mean: {pcts:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn test_second_gateway_routes_with_the_new_ring_within_a_second() {
+    let mut cluster = Cluster::builder().shards(3).with_meta().start().await.unwrap();
+    let second = cluster.start_gateway().await.unwrap();
+    let first_client = cluster.client().await.unwrap();
+    let second_client = Client::connect(&second).await.unwrap();
+    load_keys(&first_client, 500).await;
+
+    add_shard(&mut cluster, "shard-4", "50MiB/s").await;
+    wait_done(&cluster, Duration::from_secs(60)).await;
+    let switched = Instant::now();
+    // Within a second the other gateway routes with epoch 2 (4 shards)...
+    loop {
+        let info = second_client.cluster().await.unwrap();
+        if info.epoch == 2 && info.shards.len() == 4 {
+            break;
+        }
+        assert!(switched.elapsed() < Duration::from_secs(1), "second gateway still on epoch {}", info.epoch);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // ...and its writes land on the new shard when it owns the key.
+    let mut on_new = 0;
+    for i in 0..200 {
+        let key = format!("after-{i}");
+        let written = second_client.put(key.as_bytes(), b"x", PutOptions::default()).await.unwrap();
+        on_new += usize::from(written.shard_id == "shard-4");
+        assert_eq!(first_client.get(key.as_bytes()).await.unwrap().value, b"x");
+    }
+    assert!(on_new > 10, "only {on_new} of 200 new keys landed on shard-4");
+    // Both read every old key.
+    for i in (0..500).step_by(7) {
+        let key = format!("key-{i}");
+        assert_eq!(second_client.get(key.as_bytes()).await.unwrap().value, format!("v0-{i}").as_bytes());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn test_rebalance_commands_check_their_input() {
+    let cluster = Cluster::builder().shards(2).with_meta().start().await.unwrap();
+    let (code, out, _) = cluster.cli(&["--json", "admin", "rebalance", "status"]).await.unwrap();
+    assert_eq!(code, 0);
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&out).unwrap()["state"], "done");
+    let (code, _, err) = cluster.cli(&["admin", "remove-shard", "--id", "nope"]).await.unwrap();
+    assert_ne!(code, 0);
+    assert!(err.contains("\"nope\" is not in the topology"), "{err}");
+    let (code, _, err) = cluster.cli(&["admin", "rebalance", "pause"]).await.unwrap();
+    assert_ne!(code, 0);
+    assert!(err.contains("nothing is moving"), "{err}");
+    let (code, _, err) = cluster.cli(&["admin", "rebalance", "throttle", "--rate", "fast"]).await.unwrap();
+    assert_ne!(code, 0);
+    assert!(err.contains("not a rate like 50MiB/s"), "{err}");
+    let (code, _, err) =
+        cluster.cli(&["admin", "add-shard", "--id", "shard-9", "--addr", "127.0.0.1:1"]).await.unwrap();
+    assert_ne!(code, 0);
+    assert!(err.contains("shard-9") || err.contains("127.0.0.1:1"), "{err}");
+}
+
+async fn wait_until<F, Fut>(check: F, what: &str)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
