@@ -137,11 +137,11 @@ pub async fn control(live: &LiveCluster, paused: Option<bool>, rate: Option<u64>
 /// The shared document, for `rebalance status`.
 pub async fn status(live: &LiveCluster) -> Result<ClusterDoc> {
     let store = live.require_store()?;
-    Ok(store
+    store
         .load()
         .await?
         .map(|(doc, _)| doc)
-        .ok_or_else(|| invalid("the metadata group holds no cluster document".into()))?)
+        .ok_or_else(|| invalid("the metadata group holds no cluster document".into()))
 }
 
 /// The document as `rebalance status` shows it.

@@ -48,7 +48,7 @@ impl Load {
                         }
                         let key = format!("key-{i}");
                         // Every 7th write is a delete: deleted keys must stay deleted.
-                        let result = if (i as u64 + round) % 7 == 0 {
+                        let result = if (i as u64 + round).is_multiple_of(7) {
                             client.delete(key.as_bytes(), None).await.map(|_| None)
                         } else {
                             let value = format!("v{round}-{i}");
