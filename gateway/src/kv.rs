@@ -284,10 +284,13 @@ impl Cluster {
         }
         let code = tonic::Code::from_i32(outcome.code);
         let mut status = tonic::Status::new(code, outcome.message);
-        if let Ok(kind) = outcome.rejection.parse() {
+        match outcome.rejection.parse() {
             // A typed rejection of this transaction alone (a fenced moving key).
-            status.metadata_mut().insert(omnishard_common::rejection::REJECTION_HEADER, kind);
-            status.metadata_mut().insert(omnishard_common::rejection::SHARD_EPOCH_HEADER, handle.epoch().into());
+            Ok(kind) if !outcome.rejection.is_empty() => {
+                status.metadata_mut().insert(omnishard_common::rejection::REJECTION_HEADER, kind);
+                status.metadata_mut().insert(omnishard_common::rejection::SHARD_EPOCH_HEADER, handle.epoch().into());
+            }
+            _ => {}
         }
         Err(handle.client.error(status))
     }

@@ -36,6 +36,8 @@ use crate::topology_store::{
 
 /// How long a driver's claim lasts without renewal.
 pub const LEASE: Duration = Duration::from_secs(3);
+/// Longest one ingest call may take (well inside the lease).
+const INGEST_BOUND: Duration = Duration::from_secs(1);
 /// How often the driver saves progress (and renews its lease).
 const SAVE_EVERY: Duration = Duration::from_millis(500);
 /// How often idle gateways look for work to drive.
@@ -444,7 +446,7 @@ impl Driver {
     }
 
     /// Deletes what an earlier, unfinished attempt left on the targets.
-    async fn drop_incoming(&self, source: &str) -> Result<()> {
+    async fn drop_incoming(&mut self, source: &str) -> Result<()> {
         let targets: Vec<String> =
             self.migration.moves.iter().filter(|m| m.source == source).map(|m| m.target.clone()).collect();
         for target in targets {
@@ -455,9 +457,17 @@ impl Driver {
                     before: Some(InstallTopologyRequest::from(&self.previous)),
                     after: Some(InstallTopologyRequest::from(&self.migration.target)),
                     source: source.to_string(),
-                    max_records: 5_000,
+                    max_records: 1_000,
                 };
-                if handle.client.clone().migrate_drop(req).await?.done {
+                // Bounded by the lease like an ingest: a stalled driver must
+                // not delete what its successor copied since.
+                self.renew_if_half_gone().await?;
+                let call = handle.client.clone().migrate_drop(req);
+                let done = tokio::time::timeout(INGEST_BOUND, call).await.map_err(|_| Error::ShardTimeout {
+                    shard_id: target.clone(),
+                    message: format!("dropping leftovers took over {INGEST_BOUND:?} (bounded by the driver's lease)"),
+                })??;
+                if done.done {
                     break;
                 }
             }
@@ -490,7 +500,7 @@ impl Driver {
             let bytes: u64 = records.iter().map(|r| (r.key.len() + r.value.len()) as u64).sum();
             let count = records.len() as u64;
             let req = MigrateIngestRequest { migration_id: self.migration.id, records };
-            self.handle(&target)?.client.clone().migrate_ingest(req).await?;
+            self.ingest(&target, req).await?;
             if let Some(m) = self.migration.moves.iter_mut().find(|m| m.source == source && m.target == target) {
                 m.keys += count;
                 m.bytes += bytes;
@@ -502,6 +512,31 @@ impl Driver {
             self.handle(source)?.client.clone().migrate_ack(req).await?;
         }
         Ok(total)
+    }
+
+    /// Sends one batch to a target only while this driver's lease surely
+    /// lasts: the lease is renewed first once a third of it is gone, and the
+    /// call is bounded to [`INGEST_BOUND`]. So a driver that stalled and lost
+    /// its lease never writes an old copy over what its successor shipped.
+    async fn ingest(&mut self, target: &str, req: MigrateIngestRequest) -> Result<()> {
+        self.renew_if_half_gone().await?;
+        let call = self.handle(target)?.client.clone().migrate_ingest(req);
+        match tokio::time::timeout(INGEST_BOUND, call).await {
+            Ok(done) => done.map(|_| ()),
+            Err(_) => Err(Error::ShardTimeout {
+                shard_id: target.to_string(),
+                message: format!("ingest took over {INGEST_BOUND:?} (bounded by the driver's lease)"),
+            }),
+        }
+    }
+
+    /// Renews the lease when less than two call bounds of it are left (the
+    /// lease is 3 s, a bounded call 1 s: renewed after 1 s).
+    async fn renew_if_half_gone(&mut self) -> Result<()> {
+        if self.last_save.elapsed() >= LEASE - INGEST_BOUND * 2 {
+            self.save().await?;
+        }
+        Ok(())
     }
 
     /// Ships up to one page of marks from every source; how many were shipped.
