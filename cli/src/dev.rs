@@ -1,7 +1,9 @@
 //! `omnishard dev`: the embedded default. Starts N shards as child processes
 //! (each its own RocksDB under `DATA/shard-i`, so losing one behaves as in
-//! production), writes the topology it generated to `DATA/topology.toml`, and
-//! runs the gateway in this process until Ctrl-C or SIGTERM.
+//! production) and the metadata group (`DATA/meta`, the shared topology that
+//! `admin add-shard` changes), writes the seed topology to
+//! `DATA/topology.toml`, and runs the gateway in this process until Ctrl-C or
+//! SIGTERM. Shards and the metadata group restart on their previous ports.
 //!
 //! With `--replicas R` each shard is a Raft group of R child processes
 //! (`DATA/shard-i-rK`), formed on first start; a restart reuses each
@@ -75,9 +77,10 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         }
     }
     // The metadata group: holds the shared topology, so shards can be
-    // added and removed online (`omnishard admin add-shard`).
-    let previous_meta = previous_config.as_ref().and_then(|c| c.meta.as_ref()).map(|m| vec![m.addr.clone()]);
-    let meta = match start_group(META_ID, &args.data, 1, previous_meta, &mut children).await {
+    // added and removed online (`omnishard admin add-shard`); replicated
+    // like the shards, so with --replicas 3 it survives the loss of one.
+    let previous_meta = previous_config.as_ref().and_then(|c| c.meta.as_ref()).map(|m| m.replica_addrs());
+    let meta = match start_group(META_ID, &args.data, args.replicas, previous_meta, &mut children).await {
         Ok(meta) => meta,
         Err(e) => {
             stop_all(&mut children).await;
