@@ -39,8 +39,8 @@ echo "cluster at $url; loading $keys keys of $value bytes" >&2
 # Load: one put phase long enough to write most keys (random keys in [0, KEYS)).
 "$bin" bench kv --external --phases put --keys "$keys" --value-size "$value" --clients 64 --duration 60s >/dev/null
 
-get_phase() { # DURATION → "gets/s p50 p99"
-  "$bin" --json bench kv --external --phases get --keys "$keys" --value-size "$value" --clients 16 --duration "$1" |
+get_phase() { # DURATION → "gets/s p50 p99" (nothing when the phase failed)
+  "$bin" --json bench kv --external --phases get --keys "$keys" --value-size "$value" --clients 16 --duration "$1" 2>>"$dir/get-errors.log" |
     python3 -c 'import json,sys; p=[p for p in json.load(sys.stdin)["phases"] if p["phase"]=="get"][0]; print(round(p["ops_per_sec"]), p["p50_ms"], p["p99_ms"])'
 }
 
@@ -56,7 +56,7 @@ for rate in "${rates[@]}"; do
   "$bin" admin add-shard --id "shard-$n" --addr "$addr" --rate "$rate" >/dev/null
   # Gets during the move: as long as it lasts (at least 3 s).
   during=$(mktemp)
-  ( while :; do get_phase 3s; done >"$during" ) &
+  ( while :; do get_phase 3s || true; done >"$during" ) &
   load=$!
   for _ in $(seq 3000); do
     status=$("$bin" --json admin rebalance status)
@@ -79,3 +79,4 @@ print(f"| {rate} | {keys} | {mb:.1f} | {secs:.1f} | {mb / secs:.1f} | {keys / se
 EOF
   rm -f "$during"
 done
+if [ -s "$dir/get-errors.log" ]; then echo "get phases that failed:" >&2; tail -5 "$dir/get-errors.log" >&2; fi
