@@ -161,11 +161,6 @@ impl Cluster {
         self.shards.len()
     }
 
-    /// The topology this view routes with.
-    pub fn topology(&self) -> omnishard_common::topology::Topology {
-        self.config.topology()
-    }
-
     /// Reaches every shard, checks it is the shard the topology names, and
     /// installs the topology on it. Fails naming the first shard that is
     /// unreachable or wrong, unless `allow_unavailable_shards` is set.

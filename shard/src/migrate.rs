@@ -140,11 +140,6 @@ impl MigrationState {
             None => false,
         }
     }
-
-    /// This shard's id.
-    pub fn shard_id(&self) -> &str {
-        &self.shard_id
-    }
 }
 
 /// The mark key of a stored KV key.
