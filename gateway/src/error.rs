@@ -78,4 +78,10 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         matches!(self, Error::ShardUnavailable { .. } | Error::ShardTimeout { .. } | Error::NotLeader { .. })
     }
+
+    /// Whether a shard refused the request before applying it because the
+    /// key lives elsewhere or is fenced while it moves.
+    pub fn is_redirect(&self) -> bool {
+        matches!(self, Error::Misrouted { .. } | Error::Moving { .. })
+    }
 }

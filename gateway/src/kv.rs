@@ -119,23 +119,26 @@ impl Cluster {
     /// every key shares one `{tag}` there is one part, so the whole batch is
     /// atomic. Results come back in request order.
     pub async fn write(&self, ns: &str, ops: Vec<WriteOp>) -> Result<Vec<Written>> {
+        self.write_attempt(ns, &ops).await?.finish()
+    }
+
+    /// Sends each shard its part of `ops` once and reports what each part
+    /// did; an error only for input that no shard was sent.
+    pub(crate) async fn write_attempt(&self, ns: &str, ops: &[WriteOp]) -> Result<WriteAttempt> {
         let ns = namespace::resolve(ns)?;
         self.limits.check_batch("ops", ops.len())?;
         let now_ms = now_ms();
         let mut shard_ops = Vec::with_capacity(ops.len());
-        for op in &ops {
+        for op in ops {
             shard_ops.push(self.to_shard_op(op, now_ms)?);
         }
         let groups = self.group_by_shard(ns, ops.iter().map(WriteOp::key));
-        let single_shard = groups.len() == 1;
         let calls = groups.into_iter().map(|(shard, indexes)| {
             let txn =
                 ShardTxn { namespace: ns.to_string(), ops: indexes.iter().map(|&i| shard_ops[i].clone()).collect() };
             async move { (shard, indexes, self.apply_txn(shard, txn).await) }
         });
-        let mut out: Vec<Option<Written>> = vec![None; ops.len()];
-        let mut committed = Vec::new();
-        let mut failure = None;
+        let mut attempt = WriteAttempt { results: vec![None; ops.len()], committed: Vec::new(), failures: Vec::new() };
         for (shard, indexes, result) in futures::future::join_all(calls).await {
             let shard_id = self.shards[shard].client.id().to_string();
             match result {
@@ -143,21 +146,15 @@ impl Cluster {
                     for (n, i) in indexes.into_iter().enumerate() {
                         let existed = outcome.existed.get(n).copied().unwrap_or(false);
                         let version = if matches!(ops[i], WriteOp::Put { .. }) { outcome.seq } else { 0 };
-                        out[i] = Some(Written { shard_id: shard_id.clone(), version, seq: outcome.seq, existed });
+                        let written = Written { shard_id: shard_id.clone(), version, seq: outcome.seq, existed };
+                        attempt.results[i] = Some(written);
                     }
-                    committed.push(shard_id);
+                    attempt.committed.push(shard_id);
                 }
-                Err(e) => failure = failure.or(Some(e)),
+                Err(e) => attempt.failures.push(e),
             }
         }
-        match failure {
-            None => Ok(out.into_iter().flatten().collect()),
-            Some(e) if single_shard || committed.is_empty() => Err(e),
-            Some(e) => {
-                committed.sort();
-                Err(Error::PartialWrite { committed, failed: Box::new(e) })
-            }
-        }
+        Ok(attempt)
     }
 
     /// One page of keys starting with `prefix`, merged across every shard in
@@ -312,6 +309,46 @@ impl Cluster {
             }
         }
     }
+}
+
+/// What one pass of a batch write did.
+pub(crate) struct WriteAttempt {
+    /// Each op's result where its shard's part committed.
+    pub results: Vec<Option<Written>>,
+    /// The shards whose part committed.
+    pub committed: Vec<String>,
+    /// The failures of the other parts.
+    pub failures: Vec<Error>,
+}
+
+impl WriteAttempt {
+    /// Every result, or the failure; when some parts committed and another
+    /// failed, a [`Error::PartialWrite`] naming the shards that committed.
+    pub fn finish(mut self) -> Result<Vec<Written>> {
+        match self.take_failure() {
+            None => Ok(self.results.into_iter().flatten().collect()),
+            Some(e) => Err(partial(self.committed, e)),
+        }
+    }
+
+    /// The failure to report: the first that is not a redirect, else the first.
+    pub fn take_failure(&mut self) -> Option<Error> {
+        if self.failures.is_empty() {
+            return None;
+        }
+        let index = self.failures.iter().position(|e| !e.is_redirect()).unwrap_or(0);
+        Some(self.failures.swap_remove(index))
+    }
+}
+
+/// `failed` alone when nothing committed, else a partial write naming what did.
+pub(crate) fn partial(mut committed: Vec<String>, failed: Error) -> Error {
+    if committed.is_empty() {
+        return failed;
+    }
+    committed.sort();
+    committed.dedup();
+    Error::PartialWrite { committed, failed: Box::new(failed) }
 }
 
 /// A TTL must be positive and at most [`MAX_TTL`].

@@ -18,6 +18,7 @@ use tokio::sync::Mutex;
 
 use crate::cluster::Cluster;
 use crate::error::{Error, Result};
+use crate::kv::{partial, WriteOp, Written};
 use crate::topology_store::{ClusterDoc, TopologyStore};
 
 /// How often a gateway re-reads the shared topology.
@@ -126,8 +127,7 @@ impl LiveCluster {
         F: Fn(Arc<Cluster>) -> Fut,
         Fut: Future<Output = Result<T>>,
     {
-        let deadline = Instant::now() + REDIRECT_BUDGET;
-        let mut pause = Duration::from_millis(5);
+        let mut redirects = Redirects::new();
         loop {
             let cluster = self.current();
             let epoch = cluster.epoch();
@@ -136,23 +136,77 @@ impl LiveCluster {
                 Err(e) => e,
             };
             // A multi-shard write that failed on some shards only is not
-            // retried: the others committed (PartialWrite says which).
-            let stale = match &err {
-                Error::Misrouted { shard_epoch, wrong_epoch, .. } => !*wrong_epoch || *shard_epoch > epoch,
-                Error::Moving { .. } => false,
-                _ => return Err(err),
-            };
-            if self.store.is_none() || Instant::now() >= deadline {
+            // retried here: the others committed (see [`LiveCluster::write`]).
+            if !self.wait_out(&err, epoch, &mut redirects).await {
                 return Err(err);
             }
-            if stale {
-                self.refresh().await.ok();
+        }
+    }
+
+    /// Applies a batch write. Parts that a shard refused as misrouted or
+    /// fenced were not applied, so only those are sent again, on the
+    /// current ring; parts that committed are kept. A batch spanning a
+    /// moving range thus completes instead of being partially applied.
+    pub async fn write(&self, ns: &str, ops: Vec<WriteOp>) -> Result<Vec<Written>> {
+        let mut redirects = Redirects::new();
+        let mut results: Vec<Option<Written>> = vec![None; ops.len()];
+        let mut committed = Vec::new();
+        loop {
+            let pending: Vec<usize> = (0..ops.len()).filter(|&i| results[i].is_none()).collect();
+            let part: Vec<WriteOp> = pending.iter().map(|&i| ops[i].clone()).collect();
+            let cluster = self.current();
+            let epoch = cluster.epoch();
+            let mut attempt = match cluster.write_attempt(ns, &part).await {
+                Ok(attempt) => attempt,
+                Err(e) => return Err(partial(committed, e)),
+            };
+            // Only refusals are safe to send again: a part that timed out may have committed.
+            let all_redirects = attempt.failures.iter().all(Error::is_redirect);
+            let failure = attempt.take_failure();
+            for (&i, written) in pending.iter().zip(attempt.results) {
+                results[i] = written;
             }
-            if self.current().epoch() == epoch {
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_millis(100));
+            committed.extend(attempt.committed);
+            let Some(err) = failure else {
+                return Ok(results.into_iter().flatten().collect());
+            };
+            if !all_redirects || !self.wait_out(&err, epoch, &mut redirects).await {
+                return Err(partial(committed, err));
             }
         }
+    }
+
+    /// Whether a request that failed with `err` under `epoch` should run
+    /// again, after refreshing the view or pausing as the error calls for.
+    async fn wait_out(&self, err: &Error, epoch: u64, redirects: &mut Redirects) -> bool {
+        let stale = match err {
+            Error::Misrouted { shard_epoch, wrong_epoch, .. } => !*wrong_epoch || *shard_epoch > epoch,
+            Error::Moving { .. } => false,
+            _ => return false,
+        };
+        if self.store.is_none() || Instant::now() >= redirects.deadline {
+            return false;
+        }
+        if stale {
+            self.refresh().await.ok();
+        }
+        if self.current().epoch() == epoch {
+            tokio::time::sleep(redirects.pause).await;
+            redirects.pause = (redirects.pause * 2).min(Duration::from_millis(100));
+        }
+        true
+    }
+}
+
+/// One request's retry budget and next pause.
+struct Redirects {
+    deadline: Instant,
+    pause: Duration,
+}
+
+impl Redirects {
+    fn new() -> Redirects {
+        Redirects { deadline: Instant::now() + REDIRECT_BUDGET, pause: Duration::from_millis(5) }
     }
 }
 

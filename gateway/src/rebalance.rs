@@ -289,6 +289,7 @@ fn plan(from: &Topology, to: &Topology) -> (Vec<SourceProgress>, Vec<MoveProgres
 /// Drives migrations whenever this gateway holds (or can take) the lease.
 pub async fn run(live: Arc<LiveCluster>) {
     let Some(store) = live.store().cloned() else { return };
+    configure_fail_points();
     loop {
         tokio::time::sleep(POLL).await;
         match claim(&live, &store).await {
@@ -574,6 +575,7 @@ impl Driver {
         for source in self.migration.sources.clone() {
             self.handle(&source.shard)?.client.clone().migrate_begin(self.begin_request(true)).await?;
         }
+        hold_at("rebalance-fenced").await;
         while self.drain_round(ring).await? > 0 {}
         // The switch: one compare-and-set makes the new ring current for every gateway.
         let target = self.migration.target.clone();
@@ -590,6 +592,7 @@ impl Driver {
             })
             .await?;
         self.live.adopt(&doc)?;
+        hold_at("rebalance-switched").await;
         self.install_everywhere().await?;
         tracing::info!(
             migration = self.migration.id,
@@ -612,6 +615,7 @@ impl Driver {
     /// Sources delete what they handed over; then the migration is done.
     async fn cleanup(&mut self) -> Result<()> {
         self.install_everywhere().await?;
+        hold_at("rebalance-cleanup").await;
         for source in self.migration.sources.clone() {
             if self.migration.target.shard(&source.shard).is_none() {
                 continue; // a removed shard keeps its copy until the operator stops it
@@ -705,6 +709,38 @@ impl Driver {
         }
         self.last_save = Instant::now();
         Ok(())
+    }
+}
+
+/// Fault injection for crash tests: `FAILPOINTS` (the `fail` crate's
+/// syntax, e.g. `rebalance-fenced=return(4000)`) makes the driver hold that
+/// many milliseconds at a step, so a test can kill processes exactly there.
+/// The steps: `rebalance-fenced` (moving keys fenced, ring not switched),
+/// `rebalance-switched` (ring switched, not yet installed on the shards),
+/// `rebalance-cleanup` (before sources delete what they handed over).
+fn configure_fail_points() {
+    let Ok(spec) = std::env::var("FAILPOINTS") else { return };
+    for entry in spec.split(';').filter(|e| !e.trim().is_empty()) {
+        let configured = match entry.split_once('=') {
+            Some((name, actions)) => fail::cfg(name.trim(), actions.trim()),
+            None => Err("expected name=actions".to_string()),
+        };
+        match configured {
+            Ok(()) => tracing::warn!(fail_point = entry, "fail point configured"),
+            Err(e) => tracing::error!(fail_point = entry, error = %e, "FAILPOINTS entry ignored"),
+        }
+    }
+}
+
+/// Holds the driver at `step` when a fail point there says so (see [`configure_fail_points`]).
+async fn hold_at(step: &str) {
+    let held = (|| {
+        fail::fail_point!(step, |ms: Option<String>| ms.and_then(|ms| ms.parse::<u64>().ok()));
+        None
+    })();
+    if let Some(ms) = held {
+        tracing::warn!(step, ms, "fail point holds the migration driver");
+        tokio::time::sleep(Duration::from_millis(ms)).await;
     }
 }
 

@@ -292,14 +292,8 @@ impl KvService for KvGrpc {
             })
             .collect::<Result<Vec<_>, Status>>()?;
         record("keys", ops.len() as i64);
-        let written = self
-            .cluster
-            .retry(|c| {
-                let (ns, ops) = (&req.namespace, ops.clone());
-                async move { c.write(ns, ops).await }
-            })
-            .await
-            .map_err(status)?;
+        // Parts refused by a moving range are re-sent on their own.
+        let written = self.cluster.write(&req.namespace, ops).await.map_err(status)?;
         record(
             "shards",
             written.iter().map(|w| w.shard_id.as_str()).collect::<std::collections::BTreeSet<_>>().len() as i64,

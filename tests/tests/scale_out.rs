@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use omnishard_client::{Client, PutOptions};
+use omnishard_client::{Client, Op, PutOptions};
 use omnishard_tests::Cluster;
 
 /// The last acknowledged state of each key: `Some(value)` or deleted.
@@ -27,7 +27,9 @@ struct Load {
 
 impl Load {
     /// `writers` tasks each own a slice of `keys` (so the model needs no
-    /// ordering between tasks) and put or delete in a loop; `readers` read
+    /// ordering between tasks) and put or delete in a loop; the first
+    /// writes batches of 16 keys that span shards (so batches hit moving
+    /// and fenced ranges), the others one key at a time; `readers` read
     /// random keys and check them against the model's keys they own.
     fn start(client: &Client, keys: usize, writers: usize, readers: usize) -> Load {
         let model: Model = Arc::default();
@@ -38,31 +40,33 @@ impl Load {
         for w in 0..writers {
             let (client, model, stop, errors, writes) =
                 (client.clone(), model.clone(), stop.clone(), errors.clone(), writes.clone());
+            let batch = if w == 0 { 16 } else { 1 };
             tasks.push(tokio::spawn(async move {
                 let mut round = 0u64;
+                let mine: Vec<usize> = (w..keys).step_by(writers).collect();
                 while !stop.load(Ordering::Relaxed) {
                     round += 1;
-                    for i in (w..keys).step_by(writers) {
+                    for chunk in mine.chunks(batch) {
                         if stop.load(Ordering::Relaxed) {
                             break;
                         }
-                        let key = format!("key-{i}");
-                        // Every 7th write is a delete: deleted keys must stay deleted.
-                        let result = if (i as u64 + round).is_multiple_of(7) {
-                            client.delete(key.as_bytes(), None).await.map(|_| None)
-                        } else {
-                            let value = format!("v{round}-{i}");
-                            client
-                                .put(key.as_bytes(), value.as_bytes(), PutOptions::default())
-                                .await
-                                .map(|_| Some(value))
-                        };
-                        match result {
-                            Ok(state) => {
-                                model.lock().unwrap().insert(key, state);
-                                writes.fetch_add(1, Ordering::Relaxed);
+                        let states: Vec<(String, Option<String>)> = chunk
+                            .iter()
+                            .map(|&i| {
+                                // Every 7th write is a delete: deleted keys must stay deleted.
+                                let deleted = (i as u64 + round).is_multiple_of(7);
+                                (format!("key-{i}"), (!deleted).then(|| format!("v{round}-{i}")))
+                            })
+                            .collect();
+                        match write_states(&client, &states).await {
+                            Ok(()) => {
+                                let mut model = model.lock().unwrap();
+                                for (key, state) in states {
+                                    model.insert(key, state);
+                                }
+                                writes.fetch_add(chunk.len() as u64, Ordering::Relaxed);
                             }
-                            Err(e) => errors.lock().unwrap().push(format!("write {key}: {e}")),
+                            Err(e) => errors.lock().unwrap().push(format!("write {:?}: {e}", states[0].0)),
                         }
                     }
                 }
@@ -96,6 +100,28 @@ impl Load {
         let errors = self.errors.lock().unwrap().clone();
         (model, errors, self.reads.load(Ordering::Relaxed), self.writes.load(Ordering::Relaxed))
     }
+}
+
+/// Writes `states` (`None` = delete): one put or delete, or one batch `Write`.
+async fn write_states(client: &Client, states: &[(String, Option<String>)]) -> Result<(), omnishard_client::Error> {
+    if let [(key, state)] = states {
+        return match state {
+            Some(value) => client.put(key.as_bytes(), value.as_bytes(), PutOptions::default()).await.map(|_| ()),
+            None => client.delete(key.as_bytes(), None).await.map(|_| ()),
+        };
+    }
+    let ops = states
+        .iter()
+        .map(|(key, state)| match state {
+            Some(value) => Op::Put {
+                key: key.clone().into_bytes(),
+                value: value.clone().into_bytes(),
+                options: PutOptions::default(),
+            },
+            None => Op::Delete { key: key.clone().into_bytes(), expected_version: None },
+        })
+        .collect();
+    client.write(ops).await.map(|_| ())
 }
 
 /// Puts `n` keys (every 10th with a one-hour TTL) and returns the model.
@@ -269,6 +295,68 @@ async fn test_migration_survives_sigkill_of_gateway_source_and_target() {
     for (id, pct) in ids.iter().zip(&pcts) {
         assert!((80.0..=120.0).contains(pct), "{id} holds {pct:.0}% of the mean: {pcts:?}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn test_migration_completes_after_kills_at_fence_switch_and_cleanup() {
+    // Fail points hold every driver 3 s at each late step, so the kills land inside them.
+    let hold = "rebalance-fenced=return(3000);rebalance-switched=return(3000);rebalance-cleanup=return(3000)";
+    let mut cluster = Cluster::builder().shards(3).with_meta().env("FAILPOINTS", hold).start().await.unwrap();
+    let client = cluster.client().await.unwrap();
+    let keys = 3000;
+    let model = load_keys(&client, keys).await;
+    add_shard(&mut cluster, "shard-4", "100MiB/s").await;
+
+    // 1. The driver dies while the moving keys are fenced and the ring is
+    //    not yet switched; the next gateway fences again and switches.
+    wait_phase(&cluster, "fenced").await;
+    cluster.restart_gateway().await.unwrap();
+    // 2. The target and a source die just after the switch (ring epoch 2
+    //    stored, not yet installed on the shards) and come back.
+    wait_phase(&cluster, "cleanup").await;
+    let target = cluster.shard_index("shard-4").unwrap();
+    cluster.kill_shard(target).await.unwrap();
+    cluster.kill_shard(0).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    cluster.restart_shard(target).await.unwrap();
+    cluster.restart_shard(0).await.unwrap();
+    // 3. Another source dies during the cleanup, before or while it deletes what it handed over.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(phase(&cluster).await, "cleanup");
+    cluster.kill_shard(1).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    cluster.restart_shard(1).await.unwrap();
+
+    let done = wait_done(&cluster, Duration::from_secs(120)).await;
+    assert_eq!(done["epoch"], 2, "{done}");
+    let client = cluster.client().await.unwrap();
+    check_model(&client, &model).await;
+    // New writes land and read back on the final ring.
+    let after: HashMap<String, Option<String>> =
+        (0..keys).step_by(3).map(|i| (format!("key-{i}"), Some(format!("after-{i}")))).collect();
+    for (key, value) in &after {
+        let value = value.as_deref().unwrap();
+        client.put(key.as_bytes(), value.as_bytes(), PutOptions::default()).await.unwrap();
+    }
+    check_model(&client, &after).await;
+    // Every source deleted what it handed over: the key counts are balanced.
+    let (ids, pcts, _) = balance(&cluster).await;
+    assert_eq!(ids.len(), 4);
+    for (id, pct) in ids.iter().zip(&pcts) {
+        assert!((80.0..=120.0).contains(pct), "{id} holds {pct:.0}% of the mean: {pcts:?}");
+    }
+}
+
+/// The running migration's phase, as the (current) gateway reports it; empty while it cannot answer.
+async fn phase(cluster: &Cluster) -> String {
+    match Client::connect(cluster.gateway_url()).await {
+        Ok(client) => client.rebalance_status().await.map(|s| s.phase).unwrap_or_default(),
+        Err(_) => String::new(),
+    }
+}
+
+async fn wait_phase(cluster: &Cluster, want: &str) {
+    wait_until(|| async { phase(cluster).await == want }, &format!("phase {want}")).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

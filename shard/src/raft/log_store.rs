@@ -256,14 +256,35 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 /// every append waiting when a sync starts is covered by it.
 #[derive(Clone)]
 struct WalSyncer {
-    waiting: std::sync::mpsc::Sender<LogFlushed<TypeConfig>>,
+    thread: Arc<WalThread>,
+}
+
+/// The thread and its queue; dropping the last [`LogStore`] clone closes the
+/// queue and joins the thread, so the thread's database handle is released
+/// before the owner goes on. Were it released later, on its own, a process
+/// exiting meanwhile could close RocksDB during static destruction
+/// (`pthread lock: Invalid argument`, rocksdb#11349).
+struct WalThread {
+    waiting: Option<std::sync::mpsc::Sender<LogFlushed<TypeConfig>>>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for WalThread {
+    fn drop(&mut self) {
+        drop(self.waiting.take());
+        if let Some(handle) = self.handle.take() {
+            if handle.join().is_err() {
+                tracing::error!("the WAL sync thread panicked");
+            }
+        }
+    }
 }
 
 impl WalSyncer {
     /// Starts the thread; it ends when the last [`LogStore`] clone is dropped.
     fn start(store: Store) -> std::io::Result<WalSyncer> {
         let (waiting, pending) = std::sync::mpsc::channel::<LogFlushed<TypeConfig>>();
-        std::thread::Builder::new().name("raft-wal-sync".into()).spawn(move || {
+        let handle = std::thread::Builder::new().name("raft-wal-sync".into()).spawn(move || {
             while let Ok(first) = pending.recv() {
                 let mut batch = vec![first];
                 batch.extend(pending.try_iter());
@@ -273,13 +294,16 @@ impl WalSyncer {
                 }
             }
         })?;
-        Ok(WalSyncer { waiting })
+        Ok(WalSyncer { thread: Arc::new(WalThread { waiting: Some(waiting), handle: Some(handle) }) })
     }
 
     /// Reports `callback` durable after the next WAL sync (the write it
     /// covers was already made).
     fn sync_then(&self, callback: LogFlushed<TypeConfig>) {
-        if let Err(std::sync::mpsc::SendError(callback)) = self.waiting.send(callback) {
+        let Some(waiting) = &self.thread.waiting else {
+            return callback.log_io_completed(Err(std::io::Error::other("the WAL sync thread stopped")));
+        };
+        if let Err(std::sync::mpsc::SendError(callback)) = waiting.send(callback) {
             callback.log_io_completed(Err(std::io::Error::other("the WAL sync thread stopped")));
         }
     }
