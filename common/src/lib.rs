@@ -11,6 +11,7 @@
 //! * [`rejection`] — the typed "wrong shard / wrong epoch" error shards send.
 //! * [`process`] — starting role processes on port 0 and reading their address.
 //! * [`batching`] — forming batches of queued point requests (coalescing).
+//! * [`stored`] — the namespace and placement key of a stored record (scale-out).
 //! * [`error`] — this crate's error enum.
 
 #![forbid(unsafe_code)]
@@ -25,6 +26,7 @@ pub mod predicate;
 pub mod process;
 pub mod read_mode;
 pub mod rejection;
+pub mod stored;
 pub mod topology;
 
 pub use error::{Error, Result};

@@ -47,7 +47,14 @@ impl GraphService for GraphGrpc {
     ) -> Result<Response<GetVerticesResponse>, Status> {
         let req = request.into_inner();
         record("namespace", req.namespace.clone());
-        let found = self.cluster.current().get_vertices(&req.namespace, &req.graph, &req.ids).await.map_err(status)?;
+        let found = self
+            .cluster
+            .retry(|c| {
+                let req = &req;
+                async move { c.get_vertices(&req.namespace, &req.graph, &req.ids).await }
+            })
+            .await
+            .map_err(status)?;
         let vertices = found.into_iter().map(|v| MaybeVertex { found: v.is_some(), vertex: v }).collect();
         Ok(Response::new(GetVerticesResponse { vertices }))
     }
@@ -87,8 +94,21 @@ impl GraphService for GraphGrpc {
         let direction = direction(req.direction)?;
         let page = self
             .cluster
-            .current()
-            .neighbors(&req.namespace, &req.graph, req.id, direction, req.labels, req.limit, &req.cursor)
+            .retry(|c| {
+                let req = &req;
+                async move {
+                    c.neighbors(
+                        &req.namespace,
+                        &req.graph,
+                        req.id.clone(),
+                        direction,
+                        req.labels.clone(),
+                        req.limit,
+                        &req.cursor,
+                    )
+                    .await
+                }
+            })
             .await
             .map_err(status)?;
         Ok(Response::new(page))
@@ -98,7 +118,16 @@ impl GraphService for GraphGrpc {
         &self,
         request: Request<FindVerticesRequest>,
     ) -> Result<Response<FindVerticesResponse>, Status> {
-        Ok(Response::new(self.cluster.current().find_vertices(request.into_inner()).await.map_err(status)?))
+        let req = request.into_inner();
+        let found = self
+            .cluster
+            .retry(|c| {
+                let req = req.clone();
+                async move { c.find_vertices(req).await }
+            })
+            .await
+            .map_err(status)?;
+        Ok(Response::new(found))
     }
 
     async fn traverse(&self, request: Request<TraverseRequest>) -> Result<Response<TraverseResponse>, Status> {
@@ -107,6 +136,8 @@ impl GraphService for GraphGrpc {
         if TraversalOrder::try_from(req.order).is_err() {
             return Err(Status::invalid_argument(format!("order: {} is not BFS or DFS", req.order)));
         }
+        let (namespace, graph, dfs) =
+            (req.namespace.clone(), req.graph.clone(), req.order == TraversalOrder::Dfs as i32);
         let spec = TraverseSpec {
             start: req.start,
             direction: direction(req.direction)?,
@@ -118,12 +149,20 @@ impl GraphService for GraphGrpc {
             vertex_filters: req.vertex_filters,
             edge_filters: req.edge_filters,
         };
-        let found = if req.order == TraversalOrder::Dfs as i32 {
-            self.cluster.current().traverse_dfs(&req.namespace, &req.graph, spec).await
-        } else {
-            self.cluster.current().traverse(&req.namespace, &req.graph, spec).await
-        }
-        .map_err(status)?;
+        let found = self
+            .cluster
+            .retry(|c| {
+                let (ns, graph, spec) = (&namespace, &graph, spec.clone());
+                async move {
+                    if dfs {
+                        c.traverse_dfs(ns, graph, spec).await
+                    } else {
+                        c.traverse(ns, graph, spec).await
+                    }
+                }
+            })
+            .await
+            .map_err(status)?;
         Ok(Response::new(TraverseResponse {
             reached: found.reached,
             shard_round_trips: found.shard_round_trips,
@@ -135,7 +174,14 @@ impl GraphService for GraphGrpc {
     async fn query(&self, request: Request<QueryRequest>) -> Result<Response<QueryResponse>, Status> {
         let req = request.into_inner();
         record("namespace", req.namespace.clone());
-        let out = self.cluster.current().query(&req.namespace, &req.graph, &req.query).await.map_err(status)?;
+        let out = self
+            .cluster
+            .retry(|c| {
+                let req = &req;
+                async move { c.query(&req.namespace, &req.graph, &req.query).await }
+            })
+            .await
+            .map_err(status)?;
         Ok(Response::new(QueryResponse {
             results_json: out.results.iter().map(|v| v.to_string()).collect(),
             shard_round_trips: out.shard_round_trips,
@@ -148,6 +194,7 @@ impl GraphService for GraphGrpc {
     ) -> Result<Response<ShortestPathResponse>, Status> {
         let req = request.into_inner();
         record("namespace", req.namespace.clone());
+        let (namespace, graph) = (req.namespace.clone(), req.graph.clone());
         let spec = PathSpec {
             from: req.from,
             to: req.to,
@@ -156,10 +203,22 @@ impl GraphService for GraphGrpc {
             max_depth: req.max_depth,
         };
         let (found, shard_round_trips) = if req.weighted {
-            self.cluster.current().weighted_path(&req.namespace, &req.graph, spec).await.map_err(status)?
+            self.cluster
+                .retry(|c| {
+                    let (ns, graph, spec) = (&namespace, &graph, spec.clone());
+                    async move { c.weighted_path(ns, graph, spec).await }
+                })
+                .await
+                .map_err(status)?
         } else {
-            let (path, trips) =
-                self.cluster.current().shortest_path(&req.namespace, &req.graph, spec).await.map_err(status)?;
+            let (path, trips) = self
+                .cluster
+                .retry(|c| {
+                    let (ns, graph, spec) = (&namespace, &graph, spec.clone());
+                    async move { c.shortest_path(ns, graph, spec).await }
+                })
+                .await
+                .map_err(status)?;
             (
                 path.map(|p| {
                     let hops = p.len().saturating_sub(1) as f64;

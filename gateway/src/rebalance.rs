@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use omnishard_common::placement::Ring;
+use omnishard_common::stored::Space;
 use omnishard_common::topology::{ShardAddr, Topology};
 use omnishard_proto::v1::*;
 
@@ -72,7 +73,7 @@ pub async fn add_shard(live: &LiveCluster, shard: ShardAddr, rate: Option<u64>) 
             shard.addr, stats.shard_id, shard.id
         )));
     }
-    check_only_kv(live).await?;
+    check_movable(live).await?;
     let (doc, ()) = store
         .update(|doc| {
             busy(doc)?;
@@ -93,7 +94,7 @@ pub async fn add_shard(live: &LiveCluster, shard: ShardAddr, rate: Option<u64>) 
 /// Records a shard leaving: its ranges move to the others, then it is out.
 pub async fn remove_shard(live: &LiveCluster, id: &str, rate: Option<u64>) -> Result<ClusterDoc> {
     let store = live.require_store()?;
-    check_only_kv(live).await?;
+    check_movable(live).await?;
     let (doc, ()) = store
         .update(|doc| {
             busy(doc)?;
@@ -211,15 +212,15 @@ fn progress(m: &Migration) -> f64 {
 }
 
 /// Refuses a change while any shard holds data of a model that does not
-/// move yet (graph, search, files): better refused up front than stuck.
-async fn check_only_kv(live: &LiveCluster) -> Result<()> {
+/// move yet (search, files): better refused up front than stuck.
+async fn check_movable(live: &LiveCluster) -> Result<()> {
     let cluster = live.current();
     let calls = cluster.shards.iter().map(|h| h.client.clone().stats());
     for stats in futures::future::join_all(calls).await {
         let stats = stats?;
         if !stats.non_kv_model.is_empty() {
             return Err(Error::InvalidArgument(omnishard_common::Error::Topology(format!(
-                "shard {} holds {} data; online migration moves KV data only so far, so shards cannot be added or removed on this cluster",
+                "shard {} holds {} data; online migration moves KV and graph data only so far, so shards cannot be added or removed on this cluster",
                 stats.shard_id, stats.non_kv_model
             ))));
         }
@@ -481,7 +482,9 @@ impl Driver {
     async fn ship(&mut self, source: &str, ring: &Ring, records: Vec<MigrateRecord>, ack: bool) -> Result<u64> {
         let mut by_target: HashMap<usize, Vec<MigrateRecord>> = HashMap::new();
         for record in records {
-            let Some((ns, key)) = split_key(&record.key) else { continue };
+            let Some((ns, key)) = Space::from_wire(record.space).and_then(|space| space.owner_of(&record.key)) else {
+                continue;
+            };
             by_target.entry(ring.owner_index(ns, key)).or_default().push(record);
         }
         let mut total = 0u64;
@@ -492,6 +495,7 @@ impl Driver {
                 marks.extend(records.iter().map(|r| MigrateRecord {
                     key: r.key.clone(),
                     mark: r.mark,
+                    space: r.space,
                     ..Default::default()
                 }));
             }
@@ -752,12 +756,6 @@ fn check_lease(doc: &ClusterDoc, holder: &str, id: u64) -> Result<()> {
     } else {
         Err(Error::Exhausted(format!("migration {id}: this gateway lost its lease to another driver")))
     }
-}
-
-/// Splits a stored KV key into namespace and user key.
-fn split_key(stored: &[u8]) -> Option<(&str, &[u8])> {
-    let zero = stored.iter().position(|&b| b == 0)?;
-    Some((std::str::from_utf8(&stored[..zero]).ok()?, &stored[zero + 1..]))
 }
 
 #[cfg(test)]

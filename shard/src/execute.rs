@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use omnishard_common::stored::Space;
 use rocksdb::{WriteBatch, WriteOptions};
 use serde::{Deserialize, Serialize};
 
@@ -253,9 +254,11 @@ impl Executor {
     fn execute_alone(&self, work: &Work, now: u64, applied: &[u8]) -> Result<Outcome> {
         let store = &self.store;
         let outcome = match work {
-            Work::Graph(txn) => Outcome::Graph(
-                self.commit_alone(applied, |seq, batch| graph_write::stage(store, txn, seq, now, batch))?,
-            ),
+            Work::Graph(txn) => Outcome::Graph(self.commit_alone(applied, |seq, batch| {
+                let (committed, changed) = graph_write::stage(store, txn, seq, now, batch)?;
+                self.mark_graph(&changed, seq, batch)?;
+                Ok(committed)
+            })?),
             Work::Files(txn) => Outcome::Files(
                 self.commit_alone(applied, |seq, batch| files_write::stage(store, txn, seq, now, batch))?,
             ),
@@ -276,8 +279,11 @@ impl Executor {
             Work::MigrateClear => {
                 let done = self.commit_unsequenced(applied, |batch| {
                     let meta = store.cf(CF_META)?;
-                    let end = codec::prefix_end(migrate::MARK_PREFIX).unwrap_or_default();
-                    batch.delete_range_cf(meta, migrate::MARK_PREFIX, &end);
+                    for space in Space::ALL {
+                        let prefix = migrate::mark_prefix(space);
+                        let end = codec::prefix_end(prefix).unwrap_or_default();
+                        batch.delete_range_cf(meta, prefix, &end);
+                    }
                     batch.delete_cf(meta, migrate::META_MIGRATION);
                     Ok(())
                 })?;
@@ -349,8 +355,8 @@ impl Executor {
         let start_seq = self.last_seq.load(Ordering::Acquire);
         let top = records.iter().map(Record::version).max().unwrap_or(0).max(start_seq);
         let mut batch = WriteBatch::default();
-        let cf = self.store.cf(CF_KV)?;
         for record in records {
+            let cf = self.store.cf(migrate::cf_of(record.space))?;
             match &record.value {
                 Some(value) => batch.put_cf(cf, &record.key, value),
                 None => batch.delete_cf(cf, &record.key),
@@ -364,11 +370,26 @@ impl Executor {
     /// Deletes the marks of shipped records whose mark did not change since.
     fn stage_ack(&self, marks: &[Record], batch: &mut WriteBatch) -> Result<()> {
         let meta = self.store.cf(CF_META)?;
-        let keys: Vec<Vec<u8>> = marks.iter().map(|r| migrate::mark_key(&r.key)).collect();
+        let keys: Vec<Vec<u8>> = marks.iter().map(|r| migrate::mark_key(r.space, &r.key)).collect();
         let current = self.store.multi_get_cf(CF_META, &keys)?;
         for ((key, record), now) in keys.iter().zip(marks).zip(current) {
             if now.as_deref() == Some(record.mark.to_be_bytes().as_slice()) {
                 batch.delete_cf(meta, key);
+            }
+        }
+        Ok(())
+    }
+
+    /// Marks the graph keys a transaction changed that a running migration
+    /// moves (each belongs to a vertex), or refuses the transaction when
+    /// they are fenced, as [`Executor::stage`] does for KV keys.
+    fn mark_graph(&self, changed: &[Vec<u8>], seq: u64, batch: &mut WriteBatch) -> Result<()> {
+        let Some(moving) = self.migration.current() else { return Ok(()) };
+        let meta = self.store.cf(CF_META)?;
+        for key in changed {
+            let Some((ns, vertex)) = Space::Graph.owner_of(key) else { continue };
+            if self.migration.check_write(Some(&moving), ns, vertex)? == WriteCheck::Mark {
+                batch.put_cf(meta, migrate::mark_key(Space::Graph, key), seq.to_be_bytes());
             }
         }
         Ok(())
@@ -432,7 +453,7 @@ impl Executor {
             let check = self.migration.check_write(moving, &txn.namespace, op.key())?;
             let stored_key = codec::encode_key(&txn.namespace, op.key());
             if check == WriteCheck::Mark {
-                marked.push(migrate::mark_key(&stored_key));
+                marked.push(migrate::mark_key(Space::Kv, &stored_key));
             }
             let (expected, needs_current) = match op {
                 Op::Put { expected_version, .. } => (*expected_version, expected_version.is_some()),

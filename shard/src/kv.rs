@@ -21,7 +21,7 @@ impl Shard {
         }
         let installed = self.ownership.ring_for(epoch)?;
         self.ownership.check_keys(&installed, &ns, keys.iter().map(Vec::as_slice))?;
-        self.check_not_fenced(&ns, &keys)?;
+        self.check_not_fenced(&ns, keys.iter().map(Vec::as_slice))?;
         self.blocking_light(move |shard| shard.store.get_many(&ns, &keys)).await
     }
 
@@ -73,10 +73,10 @@ impl Shard {
         .await
     }
 
-    /// While a migration's fence is up, reads of moving keys wait too: the
-    /// new owner may take writes as soon as the ring switches, so the old
-    /// owner must not answer for those keys any more.
-    fn check_not_fenced(&self, ns: &str, keys: &[Vec<u8>]) -> Result<()> {
+    /// While a migration's fence is up, reads of moving keys (or graph
+    /// vertices) wait too: the new owner may take writes as soon as the ring
+    /// switches, so the old owner must not answer for those keys any more.
+    pub(crate) fn check_not_fenced<'a>(&self, ns: &str, keys: impl IntoIterator<Item = &'a [u8]>) -> Result<()> {
         let Some(moving) = self.migration.current().filter(|m| m.persisted.fenced) else { return Ok(()) };
         for key in keys {
             self.migration.check_write(Some(&moving), ns, key)?;

@@ -1,11 +1,13 @@
-//! The shard's side of online scale-out: moving the KV ranges it loses under
-//! a new ring to their new owners while it keeps serving them.
+//! The shard's side of online scale-out: moving the KV and graph records it
+//! loses under a new ring to their new owners while it keeps serving them.
 //!
 //! The gateway's rebalancer drives it (see `omnishard_gateway::rebalance`):
 //! 1. `begin` — replicated through Raft, so every replica agrees from which
 //!    log position on each write to a *moving* key (one the new ring gives to
-//!    another shard) leaves a **mark** in `meta` (`migration/mark/<key>` →
-//!    the write's sequence), in the same batch as the write.
+//!    another shard) leaves a **mark** in `meta` (`migration/mark/<key>` for
+//!    KV, `migration/gmark/<key>` for graph → the write's sequence), in the
+//!    same batch as the write. A graph record moves with its vertex
+//!    (`omnishard_common::stored`).
 //! 2. `export` — pages of the moving records, read from the current state.
 //! 3. `dirty` + `ack` — the catch-up: current records of marked keys, then the
 //!    marks dropped unless the key was written again meanwhile (the mark's
@@ -19,13 +21,14 @@
 //! Every step is idempotent and its state durable (Raft log + RocksDB), so a
 //! crash of any process at any step resumes where it stopped.
 //!
-//! Only the KV model moves: `begin` refuses while the shard holds graph,
-//! search or file data.
+//! KV and graph data move; `begin` refuses while the shard holds search or
+//! file data.
 
 use std::sync::{Arc, RwLock};
 
 use omnishard_common::placement::Ring;
 use omnishard_common::rejection::Rejection;
+use omnishard_common::stored::Space;
 use omnishard_common::topology::Topology;
 use serde::{Deserialize, Serialize};
 
@@ -37,8 +40,10 @@ use crate::store::{Store, CF_CHUNKS, CF_FILES, CF_GRAPH, CF_KV, CF_META, CF_SEAR
 
 /// `meta` key of the persisted migration state (JSON; empty = none).
 pub const META_MIGRATION: &[u8] = b"migration";
-/// Prefix of the marks in `meta`: `migration/mark/` + stored KV key → sequence (u64 BE).
+/// Prefix of the KV marks in `meta`: `migration/mark/` + stored KV key → sequence (u64 BE).
 pub const MARK_PREFIX: &[u8] = b"migration/mark/";
+/// Prefix of the graph marks in `meta`: `migration/gmark/` + stored graph key → sequence.
+pub const GRAPH_MARK_PREFIX: &[u8] = b"migration/gmark/";
 
 /// Most records an export or dirty page carries.
 pub const MAX_PAGE_RECORDS: usize = 10_000;
@@ -133,28 +138,38 @@ impl MigrationState {
         Ok(WriteCheck::Mark)
     }
 
-    /// Whether the stored KV `key` belongs elsewhere under `ring`.
-    pub fn leaves(&self, ring: &Ring, stored_key: &[u8]) -> bool {
-        match split_key(stored_key) {
+    /// Whether the stored `key` of `space` belongs elsewhere under `ring`.
+    pub fn leaves(&self, ring: &Ring, space: Space, stored_key: &[u8]) -> bool {
+        match space.owner_of(stored_key) {
             Some((ns, key)) => ring.owner(ns, key) != self.shard_id,
             None => false,
         }
     }
 }
 
-/// The mark key of a stored KV key.
-pub fn mark_key(stored_key: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(MARK_PREFIX.len() + stored_key.len());
-    out.extend_from_slice(MARK_PREFIX);
-    out.extend_from_slice(stored_key);
-    out
+/// The column family of `space`.
+pub fn cf_of(space: Space) -> &'static str {
+    match space {
+        Space::Kv => CF_KV,
+        Space::Graph => CF_GRAPH,
+    }
 }
 
-/// Splits a stored KV key into namespace and user key.
-pub fn split_key(stored: &[u8]) -> Option<(&str, &[u8])> {
-    let zero = stored.iter().position(|&b| b == 0)?;
-    let ns = std::str::from_utf8(&stored[..zero]).ok()?;
-    Some((ns, &stored[zero + 1..]))
+/// Where the marks of `space` live in `meta`.
+pub fn mark_prefix(space: Space) -> &'static [u8] {
+    match space {
+        Space::Kv => MARK_PREFIX,
+        Space::Graph => GRAPH_MARK_PREFIX,
+    }
+}
+
+/// The mark key of a stored key of `space`.
+pub fn mark_key(space: Space, stored_key: &[u8]) -> Vec<u8> {
+    let prefix = mark_prefix(space);
+    let mut out = Vec::with_capacity(prefix.len() + stored_key.len());
+    out.extend_from_slice(prefix);
+    out.extend_from_slice(stored_key);
+    out
 }
 
 /// One record shipped between shards.
@@ -166,12 +181,19 @@ pub struct Record {
     #[serde(with = "serde_bytes")]
     pub value: Option<Vec<u8>>,
     pub mark: u64,
+    /// The column family the key is of.
+    #[serde(default)]
+    pub space: Space,
 }
 
 impl Record {
-    /// The version the record carries (0 for a delete or a short value).
+    /// The version the record carries (0 for a delete, a label entry or a short value).
     pub fn version(&self) -> u64 {
-        self.value.as_deref().and_then(codec::decode_value).map(|s| s.version).unwrap_or(0)
+        let Some(value) = self.value.as_deref() else { return 0 };
+        match self.space {
+            Space::Kv => codec::decode_value(value).map(|s| s.version).unwrap_or(0),
+            Space::Graph => crate::graph::read::stored_version(&self.key, value),
+        }
     }
 
     fn size(&self) -> usize {
@@ -188,9 +210,9 @@ pub struct Page {
     pub scanned: u64,
 }
 
-/// The first model besides KV whose data `store` holds, if any.
-pub fn non_kv_model(store: &Store) -> Result<Option<&'static str>> {
-    for (cf, model) in [(CF_GRAPH, "graph"), (CF_SEARCH, "search"), (CF_FILES, "file"), (CF_CHUNKS, "file")] {
+/// The first model that does not migrate yet (search, files) whose data `store` holds, if any.
+pub fn unmovable_model(store: &Store) -> Result<Option<&'static str>> {
+    for (cf, model) in [(CF_SEARCH, "search"), (CF_FILES, "file"), (CF_CHUNKS, "file")] {
         let mut any = false;
         store.scan_prefix(cf, b"", b"", None, |_, _| {
             any = true;
@@ -204,16 +226,18 @@ pub fn non_kv_model(store: &Store) -> Result<Option<&'static str>> {
 }
 
 /// Refuses a migration while data of models that do not move yet exists.
-pub fn check_only_kv(store: &Store) -> Result<()> {
-    match non_kv_model(store)? {
+pub fn check_movable(store: &Store) -> Result<()> {
+    match unmovable_model(store)? {
         Some(model) => Err(Error::FailedPrecondition(format!(
-            "this shard holds {model} data; online migration moves KV data only so far, so the shard set cannot change yet"
+            "this shard holds {model} data; online migration moves KV and graph data only so far, so the shard set cannot change yet"
         ))),
         None => Ok(()),
     }
 }
 
-/// Moving KV records after `after` (exclusive), bounded by records and bytes.
+/// Moving records after cursor `after` (exclusive), bounded by records and
+/// bytes. A cursor is the space's wire number then the last key looked at;
+/// KV is exported first, then graph.
 pub fn export(
     state: &MigrationState,
     store: &Store,
@@ -222,59 +246,88 @@ pub fn export(
     max: usize,
     max_bytes: usize,
 ) -> Result<Page> {
+    let (mut space, mut from) = match after.split_first() {
+        None => (Space::Kv, &[][..]),
+        Some((&n, key)) => (
+            Space::from_wire(u32::from(n)).ok_or_else(|| {
+                Error::InvalidArgument(omnishard_common::Error::invalid("after", "is not a cursor this shard returned"))
+            })?,
+            key,
+        ),
+    };
     let mut page = Page::default();
     let mut bytes = 0usize;
-    let mut last = after.to_vec();
-    let mut stopped = false;
-    store.scan_prefix(CF_KV, b"", after, None, |key, value| {
-        if key == after {
-            return Ok(true);
+    loop {
+        let mut last = from.to_vec();
+        let mut stopped = false;
+        store.scan_prefix(cf_of(space), b"", from, None, |key, value| {
+            if key == from {
+                return Ok(true);
+            }
+            if page.records.len() >= max || bytes >= max_bytes || page.scanned as usize >= MAX_SCANNED {
+                stopped = true;
+                return Ok(false);
+            }
+            page.scanned += 1;
+            last = key.to_vec();
+            if state.leaves(ring, space, key) {
+                let record = Record { key: key.to_vec(), value: Some(value.to_vec()), mark: 0, space };
+                bytes += record.size();
+                page.records.push(record);
+            }
+            Ok(true)
+        })?;
+        let next_space = Space::ALL.iter().copied().find(|s| *s > space);
+        match next_space {
+            Some(next) if !stopped => {
+                space = next;
+                from = &[];
+            }
+            _ => {
+                page.done = !stopped;
+                page.next = [vec![space as u8], last].concat();
+                return Ok(page);
+            }
         }
-        if page.records.len() >= max || bytes >= max_bytes || page.scanned as usize >= MAX_SCANNED {
-            stopped = true;
-            return Ok(false);
-        }
-        page.scanned += 1;
-        last = key.to_vec();
-        if state.leaves(ring, key) {
-            let record = Record { key: key.to_vec(), value: Some(value.to_vec()), mark: 0 };
-            bytes += record.size();
-            page.records.push(record);
-        }
-        Ok(true)
-    })?;
-    page.done = !stopped;
-    page.next = last;
-    Ok(page)
+    }
 }
 
 /// Up to `max` marked keys with their current records (absent = delete).
 pub fn dirty(store: &Store, max: usize) -> Result<Page> {
-    let mut marks = Vec::new();
-    store.scan_prefix(CF_META, MARK_PREFIX, MARK_PREFIX, None, |key, value| {
-        if marks.len() >= max {
-            return Ok(false);
-        }
-        let mark = value.try_into().map(u64::from_be_bytes).unwrap_or(0);
-        marks.push((key[MARK_PREFIX.len()..].to_vec(), mark));
-        Ok(true)
-    })?;
-    let keys: Vec<Vec<u8>> = marks.iter().map(|(k, _)| k.clone()).collect();
-    let values = store.multi_get_cf(CF_KV, &keys)?;
-    let done = marks.len() < max;
-    let records = marks.into_iter().zip(values).map(|((key, mark), value)| Record { key, value, mark }).collect();
+    let mut records = Vec::new();
+    for space in Space::ALL {
+        let prefix = mark_prefix(space);
+        let mut marks = Vec::new();
+        store.scan_prefix(CF_META, prefix, prefix, None, |key, value| {
+            if records.len() + marks.len() >= max {
+                return Ok(false);
+            }
+            let mark = value.try_into().map(u64::from_be_bytes).unwrap_or(0);
+            marks.push((key[prefix.len()..].to_vec(), mark));
+            Ok(true)
+        })?;
+        let keys: Vec<Vec<u8>> = marks.iter().map(|(k, _)| k.clone()).collect();
+        let values = store.multi_get_cf(cf_of(space), &keys)?;
+        records.extend(marks.into_iter().zip(values).map(|((key, mark), value)| Record { key, value, mark, space }));
+    }
+    let done = records.len() < max;
     Ok(Page { records, next: Vec::new(), done, scanned: 0 })
 }
 
-/// Up to `max` stored KV keys that `keep` rejects.
-pub fn unwanted(store: &Store, max: usize, keep: impl Fn(&[u8]) -> bool) -> Result<Vec<Vec<u8>>> {
+/// Up to `max` stored keys (KV, then graph) that `keep` rejects.
+pub fn unwanted(store: &Store, max: usize, keep: impl Fn(Space, &[u8]) -> bool) -> Result<Vec<(Space, Vec<u8>)>> {
     let mut out = Vec::new();
-    store.scan_prefix(CF_KV, b"", b"", None, |key, _| {
-        if !keep(key) {
-            out.push(key.to_vec());
+    for space in Space::ALL {
+        store.scan_prefix(cf_of(space), b"", b"", None, |key, _| {
+            if !keep(space, key) {
+                out.push((space, key.to_vec()));
+            }
+            Ok(out.len() < max)
+        })?;
+        if out.len() >= max {
+            break;
         }
-        Ok(out.len() < max)
-    })?;
+    }
     Ok(out)
 }
 
@@ -315,7 +368,7 @@ impl Shard {
             }
             current => {
                 if current.is_none() {
-                    self.blocking_light(|shard| check_only_kv(&shard.store)).await?;
+                    self.blocking_light(|shard| check_movable(&shard.store)).await?;
                 }
                 let raw = serde_json::to_vec(&wanted).map_err(|e| Error::Internal(e.to_string()))?;
                 self.applier.put_meta(META_MIGRATION, raw).await?;
@@ -324,10 +377,13 @@ impl Shard {
         }
         self.blocking_light(|shard| {
             let mut n = 0u64;
-            shard.store.scan_prefix(CF_META, MARK_PREFIX, MARK_PREFIX, None, |_, _| {
-                n += 1;
-                Ok(true)
-            })?;
+            for space in Space::ALL {
+                let prefix = mark_prefix(space);
+                shard.store.scan_prefix(CF_META, prefix, prefix, None, |_, _| {
+                    n += 1;
+                    Ok(true)
+                })?;
+            }
             Ok(n)
         })
         .await
@@ -363,10 +419,10 @@ impl Shard {
     /// Stores records copied from another shard.
     pub async fn migrate_ingest(self: &Arc<Self>, records: Vec<Record>) -> Result<()> {
         for (i, record) in records.iter().enumerate() {
-            if split_key(&record.key).is_none() {
+            if record.space.owner_of(&record.key).is_none() {
                 return Err(Error::InvalidArgument(omnishard_common::Error::invalid(
                     "records",
-                    format!("records[{i}].key is not a stored KV key (namespace, 0x00, key)"),
+                    format!("records[{i}].key is not a stored {:?} key", record.space),
                 )));
             }
         }
@@ -385,15 +441,15 @@ impl Shard {
                     Error::FailedPrecondition(format!("shard {} has no topology installed", self.id()))
                 })?;
                 self.blocking_heavy(move |shard| {
-                    unwanted(&shard.store, max, |key| !shard.migration.leaves(&installed.ring, key))
+                    unwanted(&shard.store, max, |space, key| !shard.migration.leaves(&installed.ring, space, key))
                 })
                 .await?
             }
             DropMode::Incoming { before, after, source } => {
                 let (before, after, source) = (before.ring()?, after.ring()?, source.clone());
                 self.blocking_heavy(move |shard| {
-                    unwanted(&shard.store, max, |key| {
-                        let Some((ns, user)) = split_key(key) else { return true };
+                    unwanted(&shard.store, max, |space, key| {
+                        let Some((ns, user)) = space.owner_of(key) else { return true };
                         !(before.owner(ns, user) == source && after.owner(ns, user) == shard.id())
                     })
                 })
@@ -402,7 +458,7 @@ impl Shard {
         };
         let deleted = keys.len() as u64;
         if !keys.is_empty() {
-            let records = keys.into_iter().map(|key| Record { key, value: None, mark: 0 }).collect();
+            let records = keys.into_iter().map(|(space, key)| Record { key, value: None, mark: 0, space }).collect();
             self.applier.apply_migration(Work::Ingest(records)).await?;
         }
         let done = (deleted as usize) < max;
@@ -459,12 +515,13 @@ mod tests {
     }
 
     #[test]
-    fn test_split_key_and_mark_key() {
+    fn test_mark_keys_and_record_versions() {
         let stored = codec::encode_key("ns", b"a\0b");
-        assert_eq!(split_key(&stored), Some(("ns", &b"a\0b"[..])));
-        assert_eq!(split_key(b"no-zero"), None);
-        assert!(mark_key(&stored).starts_with(MARK_PREFIX));
-        let record = Record { key: stored, value: Some(codec::encode_value(42, 0, b"v")), mark: 0 };
+        assert!(mark_key(Space::Kv, &stored).starts_with(MARK_PREFIX));
+        assert!(mark_key(Space::Graph, &stored).starts_with(GRAPH_MARK_PREFIX));
+        // Neither prefix range holds the other's marks.
+        assert!(!GRAPH_MARK_PREFIX.starts_with(MARK_PREFIX) && !MARK_PREFIX.starts_with(GRAPH_MARK_PREFIX));
+        let record = Record { key: stored, value: Some(codec::encode_value(42, 0, b"v")), mark: 0, space: Space::Kv };
         assert_eq!(record.version(), 42);
     }
 }

@@ -58,7 +58,7 @@ pub struct Stats {
     pub seq: u64,
     pub epoch: u64,
     pub key_count: u64,
-    /// A model besides KV with data here, if any (see [`crate::migrate`]).
+    /// A model with data here that cannot migrate yet (search, files), if any (see [`crate::migrate`]).
     pub non_kv_model: Option<&'static str>,
 }
 
@@ -150,7 +150,7 @@ impl Shard {
     /// Sequence, epoch and key estimate.
     pub async fn stats(self: &Arc<Self>) -> Result<Stats> {
         let (key_count, non_kv_model) = self
-            .blocking_light(|shard| Ok((shard.store.estimated_keys()?, crate::migrate::non_kv_model(&shard.store)?)))
+            .blocking_light(|shard| Ok((shard.store.estimated_keys()?, crate::migrate::unmovable_model(&shard.store)?)))
             .await?;
         Ok(Stats {
             non_kv_model,

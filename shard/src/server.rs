@@ -5,6 +5,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use omnishard_common::stored::Space;
 use omnishard_common::topology::Topology;
 use omnishard_proto::v1::shard_file_service_server::ShardFileServiceServer;
 use omnishard_proto::v1::shard_service_server::{ShardService, ShardServiceServer};
@@ -423,7 +424,7 @@ impl ShardService for ShardGrpc {
 
     async fn migrate_ack(&self, request: Request<MigrateAckRequest>) -> Result<Response<MigrateAckResponse>, Status> {
         let req = request.into_inner();
-        let marks = req.marks.into_iter().map(record_from_proto).collect();
+        let marks = req.marks.into_iter().map(record_from_proto).collect::<Result<_, _>>()?;
         self.shard.migrate_ack(req.migration_id, marks).await.map_err(|e| self.status(e))?;
         Ok(Response::new(MigrateAckResponse {}))
     }
@@ -434,7 +435,7 @@ impl ShardService for ShardGrpc {
     ) -> Result<Response<MigrateIngestResponse>, Status> {
         let req = request.into_inner();
         record("rows", req.records.len() as i64);
-        let records = req.records.into_iter().map(record_from_proto).collect();
+        let records = req.records.into_iter().map(record_from_proto).collect::<Result<_, _>>()?;
         self.shard.migrate_ingest(records).await.map_err(|e| self.status(e))?;
         Ok(Response::new(MigrateIngestResponse {}))
     }
@@ -473,6 +474,7 @@ fn records_to_proto(page: Page) -> MigrateRecords {
                 deleted: r.value.is_none(),
                 value: r.value.unwrap_or_default(),
                 mark: r.mark,
+                space: r.space as u32,
             })
             .collect(),
         next: page.next,
@@ -481,8 +483,11 @@ fn records_to_proto(page: Page) -> MigrateRecords {
     }
 }
 
-fn record_from_proto(r: MigrateRecord) -> Record {
-    Record { key: r.key, value: (!r.deleted).then_some(r.value), mark: r.mark }
+fn record_from_proto(r: MigrateRecord) -> Result<Record, Status> {
+    let space = Space::from_wire(r.space).ok_or_else(|| {
+        Status::invalid_argument(format!("records[].space: {} is neither 0 (kv) nor 1 (graph)", r.space))
+    })?;
+    Ok(Record { key: r.key, value: (!r.deleted).then_some(r.value), mark: r.mark, space })
 }
 
 fn txn_from_proto(txn: ShardTxn) -> Result<Txn, Status> {

@@ -246,10 +246,13 @@ impl Store {
         Ok(self.db.property_int_value_cf(cf, "rocksdb.estimate-num-keys")?.unwrap_or(0))
     }
 
-    /// Forces a full compaction of the KV column family (tests and admin).
+    /// Forces a full compaction of the KV and graph column families (after
+    /// a migration deleted ranges, and in tests).
     pub fn compact(&self) -> Result<()> {
-        let cf = self.cf(CF_KV)?;
-        self.db.compact_range_cf(cf, None::<&[u8]>, None::<&[u8]>);
+        for name in [CF_KV, CF_GRAPH] {
+            let cf = self.cf(name)?;
+            self.db.compact_range_cf(cf, None::<&[u8]>, None::<&[u8]>);
+        }
         Ok(())
     }
 

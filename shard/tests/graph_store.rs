@@ -146,3 +146,82 @@ async fn test_local_expansion_by_depth_with_cycles() {
     let got = shard.graph_expand(1, req(5, 2)).await.unwrap();
     assert_eq!((got.reached.len(), got.truncated_by.as_str()), (2, "max_visited"));
 }
+
+#[tokio::test]
+async fn test_graph_records_migrate_with_their_vertex() {
+    use omnishard_common::rejection::Rejection;
+    use omnishard_common::stored::{graph_owner, Space};
+    use omnishard_shard::migrate::DropMode;
+
+    let dir = tempfile::tempdir().unwrap();
+    let shard = open(dir.path()).await;
+    let ids: Vec<String> = (0..60).map(|i| format!("v{i}")).collect();
+    let mut ops: Vec<GraphOp> = ids.iter().map(|id| vertex(id, "node", "{}", WriteMode::Upsert)).collect();
+    for pair in ids.windows(2) {
+        ops.extend(both(&pair[0], &pair[1], "next"));
+    }
+    shard.graph_apply(1, "", "g", ops).await.unwrap();
+
+    // Under a two-shard ring about half the vertices move to shard-2.
+    let target = Topology {
+        epoch: 2,
+        vnodes: 256,
+        shards: vec![ShardAddr::new("shard-1", "h:1"), ShardAddr::new("shard-2", "h:2")],
+    };
+    let ring = target.ring().unwrap();
+    let moving: Vec<&String> = ids.iter().filter(|id| ring.owner("default", id.as_bytes()) == "shard-2").collect();
+    assert!(moving.len() > 10 && moving.len() < 50, "{} of 60 move", moving.len());
+    shard.migrate_begin(1, target.clone(), false).await.unwrap();
+
+    // The export, paged by a cursor that crosses from KV to graph, holds
+    // every record of a moving vertex and nothing else.
+    let (mut cursor, mut exported) = (Vec::new(), Vec::new());
+    loop {
+        let page = shard.migrate_export(1, cursor, 7, 1 << 20).await.unwrap();
+        exported.extend(page.records);
+        if page.done {
+            break;
+        }
+        cursor = page.next;
+    }
+    assert!(exported.iter().all(|r| r.space == Space::Graph));
+    for record in &exported {
+        let (ns, id) = graph_owner(&record.key).unwrap();
+        assert_eq!(ring.owner(ns, id), "shard-2", "{:?} exported but stays", String::from_utf8_lossy(id));
+    }
+    // A vertex, its label entry and its (up to two) out- and in-halves.
+    let vertex_keys = exported.iter().filter(|r| r.version() > 0).count();
+    assert!(vertex_keys >= moving.len() * 2, "{vertex_keys} versioned records for {} vertices", moving.len());
+    assert!(exported.len() >= moving.len() * 3, "{} records for {} vertices", exported.len(), moving.len());
+
+    // A write to a moving vertex during the copy leaves marks for each key it changed.
+    let mover = moving[0].clone();
+    shard.graph_apply(1, "", "g", vec![vertex(&mover, "node", r#"{"x":1}"#, WriteMode::Upsert)]).await.unwrap();
+    let dirty = shard.migrate_dirty(1, 100).await.unwrap();
+    assert!(!dirty.records.is_empty() && dirty.records.iter().all(|r| r.space == Space::Graph), "{dirty:?}");
+    assert!(dirty.records.iter().all(|r| graph_owner(&r.key).unwrap().1 == mover.as_bytes()));
+
+    // Fenced: writes and reads of moving vertices are refused as `moving`; others go on.
+    shard.migrate_begin(1, target.clone(), true).await.unwrap();
+    let write = shard.graph_apply(1, "", "g", vec![vertex(&mover, "node", "{}", WriteMode::Upsert)]).await;
+    assert!(matches!(write, Err(Error::Rejected(Rejection::Moving { .. }))), "{write:?}");
+    let read = shard.graph_get(1, "", "g", vec![mover.clone()]).await;
+    assert!(matches!(read, Err(Error::Rejected(Rejection::Moving { .. }))), "{read:?}");
+    let staying = ids.iter().find(|id| ring.owner("default", id.as_bytes()) == "shard-1").unwrap();
+    shard.graph_get(1, "", "g", vec![staying.clone()]).await.unwrap();
+
+    // After the switch the source deletes exactly the moved records.
+    shard.install_topology(target.clone()).await.unwrap();
+    while !shard.migrate_drop(DropMode::Unowned, 5).await.unwrap().1 {}
+    let left = shard.graph_get(2, "", "g", vec![staying.clone()]).await.unwrap();
+    assert!(left[0].is_some(), "a staying vertex was deleted");
+    let mut remaining = 0;
+    let cf = shard.store().cf("graph").unwrap();
+    for item in shard.store().db().iterator_cf(cf, rocksdb::IteratorMode::Start) {
+        let (key, _) = item.unwrap();
+        let (ns, id) = graph_owner(&key).unwrap();
+        assert_eq!(ring.owner(ns, id), "shard-1", "{:?} left behind", String::from_utf8_lossy(&key));
+        remaining += 1;
+    }
+    assert!(remaining >= (60 - moving.len()) * 2, "{remaining} records left");
+}

@@ -9,18 +9,11 @@
 //! `len` is a u16 big-endian length, so all halves of one vertex (and of one
 //! vertex and label) form one contiguous, prefix-scannable range.
 
-/// Tag of vertex keys.
-pub const VERTEX: u8 = b'v';
-/// Tag of out-half keys.
-pub const OUT: u8 = b'o';
-/// Tag of in-half keys.
-pub const IN: u8 = b'i';
-/// Tag of label-index keys.
-pub const LABEL: u8 = b'l';
-
-/// First byte of intent keys. Namespaces never start with 0x01, so all
-/// intents of every graph form one range that a repair pass can scan.
-pub const PENDING: u8 = 0x01;
+// The tags are shared with `omnishard_common::stored`, which reads keys back
+// to the vertex they belong to when ranges move between shards.
+pub use omnishard_common::stored::{
+    GRAPH_IN as IN, GRAPH_LABEL as LABEL, GRAPH_OUT as OUT, GRAPH_PENDING as PENDING, GRAPH_VERTEX as VERTEX,
+};
 
 /// Key of the intent of a pending out-half:
 /// `0x01 namespace 0x00 graph 0x00 len(from) from len(label) label to`.
@@ -121,5 +114,17 @@ mod tests {
         assert!(!half(&p, OUT, "ab", "knows", "b").starts_with(&all));
         assert!(!vertex(&p, "x").starts_with(&graph_prefix("ns", "g2")));
         assert_eq!(parse_pending(&pending(&p, "a", "l", "b")), Some(("ns".into(), "g".into())));
+    }
+
+    #[test]
+    fn test_every_key_reads_back_to_its_vertex() {
+        use omnishard_common::stored::graph_owner;
+        let p = graph_prefix("ns", "g");
+        let a = Some(("ns", &b"a"[..]));
+        assert_eq!(graph_owner(&vertex(&p, "a")), a);
+        assert_eq!(graph_owner(&half(&p, OUT, "a", "knows", "b")), a);
+        assert_eq!(graph_owner(&half(&p, IN, "a", "knows", "b")), a);
+        assert_eq!(graph_owner(&label_entry(&p, "person", "a")), a);
+        assert_eq!(graph_owner(&pending(&p, "a", "knows", "b")), a);
     }
 }

@@ -115,6 +115,7 @@ impl Shard {
         }
         let installed = self.ownership.ring_for(epoch)?;
         self.ownership.check_keys(&installed, &namespace, ids.iter().map(|id| id.as_bytes()))?;
+        self.check_not_fenced(&namespace, ids.iter().map(|id| id.as_bytes()))?;
         self.blocking_light(move |shard| read::get_vertices(&shard.store, &namespace, &graph, &ids)).await
     }
 
@@ -136,6 +137,7 @@ impl Shard {
         let limit = self.config.limits.scan_page(limit)?;
         let installed = self.ownership.ring_for(epoch)?;
         self.ownership.check_keys(&installed, &namespace, [id.as_bytes()])?;
+        self.check_not_fenced(&namespace, [id.as_bytes()])?;
         self.blocking_heavy(move |shard| {
             read::edges(&shard.store, &namespace, &graph, &id, half, &labels, &start_after, limit)
         })
@@ -151,6 +153,7 @@ impl Shard {
         self.config.limits.check_batch("ids", req.ids.len())?;
         let installed = self.ownership.ring_for(req.epoch)?;
         self.ownership.check_keys(&installed, &namespace, req.ids.iter().map(|id| id.as_bytes()))?;
+        self.check_not_fenced(&namespace, req.ids.iter().map(|id| id.as_bytes()))?;
         let halves: Vec<EdgeHalf> = match omnishard_proto::v1::Direction::try_from(req.direction).unwrap_or_default() {
             omnishard_proto::v1::Direction::In => vec![EdgeHalf::In],
             omnishard_proto::v1::Direction::Both => vec![EdgeHalf::Out, EdgeHalf::In],
@@ -181,8 +184,11 @@ impl Shard {
         limit: u32,
     ) -> Result<Vec<(String, String, omnishard_proto::v1::Edge)>> {
         let limit = self.config.limits.scan_page(limit)?;
-        self.ownership.ring_for(epoch)?;
-        self.blocking_heavy(move |shard| read::pending(&shard.store, older_than_ms, limit)).await
+        let installed = self.ownership.ring_for(epoch)?;
+        let mut intents = self.blocking_heavy(move |shard| read::pending(&shard.store, older_than_ms, limit)).await?;
+        // Intents copied in (or left behind) by a migration belong to another shard's repair pass.
+        intents.retain(|(ns, _, edge)| installed.ring.owner(ns, edge.from.as_bytes()) == self.id());
+        Ok(intents)
     }
 
     /// Vertices of a label on this shard, optionally filtered by one property value.
@@ -203,10 +209,11 @@ impl Shard {
                 ))
             })?)
         };
-        self.ownership.ring_for(req.epoch)?;
+        let installed = self.ownership.ring_for(req.epoch)?;
         self.blocking_heavy(move |shard| {
             let property = value.as_ref().map(|v| (req.property.as_str(), v));
-            read::find(&shard.store, &namespace, &graph, &req.label, property, &req.start_after, limit)
+            let owned = |id: &str| installed.ring.owner(&namespace, id.as_bytes()) == shard.id();
+            read::find(&shard.store, &namespace, &graph, &req.label, property, &req.start_after, limit, owned)
         })
         .await
     }
@@ -220,6 +227,7 @@ impl Shard {
         let (namespace, graph) = names(&req.namespace, &req.graph)?;
         let installed = self.ownership.ring_for(epoch)?;
         self.ownership.check_keys(&installed, &namespace, req.frontier.iter().map(|f| f.id.as_bytes()))?;
+        self.check_not_fenced(&namespace, req.frontier.iter().map(|f| f.id.as_bytes()))?;
         let parse = |filters: &[omnishard_proto::v1::PropertyFilter]| {
             filters
                 .iter()

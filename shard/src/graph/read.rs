@@ -23,9 +23,26 @@ pub fn get_vertices(store: &Store, namespace: &str, graph: &str, ids: &[String])
     ids.iter().zip(results).map(|(id, r)| r?.map(|raw| decode_vertex(id, &raw)).transpose()).collect()
 }
 
+/// The version a stored graph record carries (vertices and edge halves;
+/// 0 for label entries and undecodable values).
+pub fn stored_version(key: &[u8], value: &[u8]) -> u64 {
+    use prost::Message;
+    if key.first() == Some(&keys::PENDING) {
+        return Edge::decode(value).map(|e| e.version).unwrap_or(0);
+    }
+    // The tag follows `namespace 0x00 graph 0x00`.
+    let tag = key.iter().enumerate().filter(|(_, &b)| b == 0).nth(1).and_then(|(i, _)| key.get(i + 1));
+    match tag {
+        Some(&keys::VERTEX) => Vertex::decode(value).map(|v| v.version).unwrap_or(0),
+        Some(&keys::OUT) | Some(&keys::IN) => Edge::decode(value).map(|e| e.version).unwrap_or(0),
+        _ => 0,
+    }
+}
+
 /// Up to `limit` vertices with `label` (and `property` equal to `value`, when
-/// given) whose id is greater than `start_after`, in id order; the flag says
-/// whether the label index has more entries.
+/// given) whose id is greater than `start_after`, in id order, among those
+/// `owned` accepts (a copy taken in or left behind by a migration is not
+/// this shard's to answer for); the flag says whether the label index has more entries.
 #[allow(clippy::too_many_arguments)]
 pub fn find(
     store: &Store,
@@ -35,6 +52,7 @@ pub fn find(
     property: Option<(&str, &serde_json::Value)>,
     start_after: &str,
     limit: usize,
+    owned: impl Fn(&str) -> bool,
 ) -> Result<(Vec<Vertex>, bool)> {
     let prefix = keys::graph_prefix(namespace, graph);
     let index = keys::label_prefix(&prefix, label);
@@ -52,6 +70,9 @@ pub fn find(
     for item in store.db().iterator_cf_opt(cf, opts, IteratorMode::From(&start, Direction::Forward)) {
         let (key, _) = item?;
         let id = String::from_utf8_lossy(&key[index.len()..]).into_owned();
+        if !owned(&id) {
+            continue;
+        }
         let Some(vertex) = get_vertices(store, namespace, graph, std::slice::from_ref(&id))?.pop().flatten() else {
             continue;
         };

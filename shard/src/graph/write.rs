@@ -80,8 +80,15 @@ impl Staged<'_> {
     }
 }
 
-/// Stages `txn` under sequence `seq` into `batch`.
-pub fn stage(store: &Store, txn: &GraphTxn, seq: u64, now_ms: u64, batch: &mut WriteBatch) -> Result<GraphCommitted> {
+/// Stages `txn` under sequence `seq` into `batch`; also returns every
+/// stored key it changes (a running migration marks the moving ones).
+pub fn stage(
+    store: &Store,
+    txn: &GraphTxn,
+    seq: u64,
+    now_ms: u64,
+    batch: &mut WriteBatch,
+) -> Result<(GraphCommitted, Vec<Vec<u8>>)> {
     let prefix = keys::graph_prefix(&txn.namespace, &txn.graph);
     let mut staged = Staged { store, changes: BTreeMap::new() };
     let mut out = GraphCommitted { seq, ..Default::default() };
@@ -115,13 +122,15 @@ pub fn stage(store: &Store, txn: &GraphTxn, seq: u64, now_ms: u64, batch: &mut W
         }
     }
     let cf = store.cf(CF_GRAPH)?;
+    let mut changed = Vec::with_capacity(staged.changes.len());
     for (key, change) in staged.changes {
         match change {
-            Some(value) => batch.put_cf(cf, key, value),
-            None => batch.delete_cf(cf, key),
+            Some(value) => batch.put_cf(cf, &key, value),
+            None => batch.delete_cf(cf, &key),
         }
+        changed.push(key);
     }
-    Ok(out)
+    Ok((out, changed))
 }
 
 fn put_vertex(staged: &mut Staged, prefix: &[u8], w: &VertexWrite, seq: u64, now: u64) -> Result<Vertex> {
