@@ -52,6 +52,7 @@ async fn rebalance(global: &Global, client: &Client, command: RebalanceCommand) 
         RebalanceCommand::Pause => client.rebalance_control(Some(true), None).await?,
         RebalanceCommand::Resume { rate } => client.rebalance_control(Some(false), rate).await?,
         RebalanceCommand::Throttle { rate } => client.rebalance_control(None, Some(rate)).await?,
+        RebalanceCommand::Abort => client.rebalance_abort().await?,
     };
     show_status(global.json, &status);
     Ok(())

@@ -225,7 +225,7 @@ pub enum AdminCommand {
         #[arg(long, value_parser = parse_rate)]
         rate: Option<u64>,
     },
-    /// Watch, pause, resume or throttle the running migration.
+    /// Watch, pause, resume, throttle or abort the running migration.
     Rebalance {
         #[command(subcommand)]
         command: RebalanceCommand,
@@ -255,6 +255,9 @@ pub enum RebalanceCommand {
         #[arg(long, value_parser = parse_rate)]
         rate: u64,
     },
+    /// Abort the migration before its ring switches: sources forget it,
+    /// targets delete what they copied, the topology stays as it was.
+    Abort,
 }
 
 /// Parses a rate such as `50MiB/s`, `200MB/s` or `1GiB` (per second) into bytes per second.

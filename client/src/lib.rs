@@ -348,7 +348,13 @@ impl Client {
         paused: Option<bool>,
         rate: Option<u64>,
     ) -> Result<RebalanceStatusResponse, Error> {
-        let req = RebalanceControlRequest { paused, rate_bytes_per_sec: rate };
+        let req = RebalanceControlRequest { paused, rate_bytes_per_sec: rate, abort: false };
+        Ok(self.admin.clone().rebalance_control(req).await?.into_inner())
+    }
+
+    /// Aborts the running migration before its ring switches; it is rolled back.
+    pub async fn rebalance_abort(&self) -> Result<RebalanceStatusResponse, Error> {
+        let req = RebalanceControlRequest { abort: true, ..Default::default() };
         Ok(self.admin.clone().rebalance_control(req).await?.into_inner())
     }
 }

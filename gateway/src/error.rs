@@ -46,6 +46,9 @@ pub enum Error {
     /// A multi-shard write failed on some shards after others committed.
     #[error("write partially applied: shards [{}] committed; {failed}", committed.join(", "))]
     PartialWrite { committed: Vec<String>, failed: Box<Error> },
+    /// The operator aborted the migration a step belonged to; it rolls back.
+    #[error("migration {migration} was aborted by the operator; rolling back")]
+    Aborted { migration: u64 },
 }
 
 impl Error {
@@ -66,6 +69,7 @@ impl Error {
             Error::Misrouted { .. } | Error::Moving { .. } => Code::Unavailable,
             Error::Shard { code, .. } => *code,
             Error::PartialWrite { failed, .. } => failed.code(),
+            Error::Aborted { .. } => Code::Aborted,
         }
     }
 

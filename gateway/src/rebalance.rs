@@ -137,6 +137,34 @@ pub async fn control(live: &LiveCluster, paused: Option<bool>, rate: Option<u64>
     Ok(doc)
 }
 
+/// Aborts the running migration if its ring has not switched yet: the
+/// driver then rolls it back (sources forget it, targets delete the copies)
+/// and the topology stays as it was. After the switch the way back is
+/// another change (`remove-shard` of an added shard, `add-shard` again).
+pub async fn abort(live: &LiveCluster) -> Result<ClusterDoc> {
+    let store = live.require_store()?;
+    let (doc, ()) = store
+        .update(|doc| {
+            let Some(m) = doc.migration.as_mut() else {
+                return Err(invalid("nothing is moving: no migration to abort".into()));
+            };
+            match m.phase {
+                Phase::Copy | Phase::CatchUp | Phase::Fenced => {
+                    m.phase = Phase::Aborting;
+                    m.paused = false;
+                    Ok((true, ()))
+                }
+                Phase::Aborting | Phase::Aborted => Ok((false, ())),
+                Phase::Cleanup | Phase::Done => Err(invalid(format!(
+                    "migration {} already switched the ring to epoch {}; undo it with another add-shard or remove-shard",
+                    m.id, m.target.epoch
+                ))),
+            }
+        })
+        .await?;
+    Ok(doc)
+}
+
 /// The shared document, for `rebalance status`.
 pub async fn status(live: &LiveCluster) -> Result<ClusterDoc> {
     let store = live.require_store()?;
@@ -151,6 +179,7 @@ pub async fn status(live: &LiveCluster) -> Result<ClusterDoc> {
 pub fn status_of(doc: &ClusterDoc) -> RebalanceStatusResponse {
     let mut out = RebalanceStatusResponse { epoch: doc.topology.epoch, ..Default::default() };
     let (migration, state) = match (&doc.migration, &doc.last_finished) {
+        (Some(m), _) if m.phase == Phase::Aborting => (m, "aborting"),
         (Some(m), _) => (m, if m.paused { "paused" } else { "moving" }),
         (None, Some(m)) => (m, "done"),
         (None, None) => {
@@ -162,7 +191,11 @@ pub fn status_of(doc: &ClusterDoc) -> RebalanceStatusResponse {
     out.state = state.into();
     out.migration_id = migration.id;
     out.reason = migration.reason.clone();
-    out.phase = if state == "done" { Phase::Done.name().into() } else { migration.phase.name().into() };
+    out.phase = match (state, migration.phase) {
+        ("done", Phase::Aborted) => Phase::Aborted.name().into(),
+        ("done", _) => Phase::Done.name().into(),
+        (_, phase) => phase.name().into(),
+    };
     out.target_epoch = migration.target.epoch;
     out.rate_bytes_per_sec = migration.rate_bytes_per_sec;
     out.moves = migration
@@ -207,7 +240,7 @@ fn progress(m: &Migration) -> f64 {
         Phase::CatchUp => 0.92,
         Phase::Fenced => 0.95,
         Phase::Cleanup => 0.97,
-        Phase::Done => 1.0,
+        Phase::Done | Phase::Aborting | Phase::Aborted => 1.0,
     }
 }
 
@@ -296,10 +329,15 @@ pub async fn run(live: Arc<LiveCluster>) {
         match claim(&live, &store).await {
             Ok(Some(driver)) => {
                 let id = driver.migration.id;
-                if let Err(e) = driver.drive().await {
-                    tracing::warn!(migration = id, error = %e, "migration step failed; retrying");
-                    record_error(&store, &live.id, id, &e).await;
-                    tokio::time::sleep(Duration::from_millis(500)).await;
+                match driver.drive().await {
+                    Ok(()) => {}
+                    // Not a failure: the next claim finds the phase `aborting` and rolls back.
+                    Err(Error::Aborted { .. }) => tracing::info!(migration = id, "migration aborted; rolling back"),
+                    Err(e) => {
+                        tracing::warn!(migration = id, error = %e, "migration step failed; retrying");
+                        record_error(&store, &live.id, id, &e).await;
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
                 }
             }
             Ok(None) => {}
@@ -372,7 +410,8 @@ impl Driver {
                 Phase::CatchUp => self.catch_up(&target_ring).await?,
                 Phase::Fenced => self.fence_and_switch(&target_ring).await?,
                 Phase::Cleanup => self.cleanup().await?,
-                Phase::Done => return Ok(()),
+                Phase::Aborting => self.roll_back().await?,
+                Phase::Done | Phase::Aborted => return Ok(()),
             }
         }
     }
@@ -590,6 +629,7 @@ impl Driver {
             .store
             .update(|doc| {
                 check_lease(doc, &holder, migration.id)?;
+                check_not_aborted(doc)?;
                 doc.topology = target.clone();
                 doc.migration = Some(migration.clone());
                 Ok((true, ()))
@@ -696,6 +736,9 @@ impl Driver {
                 if let Some(stored) = &doc.migration {
                     mine.paused = stored.paused;
                     mine.rate_bytes_per_sec = stored.rate_bytes_per_sec;
+                    if stored.phase == Phase::Aborting {
+                        mine.phase = Phase::Aborting;
+                    }
                 }
                 doc.lease = Some(Lease { holder: holder.clone(), until_ms: now_ms() + LEASE.as_millis() as u64 });
                 doc.migration = Some(mine.clone());
@@ -710,8 +753,55 @@ impl Driver {
             }
             self.migration.paused = stored.paused;
             self.migration.rate_bytes_per_sec = stored.rate_bytes_per_sec;
+            if stored.phase == Phase::Aborting && self.migration.phase != Phase::Aborting {
+                // The operator aborted: stop this step; the drive loop rolls back.
+                self.migration.phase = Phase::Aborting;
+                self.last_save = Instant::now();
+                return Err(Error::Aborted { migration: self.migration.id });
+            }
         }
         self.last_save = Instant::now();
+        Ok(())
+    }
+
+    /// Undoes a migration that never switched: every source forgets it
+    /// (marks, fence, state; the installed ring still gives it all its
+    /// records, so nothing is deleted there), then every target deletes the
+    /// copies it took in. The topology stays; the migration ends `aborted`.
+    async fn roll_back(&mut self) -> Result<()> {
+        for source in self.migration.sources.clone() {
+            let handle = self.handle(&source.shard)?;
+            loop {
+                let req = MigrateDropRequest {
+                    mode: MigrateDropMode::Unowned as i32,
+                    before: None,
+                    after: None,
+                    source: String::new(),
+                    max_records: 5_000,
+                };
+                if handle.client.clone().migrate_drop(req).await?.done {
+                    break;
+                }
+                self.save_soon().await?;
+            }
+        }
+        for source in self.migration.sources.clone() {
+            self.drop_incoming(&source.shard).await?;
+        }
+        self.migration.phase = Phase::Aborted;
+        let holder = self.live.id.clone();
+        let mut finished = self.migration.clone();
+        finished.updated_ms = now_ms();
+        self.store
+            .update(|doc| {
+                check_lease(doc, &holder, finished.id)?;
+                doc.last_finished = Some(finished.clone());
+                doc.migration = None;
+                doc.lease = None;
+                Ok((true, ()))
+            })
+            .await?;
+        tracing::info!(migration = self.migration.id, "migration aborted and rolled back");
         Ok(())
     }
 }
@@ -745,6 +835,15 @@ async fn hold_at(step: &str) {
     if let Some(ms) = held {
         tracing::warn!(step, ms, "fail point holds the migration driver");
         tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+}
+
+/// Refuses the switch once the operator aborted (the abort and the switch
+/// are both compare-and-sets of the document, so one of them wins).
+fn check_not_aborted(doc: &ClusterDoc) -> Result<()> {
+    match &doc.migration {
+        Some(m) if m.phase == Phase::Aborting => Err(Error::Aborted { migration: m.id }),
+        _ => Ok(()),
     }
 }
 

@@ -370,7 +370,15 @@ impl AdminService for AdminGrpc {
         request: Request<RebalanceControlRequest>,
     ) -> Result<Response<RebalanceStatusResponse>, Status> {
         let req = request.into_inner();
-        let doc = rebalance::control(&self.cluster, req.paused, req.rate_bytes_per_sec).await.map_err(status)?;
+        let doc = if req.abort {
+            if req.paused.is_some() || req.rate_bytes_per_sec.is_some() {
+                return Err(Status::invalid_argument("abort: cannot be combined with paused or rate_bytes_per_sec"));
+            }
+            rebalance::abort(&self.cluster).await
+        } else {
+            rebalance::control(&self.cluster, req.paused, req.rate_bytes_per_sec).await
+        }
+        .map_err(status)?;
         Ok(Response::new(rebalance::status_of(&doc)))
     }
 }

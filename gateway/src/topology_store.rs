@@ -71,6 +71,11 @@ pub enum Phase {
     Cleanup,
     /// Nothing is moving any more.
     Done,
+    /// The operator aborted before the switch: sources forget the migration
+    /// (lifting any fence), targets delete the copies, the ring stays.
+    Aborting,
+    /// An aborted migration whose copies are gone.
+    Aborted,
 }
 
 impl Phase {
@@ -82,6 +87,8 @@ impl Phase {
             Phase::Fenced => "fenced",
             Phase::Cleanup => "cleanup",
             Phase::Done => "done",
+            Phase::Aborting => "aborting",
+            Phase::Aborted => "aborted",
         }
     }
 }

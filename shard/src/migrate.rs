@@ -462,6 +462,11 @@ impl Shard {
             self.applier.apply_migration(Work::Ingest(records)).await?;
         }
         let done = (deleted as usize) < max;
+        if done && matches!(mode, DropMode::Incoming { .. }) {
+            // Copies deleted (a restarted copy, or an aborted migration):
+            // compacting drops the tombstones and corrects the key estimate.
+            self.blocking_heavy(|shard| shard.store.compact()).await?;
+        }
         if done && matches!(mode, DropMode::Unowned) && self.migration.current().is_some() {
             self.applier.apply_migration(Work::MigrateClear).await?;
             // Deleted ranges leave tombstones; compacting drops them and

@@ -566,6 +566,75 @@ async fn test_graph_moves_with_its_vertices_while_it_is_read_and_written() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn test_abort_rolls_back_until_the_ring_switches() {
+    use omnishard_proto::v1::{shard_service_client::ShardServiceClient, ShardStatsRequest};
+    let hold = "rebalance-fenced=return(2000);rebalance-switched=return(2000)";
+    let mut cluster = Cluster::builder().shards(3).with_meta().env("FAILPOINTS", hold).start().await.unwrap();
+    let client = cluster.client().await.unwrap();
+    let keys = 3000;
+    let model = load_keys(&client, keys).await;
+    let (target, addr) = cluster.start_shard("shard-4").await.unwrap();
+    let add = ["admin", "add-shard", "--id", "shard-4", "--addr", addr.as_str()];
+    let abort = ["admin", "rebalance", "abort"];
+    let target_keys = || {
+        let url = cluster.shard_url(target);
+        async move {
+            let mut api = ShardServiceClient::connect(url).await.unwrap();
+            api.stats(ShardStatsRequest {}).await.unwrap().into_inner().key_count
+        }
+    };
+
+    // 1. Aborted mid-copy: the target's copies are deleted, the ring stays.
+    let (code, out, err) = cluster.cli(&[&add[..], &["--rate", "64KiB/s"]].concat()).await.unwrap();
+    assert_eq!(code, 0, "{out}{err}");
+    wait_until(|| async { target_keys().await > 0 }, "copies on shard-4").await;
+    let (code, out, err) = cluster.cli(&abort).await.unwrap();
+    assert_eq!(code, 0, "{out}{err}");
+    let done = wait_done(&cluster, Duration::from_secs(60)).await;
+    assert_eq!((done["phase"].as_str(), done["epoch"].as_u64()), (Some("aborted"), Some(1)), "{done}");
+    assert_eq!(target_keys().await, 0, "shard-4 kept copies after the abort");
+
+    // 2. Aborted while fenced: the fence is lifted at once, every key reads and takes writes.
+    let (code, out, err) = cluster.cli(&add).await.unwrap();
+    assert_eq!(code, 0, "{out}{err}");
+    wait_phase(&cluster, "fenced").await;
+    let (code, out, err) = cluster.cli(&abort).await.unwrap();
+    assert_eq!(code, 0, "{out}{err}");
+    let done = wait_done(&cluster, Duration::from_secs(60)).await;
+    assert_eq!((done["phase"].as_str(), done["epoch"].as_u64()), (Some("aborted"), Some(1)), "{done}");
+    check_model(&client, &model).await;
+    let started = Instant::now();
+    for i in (0..keys).step_by(7) {
+        client.put(format!("key-{i}").as_bytes(), b"after-abort", PutOptions::default()).await.unwrap();
+    }
+    assert!(started.elapsed() < Duration::from_secs(20), "writes waited on a fence");
+    assert_eq!(target_keys().await, 0, "shard-4 kept copies after the abort");
+
+    // 3. After the switch an abort is refused; the migration finishes.
+    let (code, out, err) = cluster.cli(&add).await.unwrap();
+    assert_eq!(code, 0, "{out}{err}");
+    wait_phase(&cluster, "cleanup").await;
+    let (code, _, err) = cluster.cli(&abort).await.unwrap();
+    assert_ne!(code, 0);
+    assert!(err.contains("already switched the ring to epoch 2"), "{err}");
+    let done = wait_done(&cluster, Duration::from_secs(60)).await;
+    assert_eq!((done["phase"].as_str(), done["epoch"].as_u64()), (Some("done"), Some(2)), "{done}");
+    let (code, _, err) = cluster.cli(&abort).await.unwrap();
+    assert_ne!(code, 0);
+    assert!(err.contains("nothing is moving"), "{err}");
+    let mut model = model;
+    for i in (0..keys).step_by(7) {
+        model.insert(format!("key-{i}"), Some("after-abort".into()));
+    }
+    check_model(&client, &model).await;
+    let (ids, pcts, _) = balance(&cluster).await;
+    assert_eq!(ids.len(), 4);
+    for (id, pct) in ids.iter().zip(&pcts) {
+        assert!((80.0..=120.0).contains(pct), "{id} holds {pct:.0}% of the mean: {pcts:?}");
+    }
+}
+
 /// The running migration's phase, as the (current) gateway reports it; empty while it cannot answer.
 async fn phase(cluster: &Cluster) -> String {
     match Client::connect(cluster.gateway_url()).await {
