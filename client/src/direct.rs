@@ -3,7 +3,10 @@
 //! the gateway hop (as Redis Cluster and TiKV clients do). The ring comes
 //! from the gateway's `Cluster` answer; when a shard refuses a call with its
 //! typed rejection (`wrong-epoch` or `not-owner`, after a topology change),
-//! the client fetches the ring again and retries.
+//! the client fetches the ring again and retries; while a key's range is
+//! fenced in the short step before it changes owner (`moving`), the client
+//! backs off (5 ms doubling to 100 ms, for up to 10 s) and retries, as the
+//! gateway does.
 //!
 //! Like the gateway, it coalesces: concurrent gets bound for one shard (from
 //! every clone of the client) share one `Read` call and concurrent puts one
@@ -31,6 +34,8 @@ use crate::{Client, Error, PutOptions};
 
 /// How often a call is retried after the ring was refreshed.
 const MAX_REFRESHES: usize = 3;
+/// Longest a call keeps retrying a fenced (moving) range.
+const MOVING_BUDGET: Duration = Duration::from_secs(10);
 /// Longest TTL, as the gateway allows.
 const MAX_TTL: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
@@ -121,7 +126,8 @@ impl DirectClient {
         for key in keys {
             self.limits.check_key(key).map_err(invalid)?;
         }
-        for _ in 0..MAX_REFRESHES {
+        let mut retry = Retry::new();
+        loop {
             let routing = self.routing();
             let mut groups: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
             for (i, key) in keys.iter().enumerate() {
@@ -137,7 +143,7 @@ impl DirectClient {
                 async move { client.read(req).await.map(|r| (indexes, r.into_inner().values)) }
             });
             let mut out: Vec<Option<KeyValue>> = vec![None; keys.len()];
-            let mut stale = false;
+            let mut refused = None;
             for result in futures::future::join_all(calls).await {
                 match result {
                     Ok((indexes, values)) => {
@@ -150,16 +156,17 @@ impl DirectClient {
                             });
                         }
                     }
-                    Err(status) if Rejection::kind_of(&status).is_some() => stale = true,
-                    Err(status) => return Err(status.into()),
+                    Err(status) => match Rejection::kind_of(&status) {
+                        Some((kind, _)) => refused = Some(kind.to_string()),
+                        None => return Err(status.into()),
+                    },
                 }
             }
-            if !stale {
-                return Ok(out);
+            match refused {
+                None => return Ok(out),
+                Some(kind) => self.wait_out(&kind, &mut retry).await?,
             }
-            self.refresh().await?;
         }
-        Err(stale_ring())
     }
 
     /// Writes a key on its shard, acknowledged once it is in the shard's synced WAL.
@@ -181,12 +188,17 @@ impl DirectClient {
             expected_version: options.expected_version,
         };
         let txn = ShardTxn { namespace: ns.to_string(), ops: vec![ShardOp { op: Some(shard_op::Op::Put(put)) }] };
-        for _ in 0..MAX_REFRESHES {
+        let mut retry = Retry::new();
+        loop {
             let routing = self.routing();
             let shard = routing.ring.owner_index(ns, key);
             let (reply, answer) = oneshot::channel();
             routing.puts[shard].send(PendingPut { txn: txn.clone(), reply }).await.map_err(|_| batcher_gone())?;
             match answer.await.map_err(|_| batcher_gone())? {
+                // This transaction alone was refused, before it was applied: the key is fenced.
+                Ok(outcome) if outcome.code != 0 && !outcome.rejection.is_empty() => {
+                    self.wait_out(&outcome.rejection, &mut retry).await?
+                }
                 Ok(outcome) if outcome.code != 0 => {
                     return Err(tonic::Status::new(tonic::Code::from_i32(outcome.code), outcome.message).into());
                 }
@@ -195,16 +207,18 @@ impl DirectClient {
                     return Ok(WriteResult { shard_id, version: outcome.seq, seq: outcome.seq });
                 }
                 // The whole batch was refused before anything was written: safe to send again.
-                Err(status) if Rejection::kind_of(&status).is_some() => self.refresh().await?,
-                Err(status) => return Err(status.into()),
+                Err(status) => match Rejection::kind_of(&status) {
+                    Some((kind, _)) => self.wait_out(kind, &mut retry).await?,
+                    None => return Err(status.into()),
+                },
             }
         }
-        Err(stale_ring())
     }
 
     /// Reads one key through its shard's next read batch, with retries on a stale ring.
     async fn read_one(&self, ns: &str, key: &[u8]) -> Result<ShardValue, Error> {
-        for _ in 0..MAX_REFRESHES {
+        let mut retry = Retry::new();
+        loop {
             let routing = self.routing();
             let shard = routing.ring.owner_index(ns, key);
             let (reply, answer) = oneshot::channel();
@@ -212,11 +226,34 @@ impl DirectClient {
             routing.gets[shard].send(get).await.map_err(|_| batcher_gone())?;
             match answer.await.map_err(|_| batcher_gone())? {
                 Ok(value) => return Ok(value),
-                Err(status) if Rejection::kind_of(&status).is_some() => self.refresh().await?,
-                Err(status) => return Err(status.into()),
+                Err(status) => match Rejection::kind_of(&status) {
+                    Some((kind, _)) => self.wait_out(kind, &mut retry).await?,
+                    None => return Err(status.into()),
+                },
             }
         }
-        Err(stale_ring())
+    }
+
+    /// Before a refused call runs again: waits out a fenced range
+    /// (`moving`, backing off), or fetches the ring again (any other
+    /// rejection). Errs once the range stays fenced past [`MOVING_BUDGET`]
+    /// or the shards still refuse after [`MAX_REFRESHES`] fresh rings.
+    async fn wait_out(&self, kind: &str, retry: &mut Retry) -> Result<(), Error> {
+        if kind == (Rejection::Moving { shard_epoch: 0 }).kind() {
+            if retry.started.elapsed() >= MOVING_BUDGET {
+                return Err(Error::Status(tonic::Status::unavailable(format!(
+                    "the key's range stayed fenced for {MOVING_BUDGET:?} while it changes owner; retry later"
+                ))));
+            }
+            tokio::time::sleep(retry.pause).await;
+            retry.pause = (retry.pause * 2).min(Duration::from_millis(100));
+            return Ok(());
+        }
+        retry.refreshes += 1;
+        if retry.refreshes > MAX_REFRESHES {
+            return Err(stale_ring());
+        }
+        self.refresh().await
     }
 
     /// Fetches the ring again from the gateway.
@@ -232,6 +269,19 @@ impl DirectClient {
 
     fn resolved(&self) -> Result<&str, Error> {
         namespace::resolve(&self.namespace).map_err(invalid)
+    }
+}
+
+/// One call's retries so far.
+struct Retry {
+    started: std::time::Instant,
+    pause: Duration,
+    refreshes: usize,
+}
+
+impl Retry {
+    fn new() -> Retry {
+        Retry { started: std::time::Instant::now(), pause: Duration::from_millis(5), refreshes: 0 }
     }
 }
 

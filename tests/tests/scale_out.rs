@@ -635,6 +635,35 @@ async fn test_abort_rolls_back_until_the_ring_switches() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn test_direct_client_waits_out_the_fence() {
+    // The driver holds the fence 2 s, so direct calls to moving keys meet it.
+    let hold = "rebalance-fenced=return(2000)";
+    let mut cluster = Cluster::builder().shards(3).with_meta().env("FAILPOINTS", hold).start().await.unwrap();
+    let client = cluster.client().await.unwrap();
+    let keys = 400;
+    load_keys(&client, keys).await;
+    let direct = omnishard_client::DirectClient::connect(cluster.gateway_url()).await.unwrap();
+    add_shard(&mut cluster, "shard-4", "100MiB/s").await;
+    wait_phase(&cluster, "fenced").await;
+    let started = Instant::now();
+    let mut slowest = Duration::ZERO;
+    for i in 0..keys {
+        let key = format!("key-{i}");
+        let call = Instant::now();
+        direct.put(key.as_bytes(), format!("direct-{i}").as_bytes(), PutOptions::default()).await.unwrap();
+        let kv = direct.get(key.as_bytes()).await.unwrap();
+        assert_eq!(kv.value, format!("direct-{i}").as_bytes());
+        slowest = slowest.max(call.elapsed());
+    }
+    assert!(slowest > Duration::from_millis(300), "no call met the fence (slowest {slowest:?})");
+    assert!(started.elapsed() < Duration::from_secs(60));
+    wait_done(&cluster, Duration::from_secs(60)).await;
+    assert_eq!(direct.epoch(), 2, "the direct client follows the new ring");
+    let model = (0..keys).map(|i| (format!("key-{i}"), Some(format!("direct-{i}")))).collect();
+    check_model(&client, &model).await;
+}
+
 /// The running migration's phase, as the (current) gateway reports it; empty while it cannot answer.
 async fn phase(cluster: &Cluster) -> String {
     match Client::connect(cluster.gateway_url()).await {
