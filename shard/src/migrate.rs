@@ -236,8 +236,10 @@ pub fn check_movable(store: &Store) -> Result<()> {
 }
 
 /// Moving records after cursor `after` (exclusive), bounded by records and
-/// bytes. A cursor is the space's wire number then the last key looked at;
-/// KV is exported first, then graph.
+/// bytes. A cursor is the space's wire number (one byte) then the last key
+/// looked at; KV is exported first, then graph. A cursor saved by a version
+/// that moved KV only is the bare KV key: it starts with a namespace
+/// character, never with a wire number, and is read as such.
 pub fn export(
     state: &MigrationState,
     store: &Store,
@@ -248,12 +250,10 @@ pub fn export(
 ) -> Result<Page> {
     let (mut space, mut from) = match after.split_first() {
         None => (Space::Kv, &[][..]),
-        Some((&n, key)) => (
-            Space::from_wire(u32::from(n)).ok_or_else(|| {
-                Error::InvalidArgument(omnishard_common::Error::invalid("after", "is not a cursor this shard returned"))
-            })?,
-            key,
-        ),
+        Some((&n, key)) => match Space::from_wire(u32::from(n)) {
+            Some(space) => (space, key),
+            None => (Space::Kv, after),
+        },
     };
     let mut page = Page::default();
     let mut bytes = 0usize;
