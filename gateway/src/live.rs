@@ -13,7 +13,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use tokio::sync::Mutex;
 
 use crate::cluster::Cluster;
@@ -35,6 +35,8 @@ pub struct LiveCluster {
     refreshing: Mutex<()>,
     /// This gateway's identity as a migration driver.
     pub(crate) id: String,
+    /// The shared document as last read, for the rebalance metrics.
+    last_doc: ArcSwapOption<ClusterDoc>,
 }
 
 impl LiveCluster {
@@ -45,6 +47,7 @@ impl LiveCluster {
             store: None,
             refreshing: Mutex::new(()),
             id: gateway_id(),
+            last_doc: ArcSwapOption::empty(),
         })
     }
 
@@ -55,6 +58,7 @@ impl LiveCluster {
             store: Some(store),
             refreshing: Mutex::new(()),
             id: gateway_id(),
+            last_doc: ArcSwapOption::empty(),
         })
     }
 
@@ -79,6 +83,7 @@ impl LiveCluster {
 
     /// Adopts `doc`'s topology when it is newer than the current view.
     pub fn adopt(&self, doc: &ClusterDoc) -> Result<bool> {
+        self.last_doc.store(Some(Arc::new(doc.clone())));
         let current = self.current();
         if doc.topology.epoch <= current.epoch() {
             return Ok(false);
@@ -106,6 +111,46 @@ impl LiveCluster {
             Some((doc, _)) => self.adopt(&doc),
             None => Ok(false),
         }
+    }
+
+    /// Publishes, at every scrape, the ring epoch this gateway routes with
+    /// and the migration it last read: `omnishard_ring_epoch`,
+    /// `omnishard_rebalance_running` (1 while moving, paused or aborting),
+    /// `omnishard_rebalance_paused`, `omnishard_rebalance_progress_percent`
+    /// and per `{source, target}` `omnishard_rebalance_moved_keys` /
+    /// `_moved_bytes` of the running (else the last) migration.
+    pub fn publish_metrics(self: &Arc<Self>) {
+        let metrics = &omnishard_telemetry::global().metrics;
+        let epoch = metrics.gauge("ring_epoch", "The ring epoch this gateway routes with");
+        let running = metrics.gauge("rebalance_running", "1 while a migration is moving, paused or aborting");
+        let paused = metrics.gauge("rebalance_paused", "1 while the running migration is paused");
+        let progress = metrics.gauge("rebalance_progress_percent", "How far the running migration is, in percent");
+        let keys = metrics.gauge_vec(
+            "rebalance_moved_keys",
+            "Records moved by the running (else the last) migration",
+            &["source", "target"],
+        );
+        let bytes = metrics.gauge_vec(
+            "rebalance_moved_bytes",
+            "Bytes moved by the running (else the last) migration",
+            &["source", "target"],
+        );
+        let live = Arc::downgrade(self);
+        metrics.on_scrape(move || {
+            let Some(live) = live.upgrade() else { return };
+            epoch.set(live.current().epoch() as i64);
+            let Some(doc) = live.last_doc.load_full() else { return };
+            let status = crate::rebalance::status_of(&doc);
+            running.set(i64::from(doc.migration.is_some()));
+            paused.set(i64::from(status.state == "paused"));
+            progress.set((status.progress * 100.0).round() as i64);
+            keys.reset();
+            bytes.reset();
+            for m in &status.moves {
+                keys.with_label_values(&[m.source.as_str(), m.target.as_str()]).set(m.keys as i64);
+                bytes.with_label_values(&[m.source.as_str(), m.target.as_str()]).set(m.bytes as i64);
+            }
+        });
     }
 
     /// Polls the shared document forever (spawn it).

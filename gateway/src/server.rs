@@ -116,6 +116,7 @@ pub async fn serve_cluster(
         tokio::spawn(run_file_sweeper(cluster.clone(), now.files.sweep_interval.max(Duration::from_millis(100))));
     let repair =
         tokio::spawn(run_edge_repair(cluster.clone(), now.graph.repair_interval.max(Duration::from_millis(100))));
+    cluster.publish_metrics();
     // With a shared topology: follow its changes, and drive migrations when this gateway holds the lease.
     let watcher = tokio::spawn(cluster.clone().watch());
     let driver = tokio::spawn(crate::rebalance::run(cluster.clone()));

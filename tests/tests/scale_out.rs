@@ -710,6 +710,21 @@ async fn test_second_gateway_routes_with_the_new_ring_within_a_second() {
         let key = format!("key-{i}");
         assert_eq!(second_client.get(key.as_bytes()).await.unwrap().value, format!("v0-{i}").as_bytes());
     }
+    // Both publish the new epoch and the finished migration's moves on /metrics.
+    for client in [&first_client, &second_client] {
+        let addr = client.cluster().await.unwrap().metrics_addr;
+        let text = reqwest::get(format!("http://{addr}/metrics")).await.unwrap().text().await.unwrap();
+        let value = |name: &str| -> Vec<f64> {
+            text.lines()
+                .filter(|line| line.split(['{', ' ']).next() == Some(name))
+                .filter_map(|line| line.rsplit(' ').next()?.parse().ok())
+                .collect()
+        };
+        assert_eq!(value("omnishard_ring_epoch"), [2.0], "{addr}");
+        assert_eq!(value("omnishard_rebalance_running"), [0.0], "{addr}");
+        let moved: f64 = value("omnishard_rebalance_moved_keys").iter().sum();
+        assert!(moved > 50.0, "{addr}: {moved} keys moved by the last migration");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
