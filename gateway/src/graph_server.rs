@@ -36,8 +36,8 @@ impl GraphService for GraphGrpc {
     ) -> Result<Response<WriteVerticesResponse>, Status> {
         let req = request.into_inner();
         record("namespace", req.namespace.clone());
-        let vertices =
-            self.cluster.current().write_vertices(&req.namespace, &req.graph, req.vertices).await.map_err(status)?;
+        // Parts refused by a moving range are re-sent on their own.
+        let vertices = self.cluster.write_vertices(&req.namespace, &req.graph, req.vertices).await.map_err(status)?;
         Ok(Response::new(WriteVerticesResponse { vertices }))
     }
 

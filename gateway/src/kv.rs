@@ -13,6 +13,7 @@ use omnishard_proto::v1::{
 
 use crate::cluster::Cluster;
 use crate::error::{Error, Result};
+use crate::live::PartsAttempt;
 
 /// Longest accepted TTL: 100 years.
 pub const MAX_TTL: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
@@ -138,7 +139,7 @@ impl Cluster {
                 ShardTxn { namespace: ns.to_string(), ops: indexes.iter().map(|&i| shard_ops[i].clone()).collect() };
             async move { (shard, indexes, self.apply_txn(shard, txn).await) }
         });
-        let mut attempt = WriteAttempt { results: vec![None; ops.len()], committed: Vec::new(), failures: Vec::new() };
+        let mut attempt = WriteAttempt::new(ops.len());
         for (shard, indexes, result) in futures::future::join_all(calls).await {
             let shard_id = self.shards[shard].client.id().to_string();
             match result {
@@ -312,14 +313,7 @@ impl Cluster {
 }
 
 /// What one pass of a batch write did.
-pub(crate) struct WriteAttempt {
-    /// Each op's result where its shard's part committed.
-    pub results: Vec<Option<Written>>,
-    /// The shards whose part committed.
-    pub committed: Vec<String>,
-    /// The failures of the other parts.
-    pub failures: Vec<Error>,
-}
+pub(crate) type WriteAttempt = PartsAttempt<Written>;
 
 impl WriteAttempt {
     /// Every result, or the failure; when some parts committed and another
@@ -329,15 +323,6 @@ impl WriteAttempt {
             None => Ok(self.results.into_iter().flatten().collect()),
             Some(e) => Err(partial(self.committed, e)),
         }
-    }
-
-    /// The failure to report: the first that is not a redirect, else the first.
-    pub fn take_failure(&mut self) -> Option<Error> {
-        if self.failures.is_empty() {
-            return None;
-        }
-        let index = self.failures.iter().position(|e| !e.is_redirect()).unwrap_or(0);
-        Some(self.failures.swap_remove(index))
     }
 }
 

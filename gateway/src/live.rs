@@ -20,6 +20,7 @@ use crate::cluster::Cluster;
 use crate::error::{Error, Result};
 use crate::kv::{partial, WriteOp, Written};
 use crate::topology_store::{ClusterDoc, TopologyStore};
+use omnishard_proto::v1::{Vertex, VertexWrite};
 
 /// How often a gateway re-reads the shared topology.
 pub const WATCH_INTERVAL: Duration = Duration::from_millis(250);
@@ -193,30 +194,60 @@ impl LiveCluster {
     /// current ring; parts that committed are kept. A batch spanning a
     /// moving range thus completes instead of being partially applied.
     pub async fn write(&self, ns: &str, ops: Vec<WriteOp>) -> Result<Vec<Written>> {
+        self.resend_refused(&ops, |cluster, part| async move { cluster.write_attempt(ns, &part).await })
+            .await
+            .map_err(|(committed, e)| partial(committed, e))
+    }
+
+    /// Creates or updates vertices (atomic per shard), re-sending only the
+    /// shards' parts refused by a redirect or fence, like [`LiveCluster::write`].
+    pub async fn write_vertices(&self, ns: &str, graph: &str, vertices: Vec<VertexWrite>) -> Result<Vec<Vertex>> {
+        self.resend_refused(
+            &vertices,
+            |cluster, part| async move { cluster.write_vertices_attempt(ns, graph, &part).await },
+        )
+        .await
+        .map_err(|(_, e)| e)
+    }
+
+    /// Runs `attempt` on the items not yet written until every part
+    /// committed. Only parts refused by a redirect or fence (not applied) are
+    /// sent again; a part that failed otherwise (a timeout may have
+    /// committed) ends it with the shards that committed and the failure.
+    async fn resend_refused<O, T, F, Fut>(
+        &self,
+        items: &[O],
+        attempt: F,
+    ) -> std::result::Result<Vec<T>, (Vec<String>, Error)>
+    where
+        O: Clone,
+        F: Fn(Arc<Cluster>, Vec<O>) -> Fut,
+        Fut: Future<Output = Result<PartsAttempt<T>>>,
+    {
         let mut redirects = Redirects::new();
-        let mut results: Vec<Option<Written>> = vec![None; ops.len()];
+        let mut results: Vec<Option<T>> = (0..items.len()).map(|_| None).collect();
         let mut committed = Vec::new();
         loop {
-            let pending: Vec<usize> = (0..ops.len()).filter(|&i| results[i].is_none()).collect();
-            let part: Vec<WriteOp> = pending.iter().map(|&i| ops[i].clone()).collect();
+            let pending: Vec<usize> = (0..items.len()).filter(|&i| results[i].is_none()).collect();
+            let part: Vec<O> = pending.iter().map(|&i| items[i].clone()).collect();
             let cluster = self.current();
             let epoch = cluster.epoch();
-            let mut attempt = match cluster.write_attempt(ns, &part).await {
-                Ok(attempt) => attempt,
-                Err(e) => return Err(partial(committed, e)),
+            let mut pass = match attempt(cluster, part).await {
+                Ok(pass) => pass,
+                Err(e) => return Err((committed, e)),
             };
             // Only refusals are safe to send again: a part that timed out may have committed.
-            let all_redirects = attempt.failures.iter().all(Error::is_redirect);
-            let failure = attempt.take_failure();
-            for (&i, written) in pending.iter().zip(attempt.results) {
-                results[i] = written;
+            let all_redirects = pass.failures.iter().all(Error::is_redirect);
+            let failure = pass.take_failure();
+            for (&i, result) in pending.iter().zip(pass.results) {
+                results[i] = result;
             }
-            committed.extend(attempt.committed);
+            committed.extend(pass.committed);
             let Some(err) = failure else {
                 return Ok(results.into_iter().flatten().collect());
             };
             if !all_redirects || !self.wait_out(&err, epoch, &mut redirects).await {
-                return Err(partial(committed, err));
+                return Err((committed, err));
             }
         }
     }
@@ -240,6 +271,31 @@ impl LiveCluster {
             redirects.pause = (redirects.pause * 2).min(Duration::from_millis(100));
         }
         true
+    }
+}
+
+/// What one pass of a write split by shard did: each item's result where
+/// its shard's part committed, the shards that committed, and the failures
+/// of the other parts.
+pub(crate) struct PartsAttempt<T> {
+    pub results: Vec<Option<T>>,
+    pub committed: Vec<String>,
+    pub failures: Vec<Error>,
+}
+
+impl<T> PartsAttempt<T> {
+    /// Nothing written yet, for `n` items.
+    pub fn new(n: usize) -> PartsAttempt<T> {
+        PartsAttempt { results: (0..n).map(|_| None).collect(), committed: Vec::new(), failures: Vec::new() }
+    }
+
+    /// The failure to report: the first that is not a redirect, else the first.
+    pub fn take_failure(&mut self) -> Option<Error> {
+        if self.failures.is_empty() {
+            return None;
+        }
+        let index = self.failures.iter().position(|e| !e.is_redirect()).unwrap_or(0);
+        Some(self.failures.swap_remove(index))
     }
 }
 

@@ -15,6 +15,7 @@ use omnishard_proto::v1::{
 
 use crate::cluster::Cluster;
 use crate::error::{Error, Result};
+use crate::live::PartsAttempt;
 
 fn invalid(field: &'static str, reason: impl Into<String>) -> Error {
     omnishard_common::Error::invalid(field, reason).into()
@@ -23,10 +24,25 @@ fn invalid(field: &'static str, reason: impl Into<String>) -> Error {
 impl Cluster {
     /// Creates or updates vertices; atomic per shard.
     pub async fn write_vertices(&self, ns: &str, graph: &str, vertices: Vec<VertexWrite>) -> Result<Vec<Vertex>> {
+        let mut attempt = self.write_vertices_attempt(ns, graph, &vertices).await?;
+        match attempt.take_failure() {
+            None => Ok(attempt.results.into_iter().flatten().collect()),
+            Some(e) => Err(e),
+        }
+    }
+
+    /// Sends each shard its part of `vertices` once and reports what each
+    /// part did; an error only for input that no shard was sent.
+    pub(crate) async fn write_vertices_attempt(
+        &self,
+        ns: &str,
+        graph: &str,
+        vertices: &[VertexWrite],
+    ) -> Result<PartsAttempt<Vertex>> {
         let (ns, graph) = self.graph_names(ns, graph)?;
         self.limits.check_batch("vertices", vertices.len())?;
         let mut seen = HashSet::new();
-        for v in &vertices {
+        for v in vertices {
             if !seen.insert(v.id.as_str()) {
                 return Err(invalid("vertices", format!("vertex id {:?} appears twice in one batch", v.id)));
             }
@@ -38,14 +54,19 @@ impl Cluster {
             groups.entry(shard).or_default().push(GraphOp { op: Some(graph_op::Op::PutVertex(v.clone())) });
             order.entry(shard).or_default().push(i);
         }
-        let mut out: Vec<Option<Vertex>> = vec![None; vertices.len()];
+        let mut attempt = PartsAttempt::new(vertices.len());
         for (shard, result) in self.graph_apply_groups(&ns, &graph, groups).await {
-            let written = result?;
-            for (i, v) in order[&shard].iter().zip(written.vertices) {
-                out[*i] = Some(v);
+            match result {
+                Ok(written) => {
+                    for (i, v) in order[&shard].iter().zip(written.vertices) {
+                        attempt.results[*i] = Some(v);
+                    }
+                    attempt.committed.push(self.shards[shard].client.id().to_string());
+                }
+                Err(e) => attempt.failures.push(e),
             }
         }
-        Ok(out.into_iter().flatten().collect())
+        Ok(attempt)
     }
 
     /// Reads vertices by id; `None` for missing ones, in request order.
