@@ -664,22 +664,36 @@ impl Driver {
             if self.migration.target.shard(&source.shard).is_none() {
                 continue; // a removed shard keeps its copy until the operator stops it
             }
-            let handle = self.handle(&source.shard)?;
-            loop {
-                let req = MigrateDropRequest {
-                    mode: MigrateDropMode::Unowned as i32,
-                    before: None,
-                    after: None,
-                    source: String::new(),
-                    max_records: 5_000,
-                };
-                if handle.client.clone().migrate_drop(req).await?.done {
-                    break;
-                }
-                self.save_soon().await?;
-            }
+            self.drop_unowned(&source.shard).await?;
         }
-        self.migration.phase = Phase::Done;
+        self.finish(Phase::Done).await?;
+        tracing::info!(migration = self.migration.id, reason = %self.migration.reason, "migration done");
+        Ok(())
+    }
+
+    /// Has `shard` delete, page by page, what its installed ring gives to
+    /// others, then forget the migration (marks, fence, state).
+    async fn drop_unowned(&mut self, shard: &str) -> Result<()> {
+        let handle = self.handle(shard)?;
+        loop {
+            let req = MigrateDropRequest {
+                mode: MigrateDropMode::Unowned as i32,
+                before: None,
+                after: None,
+                source: String::new(),
+                max_records: 5_000,
+            };
+            if handle.client.clone().migrate_drop(req).await?.done {
+                return Ok(());
+            }
+            self.save_soon().await?;
+        }
+    }
+
+    /// Ends the migration in `phase` (done or aborted): it becomes the last
+    /// finished one and the lease is released.
+    async fn finish(&mut self, phase: Phase) -> Result<()> {
+        self.migration.phase = phase;
         let holder = self.live.id.clone();
         let mut finished = self.migration.clone();
         finished.updated_ms = now_ms();
@@ -692,7 +706,6 @@ impl Driver {
                 Ok((true, ()))
             })
             .await?;
-        tracing::info!(migration = self.migration.id, reason = %self.migration.reason, "migration done");
         Ok(())
     }
 
@@ -770,37 +783,12 @@ impl Driver {
     /// copies it took in. The topology stays; the migration ends `aborted`.
     async fn roll_back(&mut self) -> Result<()> {
         for source in self.migration.sources.clone() {
-            let handle = self.handle(&source.shard)?;
-            loop {
-                let req = MigrateDropRequest {
-                    mode: MigrateDropMode::Unowned as i32,
-                    before: None,
-                    after: None,
-                    source: String::new(),
-                    max_records: 5_000,
-                };
-                if handle.client.clone().migrate_drop(req).await?.done {
-                    break;
-                }
-                self.save_soon().await?;
-            }
+            self.drop_unowned(&source.shard).await?;
         }
         for source in self.migration.sources.clone() {
             self.drop_incoming(&source.shard).await?;
         }
-        self.migration.phase = Phase::Aborted;
-        let holder = self.live.id.clone();
-        let mut finished = self.migration.clone();
-        finished.updated_ms = now_ms();
-        self.store
-            .update(|doc| {
-                check_lease(doc, &holder, finished.id)?;
-                doc.last_finished = Some(finished.clone());
-                doc.migration = None;
-                doc.lease = None;
-                Ok((true, ()))
-            })
-            .await?;
+        self.finish(Phase::Aborted).await?;
         tracing::info!(migration = self.migration.id, "migration aborted and rolled back");
         Ok(())
     }

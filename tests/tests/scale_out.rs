@@ -169,15 +169,19 @@ async fn wait_done(cluster: &Cluster, limit: Duration) -> serde_json::Value {
     }
 }
 
-/// `admin cluster --json`: (shard ids, each shard's % of the mean key count).
-async fn balance(cluster: &Cluster) -> (Vec<String>, Vec<f64>, u64) {
+/// `admin cluster --json` after a change: asserts every shard holds within
+/// ±20% of the mean key count; returns the shard ids and the ring epoch.
+async fn assert_balanced(cluster: &Cluster) -> (Vec<String>, u64) {
     let (code, out, err) = cluster.cli(&["--json", "admin", "cluster"]).await.unwrap();
     assert_eq!(code, 0, "{err}");
     let info: serde_json::Value = serde_json::from_str(&out).unwrap();
     let shards = info["shards"].as_array().unwrap();
-    let ids = shards.iter().map(|s| s["id"].as_str().unwrap().to_string()).collect();
-    let pcts = shards.iter().map(|s| s["pct_of_mean"].as_f64().unwrap_or(0.0)).collect();
-    (ids, pcts, info["epoch"].as_u64().unwrap())
+    let ids: Vec<String> = shards.iter().map(|s| s["id"].as_str().unwrap().to_string()).collect();
+    let pcts: Vec<f64> = shards.iter().map(|s| s["pct_of_mean"].as_f64().unwrap_or(0.0)).collect();
+    for (id, pct) in ids.iter().zip(&pcts) {
+        assert!((80.0..=120.0).contains(pct), "{id} holds {pct:.0}% of the mean: {pcts:?}");
+    }
+    (ids, info["epoch"].as_u64().unwrap())
 }
 
 async fn add_shard(cluster: &mut Cluster, id: &str, rate: &str) {
@@ -220,12 +224,9 @@ async fn test_shards_added_and_removed_under_load_lose_nothing() {
     check_model(&client, &model).await;
 
     // Balance: the removed shard is gone and every shard holds within ±20% of the mean.
-    let (ids, pcts, epoch) = balance(&cluster).await;
+    let (ids, epoch) = assert_balanced(&cluster).await;
     assert_eq!(epoch, 4);
     assert_eq!(ids, ["shard-1", "shard-3", "shard-4", "shard-5"]);
-    for (id, pct) in ids.iter().zip(&pcts) {
-        assert!((80.0..=120.0).contains(pct), "{id} holds {pct:.0}% of the mean: {pcts:?}");
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -290,11 +291,8 @@ async fn test_migration_survives_sigkill_of_gateway_source_and_target() {
         }
     }
     assert!(ttl_checked > 0 || keys < 100);
-    let (ids, pcts, _) = balance(&cluster).await;
+    let (ids, _) = assert_balanced(&cluster).await;
     assert_eq!(ids.len(), 4);
-    for (id, pct) in ids.iter().zip(&pcts) {
-        assert!((80.0..=120.0).contains(pct), "{id} holds {pct:.0}% of the mean: {pcts:?}");
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -340,11 +338,8 @@ async fn test_migration_completes_after_kills_at_fence_switch_and_cleanup() {
     }
     check_model(&client, &after).await;
     // Every source deleted what it handed over: the key counts are balanced.
-    let (ids, pcts, _) = balance(&cluster).await;
+    let (ids, _) = assert_balanced(&cluster).await;
     assert_eq!(ids.len(), 4);
-    for (id, pct) in ids.iter().zip(&pcts) {
-        assert!((80.0..=120.0).contains(pct), "{id} holds {pct:.0}% of the mean: {pcts:?}");
-    }
 }
 
 /// Everything a graph answers that a move could break: each sampled
@@ -559,11 +554,8 @@ async fn test_graph_moves_with_its_vertices_while_it_is_read_and_written() {
     }
     check_model(&client, &model).await;
     // The shards hold an even share of the keys.
-    let (ids, pcts, _) = balance(&cluster).await;
+    let (ids, _) = assert_balanced(&cluster).await;
     assert_eq!(ids, ["shard-1", "shard-3", "shard-4"]);
-    for (id, pct) in ids.iter().zip(&pcts) {
-        assert!((80.0..=120.0).contains(pct), "{id} holds {pct:.0}% of the mean: {pcts:?}");
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -628,11 +620,8 @@ async fn test_abort_rolls_back_until_the_ring_switches() {
         model.insert(format!("key-{i}"), Some("after-abort".into()));
     }
     check_model(&client, &model).await;
-    let (ids, pcts, _) = balance(&cluster).await;
+    let (ids, _) = assert_balanced(&cluster).await;
     assert_eq!(ids.len(), 4);
-    for (id, pct) in ids.iter().zip(&pcts) {
-        assert!((80.0..=120.0).contains(pct), "{id} holds {pct:.0}% of the mean: {pcts:?}");
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
