@@ -27,6 +27,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     file_bytes
         .iter()
         .fold(tonic_prost_build::configure(), |config, path| config.bytes(path))
+        // Decode failures are the caller's fault: INVALID_ARGUMENT, not INTERNAL.
+        .codec_path("crate::codec::Codec")
         .file_descriptor_set_path(out_dir.join("omnishard_descriptor.bin"))
         .compile_protos(&protos, &["proto"])?;
     for proto in protos {

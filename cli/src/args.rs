@@ -104,6 +104,11 @@ pub struct ShardArgs {
     /// (sets `raft.initial_members`).
     #[arg(long = "member", value_name = "ID=HOST:PORT")]
     pub members: Vec<String>,
+    /// Shut down when process PID exits, even if it is killed (`omnishard
+    /// dev` sets it on the shards it supervises); refuse to start if PID is
+    /// no longer this process's parent.
+    #[arg(long, value_name = "PID")]
+    pub parent_pid: Option<u32>,
     #[command(flatten)]
     pub observe: ObserveArgs,
 }

@@ -5,18 +5,26 @@
 //! `DATA/topology.toml`, and runs the gateway in this process until Ctrl-C or
 //! SIGTERM. Shards and the metadata group restart on their previous ports.
 //!
+//! `dev` supervises its children: a child that exits is restarted on the
+//! same port and data folder, after a back-off that doubles from 0.5 s to
+//! 30 s (and starts over once the child stayed up a minute). Children exit
+//! with `dev`, even when it is killed (`--parent-pid`, which arms
+//! `PR_SET_PDEATHSIG`), so no orphan keeps a RocksDB lock and `dev` always
+//! starts again.
+//!
 //! With `--replicas R` each shard is a Raft group of R child processes
 //! (`DATA/shard-i-rK`), formed on first start; a restart reuses each
 //! replica's previous port, because the group's membership records it.
 
-use std::path::Path;
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use omnishard_common::process::start_role;
+use omnishard_common::process::{describe_exit, start_role};
 use omnishard_common::topology::{ShardAddr, Topology};
 use omnishard_gateway::GatewayConfig;
 use tokio::process::{Child, Command};
+use tokio::sync::watch;
 
 use crate::args::DevArgs;
 use crate::roles::{bind, init_telemetry, shutdown_signal, start_metrics};
@@ -27,6 +35,29 @@ const TOPOLOGY_FILE: &str = "topology.toml";
 const META_ID: &str = "meta";
 /// How long a shard may take to start.
 const SHARD_START_TIMEOUT: Duration = Duration::from_secs(30);
+/// The first restart of a crashed child waits this long; each further one
+/// twice as long, up to [`MAX_RESTART_DELAY`].
+const FIRST_RESTART_DELAY: Duration = Duration::from_millis(500);
+/// The longest wait between restarts of a child that keeps crashing.
+const MAX_RESTART_DELAY: Duration = Duration::from_secs(30);
+/// A child that stayed up this long crashed anew: its back-off starts over.
+const STABLE_AFTER: Duration = Duration::from_secs(60);
+
+/// A child process of `dev`: one replica of a shard or of the metadata group.
+struct Supervised {
+    /// How messages name it: `shard-1`, `shard-1 replica 2`, `meta`.
+    name: String,
+    /// Its shard id.
+    id: String,
+    data: PathBuf,
+    /// The address it listens on. A restart reuses it: the topology (and a
+    /// replica group's membership) records it.
+    addr: String,
+    /// Its replica id, in a group of several.
+    replica: Option<u64>,
+    /// The running process; `None` while it is being restarted.
+    child: Option<Child>,
+}
 
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let mut observe = args.observe.clone();
@@ -111,7 +142,7 @@ async fn serve_gateway(
     listener: tokio::net::TcpListener,
     args: &DevArgs,
     metrics_addr: std::net::SocketAddr,
-    children: &mut [(String, Child)],
+    children: &mut [Supervised],
 ) -> anyhow::Result<()> {
     let cluster = omnishard_gateway::connect(config).await?;
     cluster.current().set_metrics_addr(metrics_addr.to_string());
@@ -131,26 +162,95 @@ async fn serve_gateway(
     drop(now);
     println!("  try: omnishard kv put hello world && omnishard kv get hello");
     println!("  stop with Ctrl-C");
-    // A shard that dies stays dead, as it would in production without a
-    // supervisor: only its keys fail, the rest of the cluster keeps serving.
-    let watch_children = async {
-        let mut running: Vec<&mut (String, Child)> = children.iter_mut().collect();
-        while !running.is_empty() {
-            let (id, index) = first_exit(&mut running).await;
-            eprintln!("omnishard dev: {id} exited; without a majority of its replicas a shard's keys are unavailable until omnishard dev restarts");
-            running.remove(index);
-        }
+    // Supervision stops as soon as shutdown is asked for: children that the
+    // same Ctrl-C stopped (it reaches the whole terminal process group) stay
+    // stopped while the gateway drains.
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let shutdown = async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    };
+    // Restarts run in this task, on the thread that runs `main`, never in a
+    // spawned task: PR_SET_PDEATHSIG fires when the thread that started the
+    // child ends, and a pooled thread may end long before this process.
+    let supervise_all = async {
+        futures::future::join_all(children.iter_mut().map(|child| supervise(child, stop_rx.clone()))).await;
         std::future::pending::<()>().await
     };
-    let shutdown = async {
-        tokio::select! {
-            _ = shutdown_signal() => {}
-            _ = watch_children => {}
+    tokio::select! {
+        served = omnishard_gateway::serve_cluster(cluster, listener, shutdown) => {
+            served.map_err(|e| anyhow::anyhow!("gateway failed: {e}"))
         }
-    };
-    omnishard_gateway::serve_cluster(cluster, listener, shutdown)
-        .await
-        .map_err(|e| anyhow::anyhow!("gateway failed: {e}"))
+        () = supervise_all => Ok(()),
+    }
+}
+
+/// Restarts `child` whenever it exits, with back-off, until `stop` turns true.
+async fn supervise(child: &mut Supervised, mut stop: watch::Receiver<bool>) {
+    let mut backoff = Backoff::default();
+    let mut restarts = 0u64;
+    loop {
+        let Some(running) = child.child.as_mut() else { return };
+        let up_since = Instant::now();
+        let status = tokio::select! {
+            biased;
+            _ = stop.wait_for(|stopped| *stopped) => return,
+            status = running.wait() => status,
+        };
+        child.child = None;
+        if up_since.elapsed() >= STABLE_AFTER {
+            backoff = Backoff::default();
+        }
+        let mut what = match status {
+            Ok(status) => format!("exited ({})", describe_exit(&status)),
+            Err(e) => format!("exited (status unknown: {e})"),
+        };
+        loop {
+            let delay = backoff.next_delay();
+            restarts += 1;
+            eprintln!(
+                "omnishard dev: {} {what}; restarting in {} (restart {restarts})",
+                child.name,
+                humantime::format_duration(delay)
+            );
+            let restarted = tokio::select! {
+                biased;
+                _ = stop.wait_for(|stopped| *stopped) => return,
+                restarted = async {
+                    tokio::time::sleep(delay).await;
+                    start_shard(&child.id, &child.data, &child.addr, child.replica).await
+                } => restarted,
+            };
+            match restarted {
+                Ok((process, _)) => {
+                    child.child = Some(process);
+                    eprintln!("omnishard dev: {} is back on {}", child.name, child.addr);
+                    break;
+                }
+                Err(e) => what = format!("did not start ({e:#})"),
+            }
+        }
+    }
+}
+
+/// The wait before each restart of a crashed child: doubling from
+/// [`FIRST_RESTART_DELAY`] up to [`MAX_RESTART_DELAY`].
+struct Backoff {
+    next: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff { next: FIRST_RESTART_DELAY }
+    }
+}
+
+impl Backoff {
+    fn next_delay(&mut self) -> Duration {
+        let delay = self.next;
+        self.next = (delay * 2).min(MAX_RESTART_DELAY);
+        delay
+    }
 }
 
 /// Starts the replicas of shard `id` (forming its group when it is new)
@@ -160,34 +260,50 @@ async fn start_group(
     data: &Path,
     replicas: usize,
     previous: Option<Vec<String>>,
-    children: &mut Vec<(String, Child)>,
+    children: &mut Vec<Supervised>,
 ) -> anyhow::Result<ShardAddr> {
     if replicas == 1 {
         // The previous port first: the shared topology in the metadata
         // group records each shard's address.
         let previous = previous.and_then(|p| p.into_iter().next());
+        let dir = data.join(id);
         let started = match &previous {
             Some(listen) => {
-                match start_shard(id, &data.join(id), listen, None).await {
+                match start_shard(id, &dir, listen, None).await {
                     Ok(started) => Ok(started),
                     Err(e) => {
                         eprintln!("omnishard dev: {id} cannot listen on its previous address {listen} ({e:#}); using a new port");
-                        start_shard(id, &data.join(id), "127.0.0.1:0", None).await
+                        start_shard(id, &dir, "127.0.0.1:0", None).await
                     }
                 }
             }
-            None => start_shard(id, &data.join(id), "127.0.0.1:0", None).await,
+            None => start_shard(id, &dir, "127.0.0.1:0", None).await,
         };
         let (child, addr) = started?;
-        children.push((id.to_string(), child));
+        children.push(Supervised {
+            name: id.to_string(),
+            id: id.to_string(),
+            data: dir,
+            addr: addr.clone(),
+            replica: None,
+            child: Some(child),
+        });
         return Ok(ShardAddr::new(id, addr));
     }
     let mut addrs = Vec::new();
     for node in 1..=replicas as u64 {
         let listen = previous.as_ref().and_then(|p| p.get(node as usize - 1).cloned());
         let listen = listen.unwrap_or_else(|| "127.0.0.1:0".into());
-        let (child, addr) = start_shard(id, &data.join(format!("{id}-r{node}")), &listen, Some(node)).await?;
-        children.push((format!("{id} replica {node}"), child));
+        let dir = data.join(format!("{id}-r{node}"));
+        let (child, addr) = start_shard(id, &dir, &listen, Some(node)).await?;
+        children.push(Supervised {
+            name: format!("{id} replica {node}"),
+            id: id.to_string(),
+            data: dir,
+            addr: addr.clone(),
+            replica: Some(node),
+            child: Some(child),
+        });
         addrs.push(addr);
     }
     if previous.is_none() {
@@ -199,12 +315,13 @@ async fn start_group(
 }
 
 /// Starts `omnishard shard` on `listen` and waits for its address; with a
-/// replica id it joins a group instead of forming one alone.
+/// replica id it joins a group instead of forming one alone. The shard exits
+/// when this process does, however it ends (`--parent-pid`).
 async fn start_shard(id: &str, data: &Path, listen: &str, replica: Option<u64>) -> anyhow::Result<(Child, String)> {
     let exe = std::env::current_exe().context("locating the omnishard binary")?;
     let mut command = Command::new(exe);
     command
-        .args(["shard", "--id", id, "--listen", listen, "--data"])
+        .args(["shard", "--id", id, "--listen", listen, "--parent-pid", &std::process::id().to_string(), "--data"])
         .arg(data)
         // Shards log warnings only, unless the user asked for more; openraft's
         // own lines (peers unreachable while they start) stay quiet: the
@@ -216,28 +333,17 @@ async fn start_shard(id: &str, data: &Path, listen: &str, replica: Option<u64>) 
     start_role(command, SHARD_START_TIMEOUT).await.with_context(|| format!("starting shard {id} on {listen}"))
 }
 
-/// Resolves with the id and position of the first child that exits.
-async fn first_exit(children: &mut [&mut (String, Child)]) -> (String, usize) {
-    let waits = children.iter_mut().map(|entry| {
-        Box::pin(async move {
-            let _ = entry.1.wait().await;
-            entry.0.clone()
-        })
-    });
-    let (id, index, _) = futures::future::select_all(waits).await;
-    (id, index)
-}
-
 /// Asks every shard to stop (SIGTERM), then kills what is left after 10 s.
-async fn stop_all(children: &mut Vec<(String, Child)>) {
-    for (_, child) in children.iter() {
+async fn stop_all(children: &mut Vec<Supervised>) {
+    for child in children.iter().filter_map(|c| c.child.as_ref()) {
         if let Some(pid) = child.id() {
             let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM);
         }
     }
-    for (id, child) in children.iter_mut() {
+    for supervised in children.iter_mut() {
+        let Some(child) = supervised.child.as_mut() else { continue };
         if tokio::time::timeout(Duration::from_secs(10), child.wait()).await.is_err() {
-            eprintln!("omnishard dev: {id} did not stop in 10s; killing it");
+            eprintln!("omnishard dev: {} did not stop in 10s; killing it", supervised.name);
             let _ = child.kill().await;
         }
     }
@@ -250,4 +356,16 @@ fn previous_config(data: &Path) -> anyhow::Result<Option<GatewayConfig>> {
         return Ok(None);
     }
     Ok(Some(GatewayConfig::load(&path)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_backoff_doubles_up_to_the_cap() {
+        let mut backoff = Backoff::default();
+        let delays: Vec<u64> = (0..9).map(|_| backoff.next_delay().as_millis() as u64).collect();
+        assert_eq!(delays, [500, 1000, 2000, 4000, 8000, 16000, 30000, 30000, 30000]);
+    }
 }

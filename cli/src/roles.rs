@@ -12,6 +12,12 @@ use tokio::net::TcpListener;
 use crate::args::{GatewayArgs, ObserveArgs, ShardArgs};
 
 pub async fn shard(args: ShardArgs) -> anyhow::Result<()> {
+    // Watched before anything else, so a SIGTERM while storage opens (a
+    // supervisor stopping, or dying) still ends in a clean shutdown.
+    let shutdown = shutdown_signal();
+    if let Some(parent) = args.parent_pid {
+        exit_with_parent(parent)?;
+    }
     let telemetry = init_telemetry("shard", &args.id, &args.observe);
     // The side port comes up first: /healthz answers while storage opens, /readyz after.
     let metrics_addr = start_metrics(&args.observe, telemetry).await?;
@@ -44,7 +50,7 @@ pub async fn shard(args: ShardArgs) -> anyhow::Result<()> {
     telemetry.readiness.set_ready();
     println!("omnishard shard {} metrics on {metrics_addr}", shard.id());
     println!("omnishard shard {} listening on {}", shard.id(), listener.local_addr()?);
-    let served = omnishard_shard::serve_shard(shard.clone(), listener, shutdown_signal()).await;
+    let served = omnishard_shard::serve_shard(shard.clone(), listener, shutdown).await;
     shard.shutdown().await;
     omnishard_telemetry::shutdown();
     served.map_err(|e| anyhow::anyhow!("shard failed: {e}"))
@@ -89,19 +95,53 @@ pub async fn bind(addr: &str) -> anyhow::Result<TcpListener> {
     TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))
 }
 
-/// Resolves on Ctrl-C (SIGINT) or SIGTERM.
-pub async fn shutdown_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(term) => term,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot watch SIGTERM; only Ctrl-C stops this process");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
+/// Resolves on Ctrl-C (SIGINT) or SIGTERM. Both are watched from this call
+/// on, not from the first poll: a signal that arrives while the process
+/// starts up is kept, not lost to the default action (an abrupt exit).
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let watched = signal(SignalKind::terminate()).and_then(|term| Ok((term, signal(SignalKind::interrupt())?)));
+    async move {
+        match watched {
+            Ok((mut term, mut interrupt)) => {
+                tokio::select! {
+                    _ = interrupt.recv() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch SIGTERM; only Ctrl-C stops this process");
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+        tracing::info!("shutdown requested");
     }
-    tracing::info!("shutdown requested");
+}
+
+/// Ties this process to its supervisor `parent` (`--parent-pid`): when the
+/// parent dies, even of SIGKILL, the kernel sends SIGTERM and the shard shuts
+/// down, so no orphan keeps holding its RocksDB lock.
+#[cfg(target_os = "linux")]
+fn exit_with_parent(parent: u32) -> anyhow::Result<()> {
+    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)
+        .context("cannot ask for SIGTERM on the parent's exit (--parent-pid)")?;
+    check_parent(parent)
+}
+
+/// Without `prctl` nothing signals the parent's death; the start-up check
+/// is all there is.
+#[cfg(not(target_os = "linux"))]
+fn exit_with_parent(parent: u32) -> anyhow::Result<()> {
+    check_parent(parent)
+}
+
+/// The parent may have died before the death signal was armed; then no
+/// signal comes and this process already has another parent.
+fn check_parent(parent: u32) -> anyhow::Result<()> {
+    let actual = nix::unistd::getppid().as_raw();
+    if u32::try_from(actual).ok() != Some(parent) {
+        anyhow::bail!("--parent-pid is {parent} but the parent process is {actual}; the supervisor has exited, so this shard does not start");
+    }
+    Ok(())
 }

@@ -134,13 +134,23 @@ impl DirectClient {
                 groups.entry(routing.ring.owner_index(ns, key)).or_default().push(i);
             }
             let calls = groups.into_iter().map(|(shard, indexes)| {
-                let req = ShardReadRequest {
-                    epoch: routing.ring.epoch(),
-                    namespace: ns.to_string(),
-                    keys: indexes.iter().map(|&i| keys[i].clone()).collect(),
-                };
+                let epoch = routing.ring.epoch();
                 let mut client = routing.shards[shard].clone();
-                async move { client.read(req).await.map(|r| (indexes, r.into_inner().values)) }
+                async move {
+                    // A shard answers a prefix of the keys when their values reach its
+                    // page byte budget: ask again for the rest.
+                    let mut values = Vec::with_capacity(indexes.len());
+                    while values.len() < indexes.len() {
+                        let rest = indexes[values.len()..].iter().map(|&i| keys[i].clone()).collect();
+                        let req = ShardReadRequest { epoch, namespace: ns.to_string(), keys: rest };
+                        let page = client.read(req).await?.into_inner();
+                        if page.values.is_empty() {
+                            return Err(tonic::Status::internal("a shard answered a batch read with no values"));
+                        }
+                        values.extend(page.values);
+                    }
+                    Ok((indexes, values))
+                }
             });
             let mut out: Vec<Option<KeyValue>> = vec![None; keys.len()];
             let mut refused = None;
@@ -350,26 +360,32 @@ async fn send_gets(client: ShardServiceClient<Channel>, epoch: u64, batch: Vec<P
             None => by_namespace.push((get.namespace.clone(), vec![get])),
         }
     }
-    let calls = by_namespace.into_iter().map(|(namespace, gets)| {
+    let calls = by_namespace.into_iter().map(|(namespace, mut gets)| {
         let mut client = client.clone();
         async move {
-            let keys = gets.iter().map(|g| g.key.clone()).collect();
-            let answer = client.read(ShardReadRequest { epoch, namespace, keys }).await;
-            match answer.map(|r| r.into_inner().values) {
-                Ok(values) if values.len() == gets.len() => {
-                    for (get, value) in gets.into_iter().zip(values) {
-                        let _ = get.reply.send(Ok(value));
+            // A shard answers a prefix of the keys when their values reach its
+            // page byte budget: those are answered, and the rest go again.
+            while !gets.is_empty() {
+                let keys = gets.iter().map(|g| g.key.clone()).collect();
+                let answer = client.read(ShardReadRequest { epoch, namespace: namespace.clone(), keys }).await;
+                match answer.map(|r| r.into_inner().values) {
+                    Ok(values) if !values.is_empty() && values.len() <= gets.len() => {
+                        let rest = gets.split_off(values.len());
+                        for (get, value) in gets.into_iter().zip(values) {
+                            let _ = get.reply.send(Ok(value));
+                        }
+                        gets = rest;
                     }
+                    Ok(values) => {
+                        let status = tonic::Status::internal(format!(
+                            "shard answered {} values for {} keys",
+                            values.len(),
+                            gets.len()
+                        ));
+                        return gets.into_iter().for_each(|g| drop(g.reply.send(Err(status.clone()))));
+                    }
+                    Err(status) => return gets.into_iter().for_each(|g| drop(g.reply.send(Err(status.clone())))),
                 }
-                Ok(values) => {
-                    let status = tonic::Status::internal(format!(
-                        "shard answered {} values for {} keys",
-                        values.len(),
-                        gets.len()
-                    ));
-                    gets.into_iter().for_each(|g| drop(g.reply.send(Err(status.clone()))));
-                }
-                Err(status) => gets.into_iter().for_each(|g| drop(g.reply.send(Err(status.clone())))),
             }
         }
     });

@@ -225,11 +225,20 @@ impl Client {
         Ok(self.kv.clone().delete(req).await?.into_inner().deleted)
     }
 
-    /// Reads many keys; `None` for each absent one, in request order.
+    /// Reads many keys; `None` for each absent one, in request order. An
+    /// answer the gateway cut short at its page byte budget is continued
+    /// with the remaining keys until every key is answered.
     pub async fn batch_get(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<KeyValue>>, Error> {
-        let req = BatchGetRequest { namespace: self.namespace.clone(), keys: keys.to_vec() };
-        let results = self.kv.clone().batch_get(req).await?.into_inner().results;
-        Ok(results.into_iter().map(|r| if r.found { r.kv } else { None }).collect())
+        let mut out = Vec::with_capacity(keys.len());
+        while out.len() < keys.len() {
+            let req = BatchGetRequest { namespace: self.namespace.clone(), keys: keys[out.len()..].to_vec() };
+            let page = self.kv.clone().batch_get(req).await?.into_inner();
+            if page.results.is_empty() {
+                return Err(tonic::Status::internal("the gateway answered a batch read with no results").into());
+            }
+            out.extend(page.results.into_iter().map(|r| if r.found { r.kv } else { None }));
+        }
+        Ok(out)
     }
 
     /// Applies many puts and deletes (atomic per shard, and as a whole when all keys share a `{tag}`).

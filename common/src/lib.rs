@@ -8,6 +8,7 @@
 //! * [`limits`] — size limits on keys, values, batches and pages, with checks.
 //! * [`namespace`] — namespace names and their rules.
 //! * [`predicate`] — property comparisons used by traversals and queries.
+//! * [`query_text`] — size and nesting checks on full-text query strings; message excerpts.
 //! * [`rejection`] — the typed "wrong shard / wrong epoch" error shards send.
 //! * [`process`] — starting role processes on port 0 and reading their address.
 //! * [`batching`] — forming batches of queued point requests (coalescing).
@@ -23,6 +24,7 @@ pub mod limits;
 pub mod namespace;
 pub mod placement;
 pub mod predicate;
+pub mod query_text;
 pub mod process;
 pub mod read_mode;
 pub mod rejection;

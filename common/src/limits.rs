@@ -11,6 +11,10 @@ use serde::{Deserialize, Serialize};
 /// * `max_value_bytes` — largest value (default 4 MiB).
 /// * `max_batch_ops` — most operations or keys in one batch request (default 10,000).
 /// * `max_scan_page` — most entries in one scan page (default 10,000).
+/// * `max_page_bytes` — most value bytes in one scan page or batch read
+///   (default 64 MiB). A page that reaches it ends early and says so (a
+///   scan's cursor, a batch read's `truncated`); it always holds at least
+///   one entry, so paging makes progress.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
@@ -18,6 +22,7 @@ pub struct Limits {
     pub max_value_bytes: usize,
     pub max_batch_ops: usize,
     pub max_scan_page: usize,
+    pub max_page_bytes: usize,
 }
 
 impl Default for Limits {
@@ -27,6 +32,7 @@ impl Default for Limits {
             max_value_bytes: 4 * 1024 * 1024,
             max_batch_ops: 10_000,
             max_scan_page: 10_000,
+            max_page_bytes: 64 * 1024 * 1024,
         }
     }
 }

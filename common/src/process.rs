@@ -5,7 +5,7 @@
 //! start roles on port 0 and never race for ports.
 
 use std::io;
-use std::process::Stdio;
+use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -45,6 +45,21 @@ pub async fn start_role(mut command: Command, timeout: Duration) -> io::Result<(
     Ok((child, addr))
 }
 
+/// How a child ended, for a supervisor's messages: `code 1`, `signal 9`.
+pub fn describe_exit(status: &ExitStatus) -> String {
+    if let Some(code) = status.code() {
+        return format!("code {code}");
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::ExitStatusExt;
+        if let Some(signal) = status.signal() {
+            return format!("signal {signal}");
+        }
+    }
+    status.to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -53,5 +68,14 @@ mod tests {
     fn test_parse_listening_line() {
         assert_eq!(parse_listening("omnishard shard s1 listening on 127.0.0.1:4000\n"), Some("127.0.0.1:4000"));
         assert_eq!(parse_listening("starting"), None);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn test_describe_exit_names_code_or_signal() {
+        use std::os::unix::process::ExitStatusExt;
+        // Raw wait statuses: the exit code sits in the second byte, a signal in the low bits.
+        assert_eq!(describe_exit(&ExitStatus::from_raw(1 << 8)), "code 1");
+        assert_eq!(describe_exit(&ExitStatus::from_raw(9)), "signal 9");
     }
 }

@@ -7,9 +7,29 @@ use omnishard_proto::v1::{ClusterResponse, ShardInfo, SlowRequestsResponse, Trac
 use omnishard_telemetry::wire;
 
 use crate::cluster::Cluster;
+use crate::error::Error;
 
 /// How long `Cluster` waits for one shard's stats before calling it unavailable.
 const STATS_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How a shard whose Raft stopped starts its `Stats` refusal (the shard's
+/// `omnishard_shard::raft::RAFT_STOPPED`; the gateway does not link the shard crate).
+const RAFT_STOPPED: &str = "raft stopped: ";
+
+/// The health `admin cluster` shows for a shard whose `Stats` failed with `e`:
+/// `raft stopped: <reason>` when the process answers but its Raft is gone
+/// (it serves nothing), else `unavailable`.
+fn health_of(e: &Error) -> String {
+    let message = match e {
+        Error::ShardUnavailable { reason, .. } => reason,
+        Error::Shard { message, .. } => message,
+        _ => return "unavailable".into(),
+    };
+    match message.find(RAFT_STOPPED) {
+        Some(at) => message[at..].to_string(),
+        None => "unavailable".into(),
+    }
+}
 
 impl Cluster {
     /// Shards, addresses, health, epochs, sequences and key counts.
@@ -30,7 +50,7 @@ impl Cluster {
                     info.metrics_addr = stats.metrics_addr;
                 }
                 Ok(Err(e)) => {
-                    info.health = "unavailable".into();
+                    info.health = health_of(&e);
                     info.error = e.to_string();
                 }
                 Err(_) => {
@@ -79,5 +99,27 @@ impl Cluster {
             requests: buffer.slowest(limit).iter().map(wire::request).collect(),
             slow_threshold_nanos: buffer.slow_threshold().as_nanos().min(u64::MAX as u128) as u64,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_stopped_raft_is_not_serving() {
+        let stopped = Error::ShardUnavailable {
+            shard_id: "s1".into(),
+            addr: "127.0.0.1:1".into(),
+            reason: "raft stopped: panicked".into(),
+        };
+        assert_eq!(health_of(&stopped), "raft stopped: panicked");
+        let down = Error::ShardUnavailable {
+            shard_id: "s1".into(),
+            addr: "127.0.0.1:1".into(),
+            reason: "connection refused".into(),
+        };
+        assert_eq!(health_of(&down), "unavailable");
+        assert_eq!(health_of(&Error::Exhausted("busy".into())), "unavailable");
     }
 }

@@ -112,23 +112,29 @@ async fn send_reads_in_span(shard: ShardHandle, batch: Vec<PendingRead>) {
     futures::future::join_all(calls).await;
 }
 
-async fn read_namespace(shard: &ShardHandle, namespace: String, items: Vec<PendingRead>) {
-    let keys: Vec<Vec<u8>> = items.iter().map(|i| i.key.clone()).collect();
+async fn read_namespace(shard: &ShardHandle, namespace: String, mut items: Vec<PendingRead>) {
     let epoch = shard.epoch();
-    let result = shard
-        .call(|client| {
-            let req = ShardReadRequest { epoch, namespace: namespace.clone(), keys: keys.clone() };
-            async move { client.read(req, ReadMode::Linearizable).await }
-        })
-        .await;
-    match result {
-        Ok(response) if response.values.len() == items.len() => {
-            for (item, value) in items.into_iter().zip(response.values) {
-                let _ = item.reply.send(Ok(value));
+    // A shard answers a prefix of the keys when their values reach its page
+    // byte budget: those are answered, and the rest go again.
+    while !items.is_empty() {
+        let keys: Vec<Vec<u8>> = items.iter().map(|i| i.key.clone()).collect();
+        let result = shard
+            .call(|client| {
+                let req = ShardReadRequest { epoch, namespace: namespace.clone(), keys: keys.clone() };
+                async move { client.read(req, ReadMode::Linearizable).await }
+            })
+            .await;
+        match result {
+            Ok(response) if !response.values.is_empty() && response.values.len() <= items.len() => {
+                let rest = items.split_off(response.values.len());
+                for (item, value) in items.into_iter().zip(response.values) {
+                    let _ = item.reply.send(Ok(value));
+                }
+                items = rest;
             }
+            Ok(response) => return fail_all(items, protocol_error(shard, items_len_msg(response.values.len()))),
+            Err(e) => return fail_all(items, e),
         }
-        Ok(response) => fail_all(items, protocol_error(shard, items_len_msg(response.values.len()))),
-        Err(e) => fail_all(items, e),
     }
 }
 

@@ -84,6 +84,15 @@ pub struct GatewayConfig {
 ///   while it runs (default `30s`).
 /// * `sweep_interval` — how often this gateway collects garbage and the chunks
 ///   of abandoned uploads (default `30s`).
+/// * `header_timeout` — the first message of an upload (its header) must
+///   arrive within it; the upload takes no transfer slot before (default `10s`).
+/// * `idle_timeout` — longest an upload waits for the client's next data
+///   message, and longest a download waits for its client to take the next
+///   one; past it the transfer ends with DEADLINE_EXCEEDED (default `30s`).
+/// * `min_rate` — bytes per second a transfer must average over the time it
+///   spent waiting for its client (time spent storing or fetching chunks does
+///   not count), once it has waited `idle_timeout` in all; a slower transfer
+///   ends with DEADLINE_EXCEEDED so a trickle cannot hold a slot (default `16KiB`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FileSettings {
@@ -100,6 +109,11 @@ pub struct FileSettings {
     pub read_lease: Duration,
     #[serde(with = "humantime_serde")]
     pub sweep_interval: Duration,
+    #[serde(with = "humantime_serde")]
+    pub header_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    pub min_rate: bytesize::ByteSize,
 }
 
 /// How a file is cut into chunks.
@@ -123,13 +137,17 @@ impl Default for FileSettings {
             upload_lease: Duration::from_secs(600),
             read_lease: Duration::from_secs(30),
             sweep_interval: Duration::from_secs(30),
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(30),
+            min_rate: bytesize::ByteSize::kib(16),
         }
     }
 }
 
 impl FileSettings {
     /// Chunk sizes FastCDC accepts: an even average from 1KiB to 4MiB (so the
-    /// largest chunk, four times it, stays within a shard's 16MiB limit).
+    /// largest chunk, four times it, stays within a shard's 16MiB limit);
+    /// windows, slots, leases and the client timeouts must be non-zero.
     fn validate(&self) -> Result<()> {
         let size = self.chunk_size.as_u64();
         if !(1024..=4 << 20).contains(&size) || !size.is_multiple_of(2) {
@@ -143,6 +161,15 @@ impl FileSettings {
         }
         if self.upload_lease < Duration::from_secs(1) || self.read_lease < Duration::from_millis(100) {
             return Err(Error::invalid("files", "upload_lease must be at least 1s and read_lease at least 100ms"));
+        }
+        // Zero would end every transfer at its first wait for the client.
+        for (name, value) in [("files.header_timeout", self.header_timeout), ("files.idle_timeout", self.idle_timeout)] {
+            if value.is_zero() {
+                return Err(Error::invalid(name, "must be greater than 0s"));
+            }
+        }
+        if self.min_rate.as_u64() == 0 {
+            return Err(Error::invalid("files.min_rate", "must be at least 1B (bytes per second)"));
         }
         Ok(())
     }
@@ -189,6 +216,9 @@ impl Default for SearchLimits {
 /// * `max_visited` — vertices a traversal may visit (default 100,000).
 /// * `max_frontier` — vertices waiting to be expanded at once (default 100,000).
 /// * `max_fanout` — edges read per vertex and hop; protects against super-nodes (default 10,000).
+/// * `max_query_bytes` — approximate memory one Gremlin query may hold: its
+///   traversers with their paths, the vertices and edges fetched for them, and
+///   its results; checked as they are built (default `256MiB`).
 /// * `deadline` — wall-clock budget (default `10s`).
 /// * `repair_interval` — how often the gateway finishes edges whose writer died between the halves (default `2s`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -198,6 +228,7 @@ pub struct GraphBudgets {
     pub max_visited: usize,
     pub max_frontier: usize,
     pub max_fanout: usize,
+    pub max_query_bytes: bytesize::ByteSize,
     #[serde(with = "humantime_serde")]
     pub deadline: Duration,
     #[serde(with = "humantime_serde")]
@@ -211,6 +242,7 @@ impl Default for GraphBudgets {
             max_visited: 100_000,
             max_frontier: 100_000,
             max_fanout: 10_000,
+            max_query_bytes: bytesize::ByteSize::mib(256),
             deadline: Duration::from_secs(10),
             repair_interval: Duration::from_secs(2),
         }
@@ -235,6 +267,10 @@ fn default_vnodes() -> u32 {
 /// * `coalesce_inflight` — coalesced calls in flight per shard; more requests queue and join the next batch (default 4).
 /// * `startup_timeout` — how long start-up waits for every shard (default `10s`).
 /// * `allow_unavailable_shards` — start even when a shard cannot be reached (default false).
+/// * `handshake_timeout` — a client connection that sends nothing for this long after
+///   connecting is closed (default `10s`).
+/// * `idle_timeout` — a client connection with no request open for this long is
+///   closed; clients reconnect on their next call (default `5m`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct GatewaySettings {
@@ -257,6 +293,10 @@ pub struct GatewaySettings {
     #[serde(with = "humantime_serde")]
     pub startup_timeout: Duration,
     pub allow_unavailable_shards: bool,
+    #[serde(with = "humantime_serde")]
+    pub handshake_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
 }
 
 impl Default for GatewaySettings {
@@ -275,6 +315,8 @@ impl Default for GatewaySettings {
             coalesce_inflight: 2,
             startup_timeout: Duration::from_secs(10),
             allow_unavailable_shards: false,
+            handshake_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(300),
         }
     }
 }
@@ -333,6 +375,9 @@ impl GatewayConfig {
         }
         if g.request_timeout.is_zero() {
             return Err(Error::invalid("gateway.request_timeout", "must be greater than 0s"));
+        }
+        if g.handshake_timeout.is_zero() || g.idle_timeout.is_zero() {
+            return Err(Error::invalid("gateway", "handshake_timeout and idle_timeout must be greater than 0s"));
         }
         self.files.validate()
     }

@@ -9,10 +9,12 @@ use omnishard_proto::v1::file_service_server::FileService;
 use omnishard_proto::v1::*;
 use omnishard_telemetry::record;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Request, Response, Status, Streaming};
+use tonic::{Code, Request, Response, Status, Streaming};
 
 use crate::error::Error;
+use crate::files::download::Download;
 use crate::live::LiveCluster;
+use crate::server::FILE_MESSAGE_BYTES;
 
 /// Adapter for `FileService`.
 pub struct FileGrpc {
@@ -33,12 +35,40 @@ fn data_parts(stream: Streaming<UploadRequest>) -> impl Stream<Item = Result<byt
     stream.map(|message| match message {
         Ok(UploadRequest { part: Some(upload_request::Part::Data(data)) }) => Ok(data),
         Ok(_) => Err(omnishard_common::Error::invalid("data", "only the first message may carry the header").into()),
-        Err(status) => Err(Error::Shard {
-            shard_id: String::new(),
-            code: tonic::Code::Cancelled,
-            message: format!("the upload stream broke: {}", status.message()),
-        }),
+        Err(status) => Err(broken("data", &status)),
     })
+}
+
+/// What a client stream that failed to decode becomes. A message over the
+/// limit is the client's to fix, so it is INVALID_ARGUMENT naming the limit
+/// (tonic reports OUT_OF_RANGE, or RESOURCE_EXHAUSTED when a compressed
+/// message inflates past it); anything else keeps tonic's code, so a real
+/// cancel stays CANCELLED.
+fn broken(field: &'static str, status: &Status) -> Error {
+    let too_large = match status.code() {
+        Code::OutOfRange => true,
+        Code::ResourceExhausted => status.message().contains("decompress"),
+        _ => false,
+    };
+    if too_large {
+        let size = message_size(status.message())
+            .map_or_else(|| "a message is larger".into(), |n| format!("a message is {n} bytes"));
+        let reason = format!(
+            "{size}; the limit is {FILE_MESSAGE_BYTES} bytes (16 MiB) per message: send the data in smaller messages"
+        );
+        return omnishard_common::Error::invalid(field, reason).into();
+    }
+    Error::Shard {
+        shard_id: String::new(),
+        code: status.code(),
+        message: format!("{field}: the upload stream broke: {}", status.message()),
+    }
+}
+
+/// The size in tonic's "found N bytes" of a message over the limit.
+fn message_size(tonic_message: &str) -> Option<u64> {
+    let (_, rest) = tonic_message.split_once("found ")?;
+    rest.split_whitespace().next()?.parse().ok()
 }
 
 type DownloadStream = Pin<Box<dyn Stream<Item = Result<DownloadResponse, Status>> + Send>>;
@@ -47,7 +77,13 @@ type DownloadStream = Pin<Box<dyn Stream<Item = Result<DownloadResponse, Status>
 impl FileService for FileGrpc {
     async fn upload(&self, request: Request<Streaming<UploadRequest>>) -> Result<Response<UploadResponse>, Status> {
         let mut stream = request.into_inner();
-        let header = match stream.message().await? {
+        // No transfer slot is held yet (the upload takes it once the header
+        // is in), and this bounds how long a silent client holds the request.
+        let timeout = self.cluster.current().files.header_timeout;
+        let first = tokio::time::timeout(timeout, stream.message()).await.map_err(|_| {
+            status(Error::Deadline(format!("header: not received within {timeout:?} (files.header_timeout)")))
+        })?;
+        let header = match first.map_err(|e| status(broken("header", &e)))? {
             Some(UploadRequest { part: Some(upload_request::Part::Header(header)) }) => header,
             Some(_) => {
                 return Err(invalid("header: the first message must carry the header (key, content type, metadata)"))
@@ -67,14 +103,16 @@ impl FileService for FileGrpc {
     async fn download(&self, request: Request<DownloadRequest>) -> Result<Response<DownloadStream>, Status> {
         let req = request.into_inner();
         record("namespace", req.namespace.clone());
-        let download =
+        let Download { info, data, stopped } =
             self.cluster.current().download(&req.namespace, req.key, req.offset, req.length).await.map_err(status)?;
-        let info = DownloadResponse { part: Some(download_response::Part::Info(download.info)) };
-        let data = ReceiverStream::new(download.data).map(|chunk| match chunk {
+        let info = DownloadResponse { part: Some(download_response::Part::Info(info)) };
+        let data = ReceiverStream::new(data).map(|chunk| match chunk {
             Ok(bytes) => Ok(DownloadResponse { part: Some(download_response::Part::Data(bytes)) }),
             Err(e) => Err(status(e)),
         });
-        let stream = futures::stream::once(async move { Ok(info) }).chain(data);
+        // Ready once `data` has ended: an error only if the task stopped early.
+        let stop = futures::stream::once(stopped).filter_map(|stop| async move { stop.ok().map(|e| Err(status(e))) });
+        let stream = futures::stream::once(async move { Ok(info) }).chain(data).chain(stop);
         Ok(Response::new(Box::pin(stream)))
     }
 

@@ -44,6 +44,14 @@ pub struct Written {
     pub existed: bool,
 }
 
+/// One answer of [`Cluster::batch_get`]: the values of the first
+/// `values.len()` keys, and whether that is fewer than were asked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchPage {
+    pub values: Vec<Option<KeyValue>>,
+    pub truncated: bool,
+}
+
 /// One page of a scan.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ScanPage {
@@ -64,8 +72,11 @@ impl Cluster {
         Ok(KeyValue { key, value: value.value, version: value.version, expires_at_ms: value.expires_at_ms })
     }
 
-    /// Reads many keys; the answer is in request order, absent keys as `None`.
-    pub async fn batch_get(&self, ns: &str, keys: Vec<Vec<u8>>, mode: ReadMode) -> Result<Vec<Option<KeyValue>>> {
+    /// Reads many keys; the answer is in request order, absent keys as
+    /// `None`. It covers every key, or — when the values reach the page
+    /// byte budget (`limits.max_page_bytes`, on each shard and here) — the
+    /// first ones only, with `truncated` set: the caller asks again for the rest.
+    pub async fn batch_get(&self, ns: &str, keys: Vec<Vec<u8>>, mode: ReadMode) -> Result<BatchPage> {
         let ns = namespace::resolve(ns)?;
         self.limits.check_batch("keys", keys.len())?;
         for key in &keys {
@@ -80,8 +91,13 @@ impl Cluster {
             }
         });
         let mut out: Vec<Option<KeyValue>> = vec![None; keys.len()];
+        // Keys from `answered` on were not read by some shard (its budget ran out).
+        let mut answered = keys.len();
         for result in futures::future::join_all(calls).await {
             let (indexes, values) = result?;
+            if let Some(&first_unread) = indexes.get(values.len()) {
+                answered = answered.min(first_unread);
+            }
             for (i, v) in indexes.into_iter().zip(values) {
                 if v.found {
                     out[i] = Some(KeyValue {
@@ -93,7 +109,17 @@ impl Cluster {
                 }
             }
         }
-        Ok(out)
+        // The gateway's own budget: the whole answer, not each shard's part.
+        let mut bytes = 0usize;
+        let within = out[..answered]
+            .iter()
+            .position(|kv| {
+                bytes += kv.as_ref().map_or(0, |kv| kv.value.len());
+                bytes > self.limits.max_page_bytes
+            })
+            .map_or(answered, |over| over.max(1));
+        out.truncate(within);
+        Ok(BatchPage { truncated: out.len() < keys.len(), values: out })
     }
 
     /// Writes one key.
@@ -188,9 +214,19 @@ impl Cluster {
         });
         let mut merged = BTreeMap::new();
         let mut more = false;
+        // A shard with more to give vouches only for keys up to its last
+        // one (a page may end early at its byte budget): the merged page
+        // stops at the smallest such key, or keys of that shard between it
+        // and the next page's start would be skipped.
+        let mut bound: Option<Vec<u8>> = None;
         for result in futures::future::join_all(calls).await {
             let page = result?;
             more |= page.more;
+            if let (true, Some(last)) = (page.more, page.entries.last()) {
+                if bound.as_ref().is_none_or(|b| last.key < *b) {
+                    bound = Some(last.key.clone());
+                }
+            }
             for e in page.entries {
                 merged.insert(
                     e.key.clone(),
@@ -198,8 +234,25 @@ impl Cluster {
                 );
             }
         }
+        if let Some(bound) = &bound {
+            let beyond = merged.split_off(bound.as_slice()).into_iter();
+            // `split_off` moved the bound itself; it belongs to the page.
+            for (key, kv) in beyond.take(1).filter(|(key, _)| key == bound) {
+                merged.insert(key, kv);
+            }
+        }
         more |= merged.len() > limit;
-        let entries: Vec<KeyValue> = merged.into_values().take(limit).collect();
+        let mut bytes = 0usize;
+        let mut entries: Vec<KeyValue> = Vec::with_capacity(merged.len().min(limit));
+        for kv in merged.into_values().take(limit) {
+            // The gateway's own byte budget for the whole page.
+            if !entries.is_empty() && bytes + kv.value.len() > self.limits.max_page_bytes {
+                more = true;
+                break;
+            }
+            bytes += kv.value.len();
+            entries.push(kv);
+        }
         let next_cursor = match entries.last() {
             Some(last) if more => encode_cursor(&last.key),
             _ => Vec::new(),

@@ -60,10 +60,68 @@ fn invalid(message: String) -> Error {
     Error::InvalidArgument(omnishard_common::Error::Topology(message))
 }
 
+/// Checks a shard address a caller gave: `host:port` with a numeric port,
+/// usable as a gRPC endpoint. `field` names it in the error.
+fn check_addr(field: &'static str, addr: &str) -> Result<()> {
+    let bad = |why: String| Error::InvalidArgument(omnishard_common::Error::invalid(field, why));
+    let Some((host, port)) = addr.rsplit_once(':') else {
+        return Err(bad(format!("{addr:?} is not host:port (the port is missing)")));
+    };
+    if host.is_empty() {
+        return Err(bad(format!("{addr:?} is not host:port (the host is missing)")));
+    }
+    match port.parse::<u16>() {
+        Ok(port) if port > 0 => {}
+        _ => return Err(bad(format!("{addr:?} is not host:port (the port {port:?} is not 1-65535)"))),
+    }
+    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|e| bad(format!("{addr:?} is not host:port ({e})")))?;
+    Ok(())
+}
+
+/// The refusal of adding a shard whose id or address the topology already has.
+fn already_in(topology: &Topology, shard: &ShardAddr) -> Option<Error> {
+    let taken = topology.shards.iter().find(|s| s.id == shard.id || s.replica_addrs().contains(&shard.addr))?;
+    let message = if taken.id == shard.id {
+        format!(
+            "shard {:?} is already in the topology (epoch {}, at {}); pick another id, or remove it first",
+            shard.id, topology.epoch, taken.addr
+        )
+    } else {
+        format!("addr: {} is already shard {:?}'s address (epoch {})", shard.addr, taken.id, topology.epoch)
+    };
+    // TODO(error-variant): the gateway's error enum has no AlreadyExists
+    // variant; `Shard` carries the code until one is added.
+    Some(Error::Shard { shard_id: shard.id.clone(), code: tonic::Code::AlreadyExists, message })
+}
+
+/// The refusal of removing a shard the topology does not have.
+fn not_in(topology: &Topology, id: &str) -> Error {
+    let ids: Vec<&str> = topology.shards.iter().map(|s| s.id.as_str()).collect();
+    Error::NotFound {
+        what: format!("{id:?} is not in the topology (epoch {} has {}); shard {id:?}", topology.epoch, ids.join(", ")),
+    }
+}
+
+/// The cluster document, which must exist for a change to be recorded.
+async fn current_doc(store: &TopologyStore) -> Result<ClusterDoc> {
+    store.load().await?.map(|(doc, _)| doc).ok_or_else(|| {
+        invalid("the metadata group holds no cluster document yet; start a gateway with this [meta] first".into())
+    })
+}
+
 /// Records a new shard joining: the next epoch's ring includes it.
 pub async fn add_shard(live: &LiveCluster, shard: ShardAddr, rate: Option<u64>) -> Result<ClusterDoc> {
     let store = live.require_store()?;
+    // The request itself first: nothing is called or written for a bad one.
     omnishard_common::topology::check_shard_id(&shard.id)?;
+    check_addr("addr", &shard.addr)?;
+    for addr in &shard.replicas {
+        check_addr("replicas", addr)?;
+    }
+    if let Some(refused) = already_in(&current_doc(store).await?.topology, &shard) {
+        return Err(refused);
+    }
     // The shard must be up and be the one named, before anything is recorded.
     let settings = live.current().settings.clone();
     let stats = ShardClient::new(&shard, &settings)?.stats().await?;
@@ -77,8 +135,8 @@ pub async fn add_shard(live: &LiveCluster, shard: ShardAddr, rate: Option<u64>) 
     let (doc, ()) = store
         .update(|doc| {
             busy(doc)?;
-            if doc.topology.shard(&shard.id).is_some() {
-                return Err(invalid(format!("shard {:?} is already in the topology", shard.id)));
+            if let Some(refused) = already_in(&doc.topology, &shard) {
+                return Err(refused);
             }
             let mut target = doc.topology.clone();
             target.epoch += 1;
@@ -94,12 +152,17 @@ pub async fn add_shard(live: &LiveCluster, shard: ShardAddr, rate: Option<u64>) 
 /// Records a shard leaving: its ranges move to the others, then it is out.
 pub async fn remove_shard(live: &LiveCluster, id: &str, rate: Option<u64>) -> Result<ClusterDoc> {
     let store = live.require_store()?;
+    // Which shard first: other shards' state says nothing about a missing one.
+    let doc = current_doc(store).await?;
+    if doc.topology.shard(id).is_none() {
+        return Err(not_in(&doc.topology, id));
+    }
     check_movable(live).await?;
     let (doc, ()) = store
         .update(|doc| {
             busy(doc)?;
             if doc.topology.shard(id).is_none() {
-                return Err(invalid(format!("shard {id:?} is not in the topology")));
+                return Err(not_in(&doc.topology, id));
             }
             if doc.topology.shards.len() == 1 {
                 return Err(invalid(format!("shard {id:?} is the last shard; a cluster needs at least one")));
@@ -404,6 +467,9 @@ struct Driver {
 impl Driver {
     async fn drive(mut self) -> Result<()> {
         let target_ring = self.migration.target.ring()?;
+        if matches!(self.migration.phase, Phase::Copy | Phase::CatchUp | Phase::Fenced | Phase::Aborting) {
+            self.announce_to_targets().await?;
+        }
         loop {
             match self.migration.phase {
                 Phase::Copy => self.copy(&target_ring).await?,
@@ -441,7 +507,22 @@ impl Driver {
             migration_id: self.migration.id,
             target: Some(InstallTopologyRequest::from(&self.migration.target)),
             fence,
+            incoming: false,
         }
+    }
+
+    /// Tells every shard that gains ranges that it receives records in this
+    /// migration: its ingests and drops are refused otherwise. Idempotent,
+    /// so every driver that takes over does it again.
+    async fn announce_to_targets(&self) -> Result<()> {
+        let mut targets: Vec<&str> = self.migration.moves.iter().map(|m| m.target.as_str()).collect();
+        targets.sort_unstable();
+        targets.dedup();
+        let req = MigrateBeginRequest { incoming: true, ..self.begin_request(false) };
+        for target in targets {
+            self.handle(target)?.client.clone().migrate_begin(req.clone()).await?;
+        }
+        Ok(())
     }
 
     /// Copies every source's moving records from its cursor on.
@@ -499,6 +580,7 @@ impl Driver {
                     after: Some(InstallTopologyRequest::from(&self.migration.target)),
                     source: source.to_string(),
                     max_records: 1_000,
+                    migration_id: self.migration.id,
                 };
                 // Bounded by the lease like an ingest: a stalled driver must
                 // not delete what its successor copied since.
@@ -543,7 +625,12 @@ impl Driver {
             }
             let bytes: u64 = records.iter().map(|r| (r.key.len() + r.value.len()) as u64).sum();
             let count = records.len() as u64;
-            let req = MigrateIngestRequest { migration_id: self.migration.id, records };
+            let req = MigrateIngestRequest {
+                migration_id: self.migration.id,
+                records,
+                target_epoch: self.migration.target.epoch,
+                target_shard: target.clone(),
+            };
             self.ingest(&target, req).await?;
             if let Some(m) = self.migration.moves.iter_mut().find(|m| m.source == source && m.target == target) {
                 m.keys += count;
@@ -682,6 +769,7 @@ impl Driver {
                 after: None,
                 source: String::new(),
                 max_records: 5_000,
+                migration_id: self.migration.id,
             };
             if handle.client.clone().migrate_drop(req).await?.done {
                 return Ok(());

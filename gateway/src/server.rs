@@ -12,7 +12,6 @@ use omnishard_proto::v1::kv_service_server::{KvService, KvServiceServer};
 use omnishard_proto::v1::*;
 use omnishard_telemetry::record;
 use tokio::net::TcpListener;
-use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
 use tonic::{Request, Response, Status};
 use tower::layer::util::{Identity, Stack as Layers};
@@ -120,9 +119,14 @@ pub async fn serve_cluster(
     // With a shared topology: follow its changes, and drive migrations when this gateway holds the lease.
     let watcher = tokio::spawn(cluster.clone().watch());
     let driver = tokio::spawn(crate::rebalance::run(cluster.clone()));
+    let connections = omnishard_serving::ConnectionSettings {
+        handshake_timeout: now.settings.handshake_timeout,
+        idle_timeout: Some(now.settings.idle_timeout),
+        ..omnishard_serving::ConnectionSettings::public()
+    };
     tracing::info!(addr = %listener.local_addr()?, epoch = now.epoch(), shards = now.shards.len(), shared = cluster.store().is_some(), "gateway serving");
     drop(now);
-    server_stack()
+    server_stack(connections)
         .add_service(health)
         .add_service(reflection)
         .add_service(kv)
@@ -130,7 +134,7 @@ pub async fn serve_cluster(
         .add_service(graph)
         .add_service(search)
         .add_service(files)
-        .serve_with_incoming_shutdown(incoming(listener), shutdown)
+        .serve_with_incoming_shutdown(incoming(listener, connections), shutdown)
         .await?;
     repair.abort();
     sweeper.abort();
@@ -165,31 +169,62 @@ async fn run_edge_repair(live: Arc<LiveCluster>, interval: Duration) {
     }
 }
 
-/// Most requests the gateway serves at once; past it, new ones are shed.
+/// Requests the gateway admits at once, by class ([`omnishard_serving::admission`]):
+/// a class that is full sheds its new requests at once, whatever the others do.
+fn admission() -> omnishard_serving::AdmissionLayer {
+    use omnishard_serving::Class;
+    omnishard_serving::AdmissionLayer::new(
+        "gateway",
+        vec![
+            // Long file streams count against file capacity only
+            // (`files.max_transfers` inside; this bounds the streams themselves).
+            Class::new("file stream", 1024, &["/omnishard.v1.FileService/Upload", "/omnishard.v1.FileService/Download"]),
+            // Scans, searches, traversals and admin fan-outs: many shard calls each.
+            Class::new(
+                "heavy",
+                512,
+                &[
+                    "/omnishard.v1.KvService/Scan",
+                    "/omnishard.v1.SearchService/Search",
+                    "/omnishard.v1.SearchService/Reindex",
+                    "/omnishard.v1.GraphService/Traverse",
+                    "/omnishard.v1.GraphService/ShortestPath",
+                    "/omnishard.v1.GraphService/Query",
+                    "/omnishard.v1.FileService/List",
+                    "/omnishard.v1.FileService/Verify",
+                    "/omnishard.v1.AdminService/",
+                ],
+            ),
+            // Everything else: point reads and writes.
+            Class::new("point", MAX_IN_FLIGHT, &[]),
+        ],
+    )
+}
+
+/// Most point requests the gateway serves at once; past it, new ones are shed.
 pub const MAX_IN_FLIGHT: usize = 4096;
 
 type Stack = Layers<
     crate::deadline::DeadlineLayer,
-    Layers<
-        tower::limit::ConcurrencyLimitLayer,
-        Layers<tower::load_shed::LoadShedLayer, Layers<omnishard_telemetry::server::RequestLayer, Identity>>,
-    >,
+    Layers<omnishard_serving::AdmissionLayer, Layers<omnishard_telemetry::server::RequestLayer, Identity>>,
 >;
 
 /// The gateway server's layers, outermost first.
-fn server_stack() -> Server<Stack> {
-    Server::builder()
+fn server_stack(connections: omnishard_serving::ConnectionSettings) -> Server<Stack> {
+    let server = Server::builder()
         // Wide HTTP/2 windows let a file upload stream without stalls.
         .initial_stream_window_size(8 << 20)
         .initial_connection_window_size(32 << 20)
         // Large frames: a 1 MiB piece of a file is one frame, not 64.
-        .max_frame_size(1 << 20)
+        .max_frame_size(1 << 20);
+    // Keep-alive pings close half-open connections; streams per connection are bounded.
+    connections
+        .apply(server)
         // Traces, metrics and `x-trace-id` for every request, shed ones included.
         .layer(omnishard_telemetry::server::RequestLayer::new("gateway"))
-        // Load shed: past the limit, answer UNAVAILABLE at once instead of queueing.
-        .layer(tower::load_shed::LoadShedLayer::new())
-        // Concurrency limit: bounds the requests in flight in the whole gateway.
-        .layer(tower::limit::ConcurrencyLimitLayer::new(MAX_IN_FLIGHT))
+        // Admission by class: a full class answers UNAVAILABLE at once instead of
+        // queueing, and never takes another class's slots; error messages are bounded.
+        .layer(admission())
         // Deadline: a request never outlives this, whatever the shards do
         // (file transfers excepted: their length grows with the file).
         .layer(crate::deadline::DeadlineLayer(Duration::from_secs(60)))
@@ -259,7 +294,7 @@ impl KvService for KvGrpc {
         let req = request.into_inner();
         record("namespace", req.namespace.clone());
         record("keys", req.keys.len() as i64);
-        let values = self
+        let page = self
             .cluster
             .retry(|c| {
                 let (ns, keys) = (&req.namespace, req.keys.clone());
@@ -267,9 +302,9 @@ impl KvService for KvGrpc {
             })
             .await
             .map_err(status)?;
-        record("rows", values.iter().filter(|v| v.is_some()).count() as i64);
-        let results = values.into_iter().map(|kv| MaybeKeyValue { found: kv.is_some(), kv }).collect();
-        Ok(Response::new(BatchGetResponse { results }))
+        record("rows", page.values.iter().filter(|v| v.is_some()).count() as i64);
+        let results = page.values.into_iter().map(|kv| MaybeKeyValue { found: kv.is_some(), kv }).collect();
+        Ok(Response::new(BatchGetResponse { results, truncated: page.truncated }))
     }
 
     async fn write(&self, request: Request<WriteRequest>) -> Result<Response<WriteResponse>, Status> {
@@ -401,8 +436,11 @@ fn ttl_from_proto(ttl: Option<prost_types::Duration>) -> Result<Option<Duration>
     crate::kv::check_ttl(ttl).map(Some).map_err(status)
 }
 
-/// Accepted connections with Nagle's algorithm off: small RPCs must not wait
-/// for delayed ACKs. (`Server::tcp_nodelay` only applies when tonic binds.)
-fn incoming(listener: TcpListener) -> TcpIncoming {
-    TcpIncoming::from(listener).with_nodelay(Some(true))
+/// Accepted connections with the public port's deadlines: a connection that
+/// sends nothing, or holds no request for minutes, is closed.
+fn incoming(
+    listener: TcpListener,
+    connections: omnishard_serving::ConnectionSettings,
+) -> impl futures::Stream<Item = std::io::Result<omnishard_serving::connection::Guarded>> + Send + 'static {
+    omnishard_serving::incoming(listener, connections)
 }

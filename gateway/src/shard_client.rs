@@ -405,12 +405,29 @@ where
                     Ok(response)
                 }
                 Err(e) => {
-                    breaker.on_error();
+                    if counts_against_shard(&e) {
+                        breaker.on_error();
+                    }
                     Err(describe(e, timeout))
                 }
             }
         })
     }
+}
+
+/// Whether a failed call says the shard is unreachable or broken, rather
+/// than that one stream was reset (a peer refusing one oversized header,
+/// say): only the former may open the circuit that every caller of the
+/// shard depends on, so one client's bad requests cannot open it for all.
+fn counts_against_shard(err: &BoxError) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err.as_ref());
+    while let Some(e) = source {
+        if let Some(h2) = e.downcast_ref::<h2::Error>() {
+            return !h2.is_reset() || h2.is_go_away();
+        }
+        source = e.source();
+    }
+    true
 }
 
 /// Turns a transport-level error into a status whose message says what failed.

@@ -9,9 +9,13 @@
 //! * `proto/omnishard/v1/shard.proto` — `ShardService`, gateway → shard only.
 //! * `proto/omnishard/v1/shard_files.proto` — `ShardFileService`, chunks and manifests, gateway → shard only.
 //!
-//! [`FILE_DESCRIPTOR_SET`] feeds server reflection so `grpcurl` works.
+//! [`FILE_DESCRIPTOR_SET`] feeds server reflection so `grpcurl` works;
+//! [`codec`] is the prost codec every service uses, with decode failures as
+//! `INVALID_ARGUMENT`.
 
 #![forbid(unsafe_code)]
+
+pub mod codec;
 
 /// Generated messages and services of `omnishard.v1`.
 pub mod v1 {

@@ -351,9 +351,23 @@ impl Executor {
 
     /// Stores copied records. Their versions were assigned by the source, so
     /// the sequence moves past the highest one: versions never go backwards.
+    /// Every record is checked first, identically on every replica (the
+    /// leader checked them too, but the log is the authority): one that
+    /// would make its key unreadable or carry a version past
+    /// [`migrate::MAX_INGEST_VERSION`] refuses the whole batch, so the
+    /// sequence never wraps.
     fn commit_ingest(&self, applied: &[u8], records: &[Record]) -> Result<Result<()>> {
         let start_seq = self.last_seq.load(Ordering::Acquire);
-        let top = records.iter().map(Record::version).max().unwrap_or(0).max(start_seq);
+        let mut top = start_seq;
+        for (i, record) in records.iter().enumerate() {
+            match migrate::checked_version(record) {
+                Ok(version) => top = top.max(version),
+                Err(reason) => {
+                    let reason = format!("records[{i}] (key {:?}): {reason}", show_key(&record.key));
+                    return Ok(Err(Error::InvalidArgument(omnishard_common::Error::invalid("records", reason))));
+                }
+            }
+        }
         let mut batch = WriteBatch::default();
         for record in records {
             let cf = self.store.cf(migrate::cf_of(record.space))?;

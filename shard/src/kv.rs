@@ -11,7 +11,9 @@ use crate::node::Shard;
 use crate::store::Entry;
 
 impl Shard {
-    /// Point reads of `keys` in `namespace`, routed under `epoch`.
+    /// Point reads of `keys` in `namespace`, routed under `epoch`. The
+    /// answer covers a prefix of `keys` when their values reach
+    /// `limits.max_page_bytes`; the caller asks again for the rest.
     pub async fn read(self: &Arc<Self>, epoch: u64, ns: &str, keys: Vec<Vec<u8>>) -> Result<Vec<Option<Entry>>> {
         let ns = namespace::resolve(ns)?.to_string();
         let limits = self.config.limits;
@@ -22,7 +24,8 @@ impl Shard {
         let installed = self.ownership.ring_for(epoch)?;
         self.ownership.check_keys(&installed, &ns, keys.iter().map(Vec::as_slice))?;
         self.check_not_fenced(&ns, keys.iter().map(Vec::as_slice))?;
-        self.blocking_light(move |shard| shard.store.get_many(&ns, &keys)).await
+        let max_bytes = limits.max_page_bytes;
+        self.blocking_light(move |shard| shard.store.get_many(&ns, &keys, max_bytes)).await
     }
 
     /// Applies independent transactions routed under `epoch`. The outer
@@ -63,12 +66,13 @@ impl Shard {
     ) -> Result<(Vec<Entry>, bool)> {
         let ns = namespace::resolve(ns)?.to_string();
         let limit = self.config.limits.scan_page(limit)?;
+        let max_bytes = self.config.limits.max_page_bytes;
         self.config.limits.check_key_len("prefix", prefix.len())?;
         self.config.limits.check_key_len("start_after", start_after.len())?;
         let installed = self.ownership.ring_for(epoch)?;
         self.blocking_heavy(move |shard| {
             let owned = |key: &[u8]| shard.ownership.owns(&installed, &ns, key);
-            shard.store.scan(&ns, &prefix, &start_after, limit, owned)
+            shard.store.scan(&ns, &prefix, &start_after, (limit, max_bytes), owned)
         })
         .await
     }

@@ -12,7 +12,6 @@ use omnishard_proto::v1::shard_service_server::{ShardService, ShardServiceServer
 use omnishard_proto::v1::*;
 use omnishard_telemetry::record;
 use tokio::net::TcpListener;
-use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
 use tonic::{Request, Response, Status};
 
@@ -21,7 +20,7 @@ use crate::config::ShardConfig;
 use crate::consistency::ConsistencyLayer;
 use crate::error::Error;
 use crate::file_server::ShardFileGrpc;
-use crate::migrate::{DropMode, Page, Record};
+use crate::migrate::{DropMode, IngestTo, Page, Record};
 use crate::node::Shard;
 use crate::raft::service::ShardRaftGrpc;
 use crate::store::Entry;
@@ -87,20 +86,52 @@ const REPLICATION_CALLS: &[&str] = &[
     "/omnishard.v1.ShardRaftService/InstallSnapshot",
 ];
 
-/// Most requests a shard serves at once; past it, new ones are shed.
+/// Requests a shard admits at once, by class ([`omnishard_serving::admission`]):
+/// a flood of one kind (searches, chunk writes) never takes the slots that
+/// replication or point reads and writes need.
+fn admission() -> omnishard_serving::AdmissionLayer {
+    use omnishard_serving::Class;
+    omnishard_serving::AdmissionLayer::new(
+        "shard",
+        vec![
+            // Raft between replicas: if it starves, the group loses its leader.
+            Class::new("replication", 1024, REPLICATION_CALLS),
+            // File chunks and manifests.
+            Class::new("file", 1024, &["/omnishard.v1.ShardFileService/"]),
+            // Calls that read or score many records each.
+            Class::new(
+                "heavy",
+                1024,
+                &[
+                    "/omnishard.v1.ShardService/Scan",
+                    "/omnishard.v1.ShardService/SearchStats",
+                    "/omnishard.v1.ShardService/SearchQuery",
+                    "/omnishard.v1.ShardService/SearchFetch",
+                    "/omnishard.v1.ShardService/SearchReindex",
+                    "/omnishard.v1.ShardService/GraphFind",
+                    "/omnishard.v1.ShardService/GraphExpand",
+                    "/omnishard.v1.ShardService/GraphEdgesMany",
+                    "/omnishard.v1.ShardService/MigrateExport",
+                    "/omnishard.v1.ShardService/TraceSpans",
+                ],
+            ),
+            // Everything else: point reads and writes, stats, admin.
+            Class::new("point", MAX_IN_FLIGHT, &[]),
+        ],
+    )
+}
+
+/// Most point requests a shard serves at once; past it, new ones are shed.
 pub const MAX_IN_FLIGHT: usize = 2048;
 
 type Stack = tower::layer::util::Stack<
-    tower::limit::ConcurrencyLimitLayer,
-    tower::layer::util::Stack<
-        tower::load_shed::LoadShedLayer,
-        tower::layer::util::Stack<omnishard_telemetry::server::RequestLayer, tower::layer::util::Identity>,
-    >,
+    omnishard_serving::AdmissionLayer,
+    tower::layer::util::Stack<omnishard_telemetry::server::RequestLayer, tower::layer::util::Identity>,
 >;
 
 /// The shard server's layers, outermost first.
 fn server_stack(shard_id: &str) -> Server<Stack> {
-    Server::builder()
+    let server = Server::builder()
         // Wide HTTP/2 windows let chunk writes stream without stalls.
         .initial_stream_window_size(8 << 20)
         .initial_connection_window_size(32 << 20)
@@ -109,17 +140,19 @@ fn server_stack(shard_id: &str) -> Server<Stack> {
         // Timeout: no request holds resources longer than this. Generous,
         // because rebuilding a search index is one call; everyday calls are
         // bounded far tighter by the gateway's deadlines (it cancels them).
-        .timeout(Duration::from_secs(600))
+        .timeout(Duration::from_secs(600));
+    // Keep-alive pings close half-open connections (gateways' connections never idle out).
+    omnishard_serving::ConnectionSettings::internal()
+        .apply(server)
         // Traces, metrics and `x-trace-id` for every request, shed ones included.
         .layer(
             omnishard_telemetry::server::RequestLayer::new("shard")
                 .with_shard_id(shard_id)
                 .without_spans(REPLICATION_CALLS),
         )
-        // Load shed: past the limit, fail fast with UNAVAILABLE instead of queueing.
-        .layer(tower::load_shed::LoadShedLayer::new())
-        // Concurrency limit: bounds the requests in flight in the whole process.
-        .layer(tower::limit::ConcurrencyLimitLayer::new(MAX_IN_FLIGHT))
+        // Admission by class: a full class answers UNAVAILABLE at once instead of
+        // queueing; error messages are bounded so none can break a peer's HTTP/2.
+        .layer(admission())
 }
 
 /// The tonic adapter: convert, call the domain, map the error.
@@ -139,8 +172,10 @@ impl ShardService for ShardGrpc {
         let req = request.into_inner();
         record("namespace", req.namespace.clone());
         record("keys_read", req.keys.len() as i64);
+        let asked = req.keys.len();
         let values = self.shard.read(req.epoch, &req.namespace, req.keys).await.map_err(|e| self.status(e))?;
         record("rows", values.iter().filter(|v| v.is_some()).count() as i64);
+        let truncated = values.len() < asked;
         let values = values
             .into_iter()
             .map(|entry| match entry {
@@ -150,7 +185,7 @@ impl ShardService for ShardGrpc {
                 None => ShardValue::default(),
             })
             .collect();
-        Ok(Response::new(ShardReadResponse { values }))
+        Ok(Response::new(ShardReadResponse { values, truncated }))
     }
 
     async fn apply(&self, request: Request<ShardApplyRequest>) -> Result<Response<ShardApplyResponse>, Status> {
@@ -193,6 +228,10 @@ impl ShardService for ShardGrpc {
     }
 
     async fn stats(&self, _request: Request<ShardStatsRequest>) -> Result<Response<ShardStatsResponse>, Status> {
+        if let Some(reason) = self.shard.replication.stopped() {
+            // The data still reads, but nothing commits: not serving.
+            return Err(Status::unavailable(format!("{}{reason}", crate::raft::RAFT_STOPPED)));
+        }
         let stats = self.shard.stats().await.map_err(|e| self.status(e))?;
         Ok(Response::new(ShardStatsResponse {
             shard_id: stats.shard_id,
@@ -217,6 +256,7 @@ impl ShardService for ShardGrpc {
         request: Request<InstallTopologyRequest>,
     ) -> Result<Response<InstallTopologyResponse>, Status> {
         let topology = Topology::from(request.get_ref());
+        self.shard.check_install(&topology).await.map_err(|e| self.status(e))?;
         let epoch = self.shard.install_topology(topology).await.map_err(|e| self.status(e))?;
         Ok(Response::new(InstallTopologyResponse { epoch }))
     }
@@ -398,6 +438,13 @@ impl ShardService for ShardGrpc {
     ) -> Result<Response<MigrateBeginResponse>, Status> {
         let req = request.into_inner();
         let target = req.target.as_ref().map(Topology::from).ok_or_else(|| missing("target"))?;
+        if req.incoming {
+            if req.fence {
+                return Err(Status::invalid_argument("fence: a shard that receives records has nothing to fence"));
+            }
+            self.shard.migrate_receive(req.migration_id, target).await.map_err(|e| self.status(e))?;
+            return Ok(Response::new(MigrateBeginResponse { dirty: 0 }));
+        }
         let dirty = self.shard.migrate_begin(req.migration_id, target, req.fence).await.map_err(|e| self.status(e))?;
         Ok(Response::new(MigrateBeginResponse { dirty }))
     }
@@ -436,7 +483,9 @@ impl ShardService for ShardGrpc {
         let req = request.into_inner();
         record("rows", req.records.len() as i64);
         let records = req.records.into_iter().map(record_from_proto).collect::<Result<_, _>>()?;
-        self.shard.migrate_ingest(records).await.map_err(|e| self.status(e))?;
+        let to =
+            IngestTo { migration_id: req.migration_id, target_epoch: req.target_epoch, target_shard: req.target_shard };
+        self.shard.migrate_ingest(to, records).await.map_err(|e| self.status(e))?;
         Ok(Response::new(MigrateIngestResponse {}))
     }
 
@@ -454,6 +503,7 @@ impl ShardService for ShardGrpc {
             },
             Err(_) => return Err(Status::invalid_argument(format!("mode: unknown value {}", req.mode))),
         };
+        self.shard.check_drop(req.migration_id, &mode).await.map_err(|e| self.status(e))?;
         let (deleted, done) =
             self.shard.migrate_drop(mode, req.max_records.max(1) as usize).await.map_err(|e| self.status(e))?;
         Ok(Response::new(MigrateDropResponse { deleted, done }))
@@ -512,8 +562,10 @@ fn entry_to_proto(e: Entry) -> ShardScanEntry {
     ShardScanEntry { key: e.key, value: e.value, version: e.version, expires_at_ms: e.expires_at_ms }
 }
 
-/// Accepted connections with Nagle's algorithm off: small RPCs must not wait
-/// for delayed ACKs. (`Server::tcp_nodelay` only applies when tonic binds.)
-fn incoming(listener: TcpListener) -> TcpIncoming {
-    TcpIncoming::from(listener).with_nodelay(Some(true))
+/// Accepted connections with the internal ports' deadlines: a connection
+/// that sends nothing within the handshake timeout is closed.
+fn incoming(
+    listener: TcpListener,
+) -> impl futures::Stream<Item = std::io::Result<omnishard_serving::connection::Guarded>> + Send + 'static {
+    omnishard_serving::incoming(listener, omnishard_serving::ConnectionSettings::internal())
 }

@@ -45,6 +45,10 @@ pub const META_LAST_SEQ: &[u8] = b"last_seq";
 /// `meta` key holding the installed topology (protobuf).
 pub const META_TOPOLOGY: &[u8] = b"topology";
 
+/// Keys read per multi-get of a batch read: small enough that the last
+/// group overshoots the page's byte budget by at most a few values.
+const GET_GROUP: usize = 8;
+
 /// A live KV entry as read from disk.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
@@ -147,20 +151,34 @@ impl Store {
         Ok(())
     }
 
-    /// Reads `keys` of `namespace`; expired entries read as absent.
-    pub fn get_many(&self, namespace: &str, keys: &[Vec<u8>]) -> Result<Vec<Option<Entry>>> {
+    /// Reads `keys` of `namespace`; expired entries read as absent. Stops
+    /// once the values read reach `max_bytes` (after at least one key), so
+    /// the answer may cover only a prefix of `keys`: keys are read a few at
+    /// a time, and a group starts only while the budget is not yet spent.
+    pub fn get_many(&self, namespace: &str, keys: &[Vec<u8>], max_bytes: usize) -> Result<Vec<Option<Entry>>> {
         let cf = self.cf(CF_KV)?;
-        let stored: Vec<Vec<u8>> = keys.iter().map(|k| codec::encode_key(namespace, k)).collect();
         let now = codec::now_ms();
-        let results = self.db.batched_multi_get_cf(cf, stored.iter(), false);
-        keys.iter()
-            .zip(results)
-            .map(|(key, result)| {
-                let Some(raw) = result? else { return Ok(None) };
-                let stored = decode(key, &raw)?;
-                Ok((!stored.is_expired(now)).then(|| entry(key.clone(), stored)))
-            })
-            .collect()
+        let mut out = Vec::with_capacity(keys.len());
+        let mut bytes = 0usize;
+        for group in keys.chunks(GET_GROUP) {
+            if bytes >= max_bytes && !out.is_empty() {
+                break;
+            }
+            let stored: Vec<Vec<u8>> = group.iter().map(|k| codec::encode_key(namespace, k)).collect();
+            let results = self.db.batched_multi_get_cf(cf, stored.iter(), false);
+            for (key, result) in group.iter().zip(results) {
+                let found = match result? {
+                    None => None,
+                    Some(raw) => {
+                        let stored = decode(key, &raw)?;
+                        (!stored.is_expired(now)).then(|| entry(key.clone(), stored))
+                    }
+                };
+                bytes += found.as_ref().map_or(0, |e| e.value.len());
+                out.push(found);
+            }
+        }
+        Ok(out)
     }
 
     /// The current live version of one stored key, for compare-and-set.
@@ -177,15 +195,16 @@ impl Store {
     }
 
     /// Up to `limit` live entries of `namespace` whose key starts with
-    /// `prefix` and is greater than `start_after`, in key order. The flag says
-    /// whether more entries follow. Keys `owned` rejects are skipped (copies
-    /// a migration left behind that another shard now serves).
+    /// `prefix` and is greater than `start_after`, in key order, ending
+    /// early once their values reach `max_bytes`. The flag says whether
+    /// more entries follow. Keys `owned` rejects are skipped (copies a
+    /// migration left behind that another shard now serves).
     pub fn scan(
         &self,
         namespace: &str,
         prefix: &[u8],
         start_after: &[u8],
-        limit: usize,
+        (limit, max_bytes): (usize, usize),
         owned: impl Fn(&[u8]) -> bool,
     ) -> Result<(Vec<Entry>, bool)> {
         let cf = self.cf(CF_KV)?;
@@ -205,6 +224,7 @@ impl Store {
         }
         let now = codec::now_ms();
         let mut entries = Vec::new();
+        let mut bytes = 0usize;
         let iter = self.db.iterator_cf_opt(cf, opts, IteratorMode::From(&start, Direction::Forward));
         for item in iter {
             let (stored_key, raw) = item?;
@@ -213,9 +233,10 @@ impl Store {
             if stored.is_expired(now) || !owned(key) {
                 continue;
             }
-            if entries.len() == limit {
+            if entries.len() == limit || bytes >= max_bytes {
                 return Ok((entries, true));
             }
+            bytes += stored.value.len();
             entries.push(entry(key.to_vec(), stored));
         }
         Ok((entries, false))

@@ -14,6 +14,10 @@ pub fn parse_trace_id(text: &str) -> Result<TraceId, String> {
     let valid = text.len() == 32 && text.bytes().all(|b| b.is_ascii_hexdigit());
     match TraceId::from_hex(text) {
         Ok(id) if valid && id != TraceId::INVALID => Ok(id),
+        // Never echo an unbounded client string: a long one is described, not quoted.
+        _ if text.len() > 64 => {
+            Err(format!("trace_id: is {} bytes; a trace id is 32 hex digits, not all zero", text.len()))
+        }
         _ => Err(format!("trace_id: {text:?} is not a trace id (32 hex digits, not all zero)")),
     }
 }
@@ -70,5 +74,12 @@ mod tests {
         let err = parse_trace_id("nope").unwrap_err();
         assert!(err.starts_with("trace_id:"), "{err}");
         assert!(parse_trace_id(&"0".repeat(32)).is_err());
+    }
+
+    #[test]
+    fn test_a_long_trace_id_is_not_echoed() {
+        let err = parse_trace_id(&"f".repeat(10_000)).unwrap_err();
+        assert!(err.len() < 100, "{err}");
+        assert!(err.contains("10000 bytes"), "{err}");
     }
 }

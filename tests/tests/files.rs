@@ -2,7 +2,8 @@
 //! chunks spread over every shard and stored once, a 1 GiB upload in bounded
 //! memory, interrupted uploads that leave nothing behind (client gone, or
 //! gateway killed), corrupt chunks reported as DATA_LOSS, collection after
-//! overwrite and delete while readers keep their version, bad input, the CLI.
+//! overwrite and delete while readers keep their version, bad input, the CLI,
+//! and clients that stall, trickle or send oversized messages.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -520,4 +521,192 @@ async fn test_cli_put_get_range_ls_stat_rm() {
     let (exit, _, err) = cluster.cli(&["file", "stat", "reports/q3.bin"]).await.unwrap();
     assert_eq!(exit, 3, "{err}");
     assert!(err.contains("not_found"), "{err}");
+}
+
+/// An upload's first message: its header.
+fn header_message(key: &str) -> UploadRequest {
+    UploadRequest { part: Some(upload_request::Part::Header(header(key))) }
+}
+
+fn data_message(data: Vec<u8>) -> UploadRequest {
+    UploadRequest { part: Some(upload_request::Part::Data(data.into())) }
+}
+
+/// `messages`, then nothing, without ever ending: a client that stalls.
+fn then_silence(messages: Vec<UploadRequest>) -> impl futures::Stream<Item = UploadRequest> + Send + 'static {
+    use futures::StreamExt;
+    futures::stream::iter(messages).chain(futures::stream::pending())
+}
+
+#[tokio::test]
+async fn test_uploads_without_a_header_hold_no_slot_and_time_out() {
+    let toml = "\n[files]\nmax_transfers = 4\nheader_timeout = \"3s\"\n";
+    let cluster = Cluster::builder().shards(1).gateway_toml(toml).start().await.unwrap();
+    let client = cluster.client().await.unwrap();
+    let kept = noise(300 * 1024, 31);
+    put(&client, "kept", &kept).await.unwrap();
+
+    // 70 uploads (far over max_transfers) that open their stream and send nothing.
+    let silent_client = cluster.client().await.unwrap();
+    let silent: Vec<_> = (0..70)
+        .map(|_| {
+            let mut raw = silent_client.files();
+            tokio::spawn(async move { raw.upload(futures::stream::pending::<UploadRequest>()).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // While they wait, uploads and downloads go on.
+    let data = noise(200 * 1024, 32);
+    put(&client, "during", &data).await.unwrap();
+    assert_eq!(get(&client, "during", 0, 0).await.unwrap(), data);
+    assert_eq!(get(&client, "kept", 0, 0).await.unwrap(), kept);
+    assert!(silent.iter().all(|t| !t.is_finished()), "the silent uploads ended before the normal transfers ran");
+
+    // Past files.header_timeout every silent upload is ended by the gateway.
+    for task in silent {
+        let answer = tokio::time::timeout(Duration::from_secs(15), task).await;
+        let err = answer.expect("an upload without a header outlived files.header_timeout").unwrap().unwrap_err();
+        assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
+        assert!(err.message().contains("header: not received within 3s (files.header_timeout)"), "{err:?}");
+    }
+}
+
+#[tokio::test]
+async fn test_stalled_and_trickling_uploads_time_out_and_free_their_slots() {
+    let toml = r#"
+[files]
+chunking = "fixed"
+chunk_size = "64KiB"
+max_transfers = 4
+idle_timeout = "3s"
+min_rate = "64KiB"
+"#;
+    let cluster = Cluster::builder().shards(2).gateway_toml(toml).start().await.unwrap();
+    let client = cluster.client().await.unwrap();
+
+    // Three uploads stall: one after its header, two after 6 chunks of data
+    // (more than files.window, so some of their chunks are stored and claimed).
+    let mut stalled = Vec::new();
+    for i in 0..3u64 {
+        let mut messages = vec![header_message(&format!("stalled/{i}"))];
+        if i > 0 {
+            messages.push(data_message(noise(6 * 64 * 1024, 40 + i)));
+        }
+        let mut raw = client.files();
+        stalled.push(tokio::spawn(async move { raw.upload(then_silence(messages)).await }));
+    }
+    // A fourth trickles 1 KiB every 100 ms: never idle, but far below files.min_rate.
+    let trickle = {
+        let mut raw = client.files();
+        let pieces = (0..300u64).map(|i| data_message(noise(1024, 1000 + i)));
+        let paced = futures::StreamExt::then(futures::stream::iter(pieces), |m| async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            m
+        });
+        let messages = futures::StreamExt::chain(futures::stream::iter(vec![header_message("trickle")]), paced);
+        tokio::spawn(async move { raw.upload(messages).await })
+    };
+
+    // All four slots are held (and chunks claimed) while they wait.
+    let start = Instant::now();
+    let (mut exhausted, mut claimed) = (false, 0);
+    while !(exhausted && claimed > 0) && start.elapsed() < Duration::from_secs(3) {
+        match put(&client, "probe", b"").await {
+            Err(e) if e.code() == Code::ResourceExhausted => {
+                assert!(e.to_string().contains("files.max_transfers"), "{e}");
+                exhausted = true;
+            }
+            _ => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+        claimed = verify(&client).await.chunks;
+    }
+    assert!(exhausted && claimed > 0, "the stalled uploads held no slot ({exhausted}) or no chunk ({claimed})");
+
+    // Past files.idle_timeout the stalled ones end; the trickle ends on files.min_rate.
+    for (i, task) in stalled.into_iter().enumerate() {
+        let answer = tokio::time::timeout(Duration::from_secs(15), task).await;
+        let err = answer.expect("a stalled upload outlived files.idle_timeout").unwrap().unwrap_err();
+        assert_eq!(err.code(), Code::DeadlineExceeded, "stalled/{i}: {err:?}");
+        assert!(err.message().contains("data: the client sent no message within 3s (files.idle_timeout)"), "{err:?}");
+    }
+    let answer = tokio::time::timeout(Duration::from_secs(15), trickle).await;
+    let err = answer.expect("a trickling upload outlived files.min_rate").unwrap().unwrap_err();
+    assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
+    assert!(err.message().contains("(files.min_rate)"), "{err:?}");
+
+    // Their claims are released: no chunk of theirs stays stored, no file appears.
+    let report = wait_for_chunks(&client, 0, Duration::from_secs(10)).await;
+    assert_eq!(report.chunks, 0, "chunks of timed-out uploads remain: {report:?}");
+    for key in ["stalled/1", "trickle"] {
+        assert_eq!(client.download(key.as_bytes(), 0, 0).await.err().unwrap().code(), Code::NotFound, "{key}");
+    }
+    // And every slot is back: max_transfers uploads run at once.
+    let data = noise(300 * 1024, 50);
+    let uploads = (0..4).map(|i| {
+        let (client, data) = (client.clone(), data.clone());
+        async move { put(&client, &format!("after/{i}"), &data).await }
+    });
+    for done in futures::future::join_all(uploads).await {
+        done.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn test_download_whose_client_stops_reading_frees_its_slot() {
+    let toml = "\n[files]\nchunking = \"fixed\"\nchunk_size = \"256KiB\"\nmax_transfers = 1\nidle_timeout = \"1s\"\n";
+    let cluster = Cluster::builder().shards(2).gateway_toml(toml).start().await.unwrap();
+    let client = cluster.client().await.unwrap();
+    // Far more than the HTTP/2 window and the gateway's queue can hold.
+    let data = noise(24 * MIB, 60);
+    put(&client, "big", &data).await.unwrap();
+
+    // A reader on its own connection takes the first message, then stops.
+    let idle_client = cluster.client().await.unwrap();
+    let mut stalled = idle_client.download(b"big", 0, 0).await.unwrap();
+    let err = client.download(b"big", 0, 0).await.err().unwrap();
+    assert_eq!(err.code(), Code::ResourceExhausted, "the stalled download holds no slot: {err}");
+
+    // Past files.idle_timeout the gateway drops it, and the only slot is free.
+    let start = Instant::now();
+    loop {
+        match get(&client, "big", 0, 0).await {
+            Ok(back) => {
+                assert!(back == data, "the second download returned other bytes");
+                break;
+            }
+            Err(e) if e.code() == Code::ResourceExhausted && start.elapsed() < Duration::from_secs(10) => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("the stalled download still holds the slot after {:?}: {e}", start.elapsed()),
+        }
+    }
+    // Reading on, the stalled reader gets the error, not a short file.
+    let mut received = 0;
+    let err = loop {
+        match stalled.next_bytes().await {
+            Ok(Some(piece)) => received += piece.len(),
+            Ok(None) => panic!("the dropped download ended cleanly after {received} of {} bytes", data.len()),
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(err.code(), Code::DeadlineExceeded, "{err}");
+    assert!(err.to_string().contains("files.idle_timeout"), "{err}");
+    assert!(received < data.len());
+}
+
+#[tokio::test]
+async fn test_data_message_over_16_mib_is_refused_naming_the_limit() {
+    let cluster = Cluster::builder().shards(1).start().await.unwrap();
+    let client = cluster.client().await.unwrap();
+    let mut raw = client.files();
+    let data = noise(16 * MIB + 1, 70);
+    let messages = vec![header_message("huge"), data_message(data.clone())];
+    let err = raw.upload(futures::stream::iter(messages)).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(err.message().starts_with("data: a message is "), "{err:?}");
+    assert!(err.message().contains("the limit is 16777216 bytes (16 MiB) per message"), "{err:?}");
+    assert!(err.message().contains("send the data in smaller messages"), "{err:?}");
+    assert_eq!(client.download(b"huge", 0, 0).await.err().unwrap().code(), Code::NotFound);
+    // The same bytes in smaller messages are stored.
+    put(&client, "huge", &data).await.unwrap();
 }

@@ -707,3 +707,235 @@ async fn test_edge_modes_and_compare_and_set() {
         assert_eq!(props, serde_json::json!({"a": 1, "b": 2}), "{id}");
     }
 }
+
+/// Longest message a refusal may carry: it names the field and the limit and
+/// quotes a short excerpt, never the client's input whole.
+const SHORT_MESSAGE: usize = 300;
+
+fn query(text: impl Into<String>) -> QueryRequest {
+    QueryRequest { query: text.into(), ..Default::default() }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_gremlin_nesting_and_length_are_refused_and_the_gateway_serves_on() {
+    let cluster = Cluster::builder().shards(2).start().await.unwrap();
+    let client = cluster.client().await.unwrap();
+    let mut api = client.graph();
+    let a = VertexWrite { id: "a".into(), label: "n".into(), ..Default::default() };
+    api.write_vertices(WriteVerticesRequest { vertices: vec![a], ..Default::default() }).await.unwrap();
+    // The probes that overflowed the gateway's stack: 7,000 nested calls.
+    let deep_out = format!("g.V('a').out({}'l'{})", "x(".repeat(7_000), ")".repeat(7_000));
+    let deep_has = format!("g.V('a').has('k', {}1{})", "eq(".repeat(7_000), ")".repeat(7_000));
+    for text in [deep_out, deep_has] {
+        let err = api.query(query(text)).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{}", &err.message()[..err.message().len().min(200)]);
+        assert!(err.message().contains("the limit is 32"), "{}", &err.message()[..err.message().len().min(200)]);
+        assert!(err.message().len() < SHORT_MESSAGE, "{} bytes", err.message().len());
+    }
+    // A 1 MB query is refused by its length, before it is parsed.
+    let huge = format!("g.V('{}')", "a".repeat(1 << 20));
+    let err = api.query(query(huge)).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("the limit is 65536"), "{}", &err.message()[..err.message().len().min(200)]);
+    assert!(err.message().len() < SHORT_MESSAGE, "{} bytes", err.message().len());
+    // Syntax errors quote an excerpt: in a 100 KB query (refused by length) and in a 60 KB one.
+    for size in [100_000, 60_000] {
+        let text = format!("g.V('a').{}()", "x".repeat(size));
+        let err = api.query(query(text)).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument);
+        assert!(err.message().len() < SHORT_MESSAGE, "{size}: {} bytes", err.message().len());
+    }
+    let err = api.query(query(format!("g.V('a').out('{}').oops()", "l".repeat(60_000)))).await.unwrap_err();
+    assert!(err.message().contains("unknown step oops() at position 60017"), "{}", err.message());
+    assert!(err.message().len() < SHORT_MESSAGE, "{} bytes", err.message().len());
+    // The gateway is still up and answers.
+    let count = api.query(query("g.V('a').count()")).await.unwrap().into_inner();
+    assert_eq!(count.results_json, vec!["1".to_string()]);
+}
+
+/// The gateway's peak resident memory (`VmHWM`), in bytes.
+fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    let kb: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kb * 1024
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_gremlin_budget_stops_a_hub_query_while_expanding() {
+    // Default budgets: max_visited 100,000 traversers.
+    let cluster = Cluster::builder().shards(3).start().await.unwrap();
+    let client = cluster.client().await.unwrap();
+    let mut api = client.graph();
+    const NEIGHBOURS: usize = 2_000;
+    let mut vertices = vec![VertexWrite { id: "hub".into(), label: "n".into(), ..Default::default() }];
+    vertices.extend((0..NEIGHBOURS).map(|i| VertexWrite {
+        id: format!("n{i}"),
+        label: "n".into(),
+        ..Default::default()
+    }));
+    api.write_vertices(WriteVerticesRequest { vertices, ..Default::default() }).await.unwrap();
+    // Edge properties make every copy of an edge cost what it does in real graphs.
+    let note = format!(r#"{{"note":"{}"}}"#, "x".repeat(256));
+    let edges = (0..NEIGHBOURS)
+        .map(|i| EdgeWrite {
+            from: "hub".into(),
+            to: format!("n{i}"),
+            label: "l".into(),
+            properties_json: note.clone(),
+            weight: 1.0,
+            ..Default::default()
+        })
+        .collect();
+    api.write_edges(WriteEdgesRequest { edges, ..Default::default() }).await.unwrap();
+    // Two hops: every neighbour leads back to the hub, 2,000 traversers.
+    let two = api.query(query("g.V('hub').both().both().count()")).await.unwrap().into_inner();
+    assert_eq!(two.results_json, vec![NEIGHBOURS.to_string()]);
+    // Three hops would be 2,000 × 2,000 traversers: refused while counting, not after building them.
+    let pid = cluster.gateway_pid().unwrap();
+    let started = std::time::Instant::now();
+    let err = api.query(query("g.V('hub').both().both().both().count()")).await.unwrap_err();
+    let took = started.elapsed();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    assert!(err.message().contains("max_visited"), "{err:?}");
+    assert!(took < std::time::Duration::from_secs(5), "took {took:?}");
+    let peak = peak_rss(pid);
+    assert!(peak < 1 << 30, "gateway peak RSS {} MiB", peak >> 20);
+    // And the gateway serves on.
+    let one = api.query(query("g.V('hub').out().count()")).await.unwrap().into_inner();
+    assert_eq!(one.results_json, vec![NEIGHBOURS.to_string()]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_gremlin_memory_budget_counts_shared_vertices_once() {
+    let cluster = Cluster::builder().shards(1).gateway_toml("\n[graph]\nmax_query_bytes = \"1MiB\"\n").start().await;
+    let cluster = cluster.unwrap();
+    let client = cluster.client().await.unwrap();
+    let mut api = client.graph();
+    let big = format!(r#"{{"blob":"{}"}}"#, "b".repeat(300_000));
+    let vertices = vec![
+        VertexWrite { id: "a".into(), label: "n".into(), ..Default::default() },
+        VertexWrite { id: "big".into(), label: "n".into(), properties_json: big, ..Default::default() },
+    ];
+    api.write_vertices(WriteVerticesRequest { vertices, ..Default::default() }).await.unwrap();
+    // Four parallel edges: four traversers standing on the one 300 KB vertex.
+    let edges = (0..4)
+        .map(|i| EdgeWrite {
+            from: "a".into(),
+            to: "big".into(),
+            label: format!("l{i}"),
+            weight: 1.0,
+            ..Default::default()
+        })
+        .collect();
+    api.write_edges(WriteEdgesRequest { edges, ..Default::default() }).await.unwrap();
+    let count = api.query(query("g.V('a').out().count()")).await.unwrap().into_inner();
+    assert_eq!(count.results_json, vec!["4".to_string()], "the vertex is held once, not four times");
+    let one = api.query(query("g.V('a').out().dedup().values('blob')")).await.unwrap().into_inner();
+    assert_eq!(one.results_json.len(), 1);
+    // Four copies of it in the results are over 1 MiB.
+    let err = api.query(query("g.V('a').out().values('blob')")).await.unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    assert!(err.message().contains("graph.max_query_bytes"), "{err:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_find_vertices_needs_a_label_and_a_property_for_a_value() {
+    let cluster = Cluster::builder().shards(2).start().await.unwrap();
+    let client = cluster.client().await.unwrap();
+    let mut api = client.graph();
+    let vertices = vec![VertexWrite {
+        id: "a".into(),
+        label: "n".into(),
+        properties_json: r#"{"k":1}"#.into(),
+        ..Default::default()
+    }];
+    api.write_vertices(WriteVerticesRequest { vertices, ..Default::default() }).await.unwrap();
+    let find = |label: &str, property: &str, value: &str| FindVerticesRequest {
+        label: label.into(),
+        property: property.into(),
+        value_json: value.into(),
+        ..Default::default()
+    };
+    let found = api.find_vertices(find("n", "k", "1")).await.unwrap().into_inner();
+    assert_eq!(found.vertices.len(), 1);
+    let none = api.find_vertices(find("n", "k", "2")).await.unwrap().into_inner();
+    assert!(none.vertices.is_empty());
+    // A value without a property used to be ignored: every vertex of the label came back.
+    let err = api.find_vertices(find("n", "", "2")).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(err.message().starts_with("property:"), "{err:?}");
+    let err = api.find_vertices(find("", "", "")).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(err.message().starts_with("label:"), "{err:?}");
+    let err = api.find_vertices(find("", "k", "1")).await.unwrap_err();
+    assert!(err.message().starts_with("label:"), "{err:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_deeply_nested_json_is_refused_cleanly() {
+    let cluster = Cluster::builder().shards(2).start().await.unwrap();
+    let client = cluster.client().await.unwrap();
+    let mut api = client.graph();
+    const DEPTH: usize = 100_000;
+    let deep = format!("{}{}", "[".repeat(DEPTH), "]".repeat(DEPTH));
+    let deep_object = format!(r#"{{"k":{deep}}}"#);
+    let short = |m: &str| m[..m.len().min(200)].to_string();
+    let v = |id: &str, props: &str| VertexWrite {
+        id: id.into(),
+        label: "n".into(),
+        properties_json: props.into(),
+        ..Default::default()
+    };
+    let err = api
+        .write_vertices(WriteVerticesRequest { vertices: vec![v("d", &deep_object)], ..Default::default() })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{}", short(err.message()));
+    assert!(err.message().contains("properties_json"), "{}", short(err.message()));
+    assert!(err.message().len() < SHORT_MESSAGE, "{} bytes", err.message().len());
+    api.write_vertices(WriteVerticesRequest { vertices: vec![v("a", "{}"), v("b", "{}")], ..Default::default() })
+        .await
+        .unwrap();
+    let edge = EdgeWrite {
+        from: "a".into(),
+        to: "b".into(),
+        label: "l".into(),
+        properties_json: deep_object.clone(),
+        ..Default::default()
+    };
+    let err = api.write_edges(WriteEdgesRequest { edges: vec![edge], ..Default::default() }).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{}", short(err.message()));
+    assert!(err.message().len() < SHORT_MESSAGE, "{} bytes", err.message().len());
+    let find =
+        FindVerticesRequest { label: "n".into(), property: "k".into(), value_json: deep.clone(), ..Default::default() };
+    let err = api.find_vertices(find).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{}", short(err.message()));
+    assert!(err.message().starts_with("value_json:"), "{}", short(err.message()));
+    assert!(err.message().len() < SHORT_MESSAGE, "{} bytes", err.message().len());
+    // Traversal filters: refused without quoting the value back.
+    let filter = PropertyFilter { key: "k".into(), op: "eq".into(), value_json: deep.clone() };
+    for order in [TraversalOrder::Bfs, TraversalOrder::Dfs] {
+        let req = TraverseRequest {
+            start: vec!["a".into()],
+            max_depth: 1,
+            vertex_filters: vec![filter.clone()],
+            order: order as i32,
+            ..Default::default()
+        };
+        let err = api.traverse(req).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{}", short(err.message()));
+        assert!(err.message().starts_with("value_json:"), "{}", short(err.message()));
+        assert!(err.message().len() < SHORT_MESSAGE, "{order:?}: {} bytes", err.message().len());
+    }
+    let long_op = PropertyFilter { key: "k".into(), op: "o".repeat(100_000), value_json: "1".into() };
+    let req =
+        TraverseRequest { start: vec!["a".into()], max_depth: 1, edge_filters: vec![long_op], ..Default::default() };
+    let err = api.traverse(req).await.unwrap_err();
+    assert!(err.message().starts_with("op:"), "{}", short(err.message()));
+    assert!(err.message().len() < SHORT_MESSAGE, "{} bytes", err.message().len());
+    // Nothing crashed: shards and gateway answer.
+    let got = api.get_vertices(GetVerticesRequest { ids: vec!["a".into(), "d".into()], ..Default::default() });
+    let got = got.await.unwrap().into_inner();
+    assert_eq!(got.vertices.iter().map(|v| v.found).collect::<Vec<_>>(), vec![true, false]);
+}

@@ -748,3 +748,68 @@ where
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// The status code and message of a refused admin call.
+fn refusal<T: std::fmt::Debug>(outcome: Result<T, omnishard_client::Error>) -> (tonic::Code, String) {
+    match outcome {
+        Err(omnishard_client::Error::Status(s)) => (s.code(), s.message().to_string()),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn test_add_and_remove_shard_refuse_bad_input_with_the_right_codes() {
+    let cluster = Cluster::builder().shards(2).with_meta().start().await.unwrap();
+    let client = cluster.client().await.unwrap();
+    let existing = cluster.shard_ids()[0].clone();
+
+    // Bad addresses: INVALID_ARGUMENT naming `addr`, before anything is called or written.
+    for addr in ["127.0.0.1", "127.0.0.1:99999", ":7401", "bad host:7401", "127.0.0.1:"] {
+        let (code, message) = refusal(client.add_shard("shard-9", addr, 0).await);
+        assert_eq!(code, tonic::Code::InvalidArgument, "{addr:?}: {message}");
+        assert!(message.starts_with("addr:") && message.contains(addr), "{addr:?}: {message}");
+    }
+    // An id the topology has: ALREADY_EXISTS naming it, whatever the address (even an unreachable one).
+    let (code, message) = refusal(client.add_shard(&existing, "127.0.0.1:1", 0).await);
+    assert_eq!(code, tonic::Code::AlreadyExists, "{message}");
+    assert!(message.contains(&format!("{existing:?} is already in the topology")), "{message}");
+    // Removing an id the topology lacks: NOT_FOUND naming it.
+    let (code, message) = refusal(client.remove_shard("nope", 0).await);
+    assert_eq!(code, tonic::Code::NotFound, "{message}");
+    assert!(message.contains("\"nope\" is not in the topology"), "{message}");
+
+    // Nothing was recorded.
+    let status = client.rebalance_status().await.unwrap();
+    assert_eq!((status.state.as_str(), status.epoch, status.migration_id), ("done", 1, 0), "{status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn test_shard_refuses_ingest_outside_a_migration() {
+    use omnishard_proto::v1::shard_service_client::ShardServiceClient;
+    use omnishard_proto::v1::{MigrateIngestRequest, MigrateRecord};
+    let cluster = Cluster::builder().shards(2).with_meta().start().await.unwrap();
+    let client = cluster.client().await.unwrap();
+    let written = client.put(b"probe", b"v1", PutOptions::default()).await.unwrap();
+    let index = cluster.shard_index(&written.shard_id).unwrap();
+    let mut shard = ShardServiceClient::connect(cluster.shard_url(index)).await.unwrap();
+    // A value shorter than its header, with no migration running: refused, nothing applied.
+    for value in [vec![1, 2, 3], [u64::MAX.to_be_bytes(), 0u64.to_be_bytes()].concat()] {
+        let record = MigrateRecord { key: b"default\0probe".to_vec(), value, ..Default::default() };
+        let req = MigrateIngestRequest {
+            migration_id: 1,
+            records: vec![record],
+            target_epoch: 2,
+            target_shard: written.shard_id.clone(),
+        };
+        let status = shard.migrate_ingest(req).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::FailedPrecondition, "{status:?}");
+        assert!(status.message().contains("receives records in no migration"), "{status:?}");
+    }
+    // The key reads and takes writes; versions keep increasing.
+    let kv = client.get(b"probe").await.unwrap();
+    assert_eq!((kv.value.as_slice(), kv.version), (&b"v1"[..], written.version));
+    let next = client.put(b"probe", b"v2", PutOptions::default()).await.unwrap();
+    assert!(next.version > written.version, "{} after {}", next.version, written.version);
+    let info = client.cluster().await.unwrap();
+    assert!(info.shards.iter().all(|s| s.health == "serving"), "{info:?}");
+}

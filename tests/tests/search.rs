@@ -579,3 +579,123 @@ async fn test_recreated_and_rebuilt_documents_are_indexed_once() {
         api.describe_index(DescribeIndexRequest { namespace: String::new(), index: INDEX.into() }).await.unwrap();
     assert_eq!(info.into_inner().shards[0].searchable_documents, 2);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn test_deep_and_broken_queries_are_refused_and_every_shard_keeps_serving() {
+    use omnishard_proto::v1::shard_service_client::ShardServiceClient;
+
+    let docs: Vec<_> = corpus().into_iter().take(300).collect();
+    let (cluster, mut api) = loaded(2, &docs).await;
+    let before = search(&mut api, query("plant OR water OR act", 10)).await.total;
+    assert!(before > 0);
+    let deep = |open: &str| format!("{}x{}", open.repeat(850), ")".repeat(850));
+    for text in [deep("("), deep("body:("), deep("(hello AND ")] {
+        let err = api.search(query(&text, 10)).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{}", err.message());
+        assert!(err.message().contains("850 levels deep; the limit is 32"), "{}", err.message());
+        // Shards check too, before their parser sees the text.
+        for shard in 0..2 {
+            let mut direct = ShardServiceClient::connect(cluster.shard_url(shard)).await.unwrap();
+            let req = ShardSearchStatsRequest {
+                namespace: String::new(),
+                index: INDEX.into(),
+                query: text.clone(),
+                min_seq: 0,
+            };
+            let err = direct.search_stats(req).await.unwrap_err();
+            assert_eq!(err.code(), Code::InvalidArgument, "shard {shard}: {}", err.message());
+        }
+    }
+    // A 20 KB query that only the strict grammar refuses: Tantivy's error
+    // would quote all of it, more than an HTTP/2 header holds.
+    let broken = format!("{}a(b", "plant ".repeat(3_400));
+    assert!(broken.len() > 20_000);
+    let err = api.search(query(&broken, 10)).await.unwrap_err();
+    let message = err.message();
+    assert_eq!(err.code(), Code::InvalidArgument, "{}", &message[..message.len().min(300)]);
+    assert!(message.len() < 1024, "{} bytes: {}", message.len(), &message[..300]);
+    // Every shard still answers, with the same documents as before.
+    assert_eq!(search(&mut api, query("plant OR water OR act", 10)).await.total, before);
+    let info =
+        api.describe_index(DescribeIndexRequest { namespace: String::new(), index: INDEX.into() }).await.unwrap();
+    assert_eq!(info.into_inner().shards.iter().map(|s| s.searchable_documents).sum::<u64>(), 300);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn test_dates_and_keywords_the_index_cannot_hold_are_refused_in_documents_and_filters() {
+    let cluster = Cluster::builder().shards(2).start().await.unwrap();
+    let mut api = api(&cluster).await;
+    let fields = vec![field("at", FieldType::Date, ""), field("tag", FieldType::Keyword, "")];
+    api.create_index(CreateIndexRequest { namespace: String::new(), index: "events".into(), fields }).await.unwrap();
+    let put = |id: &str, json: String| IndexDocumentsRequest {
+        namespace: String::new(),
+        index: "events".into(),
+        documents: vec![Document { id: id.into(), json, version: 0 }],
+    };
+    let ok = put("ok", r#"{"at":"2024-05-01T00:00:00Z","tag":"t"}"#.into());
+    let seq = api.index_documents(ok).await.unwrap().into_inner().seq;
+    let long_tag = "k".repeat(70_000);
+    for (json, needle) in [
+        (r#"{"at":"2299-01-01T00:00:00Z"}"#.to_string(), "2262-04-11"),
+        (format!(r#"{{"at":{}}}"#, i64::MAX), "2262-04-11"),
+        (format!(r#"{{"tag":"{long_tag}"}}"#), "65530"),
+    ] {
+        let err = api.index_documents(put("bad", json)).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{}", err.message());
+        assert!(err.message().contains(needle) && err.message().len() < 1024, "{}", err.message());
+    }
+    let req = GetDocumentsRequest { namespace: String::new(), index: "events".into(), ids: vec!["bad".into()] };
+    assert!(!api.get_documents(req).await.unwrap().into_inner().documents[0].found, "a refused document was stored");
+
+    let events = |filter: SearchFilter| SearchRequest {
+        index: "events".into(),
+        filters: vec![filter],
+        min_seq: seq,
+        size: 10,
+        ..Default::default()
+    };
+    let at_least = |gte: &str| SearchFilter { field: "at".into(), gte: gte.into(), ..Default::default() };
+    for gte in ["2299-01-01T00:00:00Z".to_string(), i64::MAX.to_string()] {
+        let err = api.search(events(at_least(&gte))).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{gte}: {}", err.message());
+        assert!(err.message().contains("\"at\"") && err.message().contains("2262-04-11"), "{}", err.message());
+    }
+    let long = SearchFilter { field: "tag".into(), any_of: vec![long_tag], ..Default::default() };
+    let err = api.search(events(long)).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{}", err.message());
+    assert!(err.message().contains("\"tag\"") && err.message().contains("65530"), "{}", err.message());
+    // Values in range still filter as before.
+    assert_eq!(search(&mut api, events(at_least("2024-01-01T00:00:00Z"))).await.total, 1);
+    assert_eq!(search(&mut api, events(at_least("2262-04-11T23:47:16.854Z"))).await.total, 0);
+    let tagged = SearchFilter { field: "tag".into(), any_of: vec!["t".into()], ..Default::default() };
+    assert_eq!(search(&mut api, events(tagged)).await.total, 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn test_search_after_cursor_of_another_sort_is_refused() {
+    let docs: Vec<_> = corpus().into_iter().take(300).collect();
+    let (_cluster, mut api) = loaded(2, &docs).await;
+    let by_lexfile = |order: SortOrder| SearchRequest {
+        sort: Some(SearchSort { field: "lexfile".into(), order: order as i32 }),
+        ..query("", 5)
+    };
+    let by_score = search(&mut api, query("", 5)).await;
+    let lexfile_page = search(&mut api, by_lexfile(SortOrder::Desc)).await;
+    assert!(!by_score.next_cursor.is_empty() && !lexfile_page.next_cursor.is_empty());
+    // A cursor pages the sort it was made for...
+    let next = SearchRequest { search_after: lexfile_page.next_cursor.clone(), ..by_lexfile(SortOrder::Desc) };
+    let next = search(&mut api, next).await;
+    assert_eq!(next.hits.len(), 5);
+    assert!(next.hits.iter().all(|h| lexfile_page.hits.iter().all(|p| p.id != h.id)), "the page repeated hits");
+    // ...and no other (it used to restart at page 1, so a paging client looped forever).
+    for (cursor, req) in [
+        (by_score.next_cursor.clone(), by_lexfile(SortOrder::Desc)),
+        (lexfile_page.next_cursor.clone(), query("", 5)),
+        (lexfile_page.next_cursor.clone(), by_lexfile(SortOrder::Asc)),
+        ("not-a-cursor".to_string(), query("", 5)),
+    ] {
+        let err = api.search(SearchRequest { search_after: cursor, ..req }).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{}", err.message());
+        assert!(err.message().contains("search_after"), "{}", err.message());
+    }
+}

@@ -1,7 +1,9 @@
 //! Downloads: the manifest under a read lease, the byte range, and a task
 //! that fetches the range's chunks in order with `files.window` of them in
 //! flight, sending at most 1 MiB per message. A client that goes away stops
-//! the task at its next send; the lease then ends.
+//! the task at its next send, and so does one that stops taking messages
+//! (`files.idle_timeout`, `files.min_rate`); the lease and the transfer slot
+//! then end.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,10 +12,10 @@ use bytes::Bytes;
 use futures::StreamExt;
 use omnishard_common::namespace;
 use omnishard_proto::v1::{FileInfo, ShardChunkGetRequest, ShardReadLeaseRequest};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
 
-use super::{file_info, not_found, ChunkBatch};
+use super::{file_info, not_found, ChunkBatch, Pace};
 use crate::cluster::Cluster;
 use crate::error::{Error, Result};
 
@@ -25,7 +27,14 @@ pub const MESSAGE_BYTES: usize = 1 << 20;
 pub struct Download {
     pub info: FileInfo,
     pub data: mpsc::Receiver<Result<Bytes>>,
+    /// Why the download stopped early when its client did not keep up; it
+    /// cannot travel in `data`, which is full then. Read it once `data`
+    /// ends, so a client that resumes reading sees an error, not a short file.
+    pub stopped: oneshot::Receiver<Error>,
 }
+
+/// The start of the error of a download whose client stopped taking messages.
+const STALLED: &str = "download: the client took";
 
 /// The part of one chunk a range needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,23 +87,35 @@ impl Cluster {
         };
         let info = file_info(key, manifest, false);
         let (tx, data) = mpsc::channel(2);
+        let (stop, stopped) = oneshot::channel();
         let cluster = self.clone();
         let request_span = tracing::Span::current();
         tokio::spawn(
             async move {
                 let renewer = tokio::spawn(cluster.clone().renew_read_lease(lease_shard, upload_id.clone(), lease_id));
-                cluster.stream_pieces(&ns, pieces, &tx).await;
+                if let Err(e) = cluster.stream_pieces(&ns, pieces, &tx).await {
+                    tracing::debug!(error = %e, "download dropped: its client stopped taking messages");
+                    let _ = stop.send(e);
+                }
+                // After `stop`: the reader looks at `stopped` when `data` ends.
+                drop(tx);
                 renewer.abort();
                 cluster.end_read_lease(lease_shard, upload_id, lease_id);
                 drop(permit);
             }
             .instrument(request_span),
         );
-        Ok(Download { info, data })
+        Ok(Download { info, data, stopped })
     }
 
     /// Fetches `pieces` in order, prefetching, and sends their bytes to `tx`.
-    async fn stream_pieces(self: &Arc<Self>, ns: &str, pieces: Vec<Piece>, tx: &mpsc::Sender<Result<Bytes>>) {
+    /// Fails when the client does not keep pace with the messages.
+    async fn stream_pieces(
+        self: &Arc<Self>,
+        ns: &str,
+        pieces: Vec<Piece>,
+        tx: &mpsc::Sender<Result<Bytes>>,
+    ) -> Result<()> {
         let fetches = futures::stream::iter(pieces).map(|piece| async move {
             let data = self.fetch_chunk(ns, &piece.hash).await?;
             if data.len() < piece.skip + piece.take {
@@ -112,23 +133,28 @@ impl Cluster {
         });
         let mut fetches = fetches.buffered(self.files.window);
         let mut batch = ChunkBatch::new("files.download_batch");
+        let mut pace = Pace::new(&self.files);
         while let Some(fetched) = fetches.next().instrument(batch.span()).await {
             match fetched {
                 Ok(mut bytes) => {
                     batch.add(bytes.len());
                     while !bytes.is_empty() {
                         let message = bytes.split_to(bytes.len().min(MESSAGE_BYTES));
-                        if tx.send(Ok(message)).await.is_err() {
-                            return; // the client went away
+                        let len = message.len();
+                        if pace.wait(STALLED, tx.send(Ok(message))).await?.is_err() {
+                            return Ok(()); // the client went away
                         }
+                        pace.moved(len);
                     }
                 }
                 Err(e) => {
-                    let _ = tx.send(Err(e)).await;
-                    return;
+                    // A client that is not reading would never see it.
+                    let _ = pace.wait(STALLED, tx.send(Err(e))).await;
+                    return Ok(());
                 }
             }
         }
+        Ok(())
     }
 
     /// One chunk's bytes, verified by its shard.

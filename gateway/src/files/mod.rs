@@ -18,6 +18,7 @@ pub mod sweep;
 pub mod upload;
 pub mod verify;
 
+use std::future::Future;
 use std::time::Duration;
 
 use omnishard_common::placement::chunk_key;
@@ -26,6 +27,7 @@ use omnishard_proto::v1::{
 };
 
 use crate::cluster::Cluster;
+use crate::config::FileSettings;
 use crate::error::{Error, Result};
 use crate::kv::show;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -122,6 +124,68 @@ impl Cluster {
     }
 }
 
+/// How long a transfer may still wait for its client, so a client that stalls
+/// or trickles cannot hold a transfer slot: each wait lasts at most
+/// `files.idle_timeout`, and all waits together at most the longer of
+/// `idle_timeout` and the time `files.min_rate` allows for the bytes moved so
+/// far. Only time spent waiting for the client counts: a transfer slowed by
+/// its shards is not the client's fault.
+pub(crate) struct Pace {
+    idle: Duration,
+    /// Bytes per second, at least 1 (validated).
+    min_rate: u64,
+    waited: Duration,
+    bytes: u64,
+}
+
+impl Pace {
+    pub(crate) fn new(files: &FileSettings) -> Pace {
+        Pace { idle: files.idle_timeout, min_rate: files.min_rate.as_u64().max(1), waited: Duration::ZERO, bytes: 0 }
+    }
+
+    /// The longest the next wait may last, and the setting that bounds it.
+    fn next_limit(&self) -> (Duration, &'static str) {
+        let earned = Duration::try_from_secs_f64(self.bytes as f64 / self.min_rate as f64).unwrap_or(Duration::MAX);
+        let left = self.idle.max(earned).saturating_sub(self.waited);
+        if left < self.idle {
+            (left, "files.min_rate")
+        } else {
+            (self.idle, "files.idle_timeout")
+        }
+    }
+
+    /// Waits for `client` — its next message, or room to send it one — for
+    /// at most the time left. `who` starts the error message and says what
+    /// the client failed to do (e.g. `"data: the client sent"`).
+    pub(crate) async fn wait<T>(&mut self, who: &str, client: impl Future<Output = T>) -> Result<T> {
+        let (limit, setting) = self.next_limit();
+        let start = tokio::time::Instant::now();
+        // `timeout` polls `client` before its timer, so a message that is
+        // already there is taken even when no time is left.
+        let outcome = tokio::time::timeout(limit, client).await;
+        self.waited += start.elapsed();
+        outcome.map_err(|_| self.too_slow(who, setting))
+    }
+
+    /// Counts bytes the client sent or took.
+    pub(crate) fn moved(&mut self, bytes: usize) {
+        self.bytes += bytes as u64;
+    }
+
+    fn too_slow(&self, who: &str, setting: &str) -> Error {
+        Error::Deadline(if setting == "files.idle_timeout" {
+            format!("{who} no message within {:?} ({setting})", self.idle)
+        } else {
+            format!(
+                "{who} {} bytes in {:.1}s of waiting for it, below the minimum of {}/s ({setting})",
+                self.bytes,
+                self.waited.as_secs_f64(),
+                bytesize::ByteSize::b(self.min_rate)
+            )
+        })
+    }
+}
+
 /// Chunks per transfer batch span.
 const CHUNKS_PER_BATCH: u32 = 16;
 
@@ -175,5 +239,58 @@ impl ChunkBatch {
 impl Drop for ChunkBatch {
     fn drop(&mut self) {
         self.close();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pace(idle_ms: u64, rate: u64) -> Pace {
+        let files = FileSettings {
+            idle_timeout: Duration::from_millis(idle_ms),
+            min_rate: bytesize::ByteSize::b(rate),
+            ..FileSettings::default()
+        };
+        Pace::new(&files)
+    }
+
+    #[test]
+    fn test_pace_allows_idle_timeout_per_wait_until_the_grace_is_spent() {
+        let mut p = pace(1_000, 1_000);
+        assert_eq!(p.next_limit(), (Duration::from_millis(1_000), "files.idle_timeout"));
+        p.waited = Duration::from_millis(600);
+        assert_eq!(p.next_limit(), (Duration::from_millis(400), "files.min_rate"));
+        p.waited = Duration::from_millis(1_500);
+        assert_eq!(p.next_limit(), (Duration::ZERO, "files.min_rate"));
+    }
+
+    #[test]
+    fn test_pace_earns_waiting_time_at_the_minimum_rate() {
+        let mut p = pace(1_000, 1_000);
+        p.moved(10_000); // 10 s worth at 1000 B/s
+        p.waited = Duration::from_secs(8);
+        assert_eq!(p.next_limit(), (Duration::from_millis(1_000), "files.idle_timeout"));
+        p.waited = Duration::from_millis(9_500);
+        assert_eq!(p.next_limit(), (Duration::from_millis(500), "files.min_rate"));
+    }
+
+    #[test]
+    fn test_pace_errors_name_their_setting() {
+        let p = pace(1_000, 1_000);
+        let err = p.too_slow("data: the client sent", "files.idle_timeout");
+        assert_eq!(err.code(), tonic::Code::DeadlineExceeded);
+        assert!(err.to_string().contains("no message within 1s (files.idle_timeout)"), "{err}");
+        let err = p.too_slow("data: the client sent", "files.min_rate");
+        assert!(err.to_string().contains("(files.min_rate)"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn test_pace_takes_a_ready_message_with_no_time_left() {
+        let mut p = pace(1_000, 1_000);
+        p.waited = Duration::from_secs(5);
+        assert_eq!(p.wait("data: the client sent", async { 7 }).await.unwrap(), 7);
+        let err = p.wait("data: the client sent", futures::future::pending::<()>()).await.unwrap_err();
+        assert!(err.to_string().contains("files.min_rate"), "{err}");
     }
 }

@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 use tracing::Instrument;
 
 use super::chunker::Chunker;
-use super::{file_info, ChunkBatch, MAX_METADATA_BYTES, MAX_METADATA_ENTRIES, UPLOAD_ID_LEN};
+use super::{file_info, ChunkBatch, Pace, MAX_METADATA_BYTES, MAX_METADATA_ENTRIES, UPLOAD_ID_LEN};
 use crate::cluster::Cluster;
 use crate::error::{Error, Result};
 use crate::kv::now_ms;
@@ -113,6 +113,9 @@ impl Drop for Upload<'_> {
 impl Cluster {
     /// Stores a file from `data`. The file becomes visible only when the
     /// manifest commits; a failure anywhere before releases what was stored.
+    /// `data` must keep pace (`files.idle_timeout`, `files.min_rate`) or the
+    /// upload ends with DEADLINE_EXCEEDED. The transfer slot is taken here,
+    /// so the caller must not wait for the header while holding one.
     pub async fn upload(
         self: &Arc<Self>,
         header: UploadHeader,
@@ -155,8 +158,10 @@ impl<'a> Upload<'a> {
         let max = self.cluster.files.max_file_size.as_u64();
         let mut chunker = Chunker::new(&self.cluster.files);
         let hasher = WholeFileHash::start();
-        while let Some(message) = data.next().await {
+        let mut pace = Pace::new(&self.cluster.files);
+        while let Some(message) = pace.wait("data: the client sent", data.next()).await? {
             let message = message?;
+            pace.moved(message.len());
             self.size += message.len() as u64;
             if self.size > max {
                 return Err(invalid("data", format!("exceeds {max} bytes (files.max_file_size)")));

@@ -23,6 +23,9 @@ use omnishard_proto::v1::{GraphOp, ShardGraphApplyRequest, ShardGraphApplyRespon
 use crate::cluster::Cluster;
 use crate::error::Result;
 
+/// Messages quote client text only through this, never whole.
+pub(crate) use omnishard_common::query_text::excerpt;
+
 impl Cluster {
     /// Resolved `(namespace, graph)` names.
     pub(crate) fn graph_names(&self, ns: &str, graph: &str) -> Result<(String, String)> {

@@ -146,7 +146,9 @@ impl Cluster {
     /// shard, merged in id order, paged by the last id.
     pub async fn find_vertices(&self, req: FindVerticesRequest) -> Result<FindVerticesResponse> {
         let (ns, graph) = self.graph_names(&req.namespace, &req.graph)?;
+        check_find(&self.limits, &req)?;
         let limit = self.limits.scan_page(req.limit)?;
+        self.limits.check_key_len("cursor", req.cursor.len())?;
         let start_after = String::from_utf8(req.cursor)
             .map_err(|_| omnishard_common::Error::invalid("cursor", "is not a cursor from FindVertices"))?;
         let calls = self.shards.iter().map(|handle| {
@@ -187,9 +189,8 @@ impl Cluster {
         let (ns, graph) = self.graph_names(ns, graph)?;
         let budgets = self.graph.clone();
         check_depth(spec.max_depth, budgets.max_depth)?;
-        for f in spec.vertex_filters.iter().chain(&spec.edge_filters) {
-            omnishard_common::predicate::Predicate::parse(&f.op, &f.value_json)?;
-        }
+        parse_filters(&self.limits, "vertex_filters", &spec.vertex_filters)?;
+        parse_filters(&self.limits, "edge_filters", &spec.edge_filters)?;
         if spec.start.is_empty() {
             return Err(omnishard_common::Error::invalid("start", "must name at least one vertex").into());
         }
@@ -244,7 +245,9 @@ impl Cluster {
             });
             let mut next: HashMap<String, FrontierEntry> = HashMap::new();
             let mut edges_expanded = 0;
-            for result in futures::future::join_all(calls).instrument(hop.clone()).await {
+            // Budgets are checked as the answers are merged, at the first vertex over one.
+            let mut stopped = None;
+            'merge: for result in futures::future::join_all(calls).instrument(hop.clone()).await {
                 let expanded = result?;
                 edges_expanded += expanded.edges_read;
                 if !expanded.truncated_by.is_empty() {
@@ -258,18 +261,41 @@ impl Cluster {
                 }
                 for r in expanded.reached {
                     let Some(vertex) = r.vertex else { continue };
-                    let improves = best.get(&vertex.id).is_none_or(|b| r.depth < b.depth || b.vertex.is_none());
+                    let known = best.get(&vertex.id);
+                    if known.is_none() && best.len() >= budgets.max_visited {
+                        stopped = Some((
+                            "max_visited",
+                            format!(
+                                "more than {} vertices visited; the limit is {} (graph.max_visited)",
+                                budgets.max_visited, budgets.max_visited
+                            ),
+                        ));
+                        break 'merge;
+                    }
+                    let improves = known.is_none_or(|b| r.depth < b.depth || b.vertex.is_none());
                     if improves {
                         best.insert(vertex.id.clone(), Best { depth: r.depth, path: r.path, vertex: Some(vertex) });
                     }
                 }
                 for entry in expanded.remote {
                     let known = best.get(&entry.id).map(|b| b.depth).unwrap_or(u32::MAX);
-                    let queued = next.get(&entry.id).map(|e| e.depth).unwrap_or(u32::MAX);
-                    if entry.depth < known && entry.depth < queued && entry.depth <= spec.max_depth {
+                    let queued = next.get(&entry.id).map(|e| e.depth);
+                    if entry.depth < known && entry.depth < queued.unwrap_or(u32::MAX) && entry.depth <= spec.max_depth
+                    {
+                        if queued.is_none() && next.len() >= budgets.max_frontier {
+                            stopped = Some(frontier_over(&budgets, next.len() + 1));
+                            break 'merge;
+                        }
                         next.insert(entry.id.clone(), entry);
                     }
                 }
+            }
+            if let Some((budget, detail)) = stopped {
+                if spec.allow_partial {
+                    out.truncated_by = Some(budget.to_string());
+                    break;
+                }
+                return Err(Error::Budget { budget, detail });
             }
             frontier = next.into_values().collect();
             hop.set_attribute("edges_expanded", edges_expanded as i64);
@@ -292,12 +318,12 @@ impl Cluster {
     pub async fn traverse_dfs(&self, ns: &str, graph: &str, spec: TraverseSpec) -> Result<Traversal> {
         let budgets = self.graph.clone();
         check_depth(spec.max_depth, budgets.max_depth)?;
-        let filters = |fs: &[PropertyFilter]| {
-            fs.iter()
-                .map(|f| Ok((f.key.clone(), omnishard_common::predicate::Predicate::parse(&f.op, &f.value_json)?)))
-                .collect::<Result<Vec<_>>>()
-        };
-        let (vertex_filters, edge_filters) = (filters(&spec.vertex_filters)?, filters(&spec.edge_filters)?);
+        let vertex_filters = parse_filters(&self.limits, "vertex_filters", &spec.vertex_filters)?;
+        let edge_filters = parse_filters(&self.limits, "edge_filters", &spec.edge_filters)?;
+        if spec.start.is_empty() {
+            return Err(omnishard_common::Error::invalid("start", "must name at least one vertex").into());
+        }
+        self.limits.check_batch("start", spec.start.len())?;
         let passes = |props: &str, fs: &[(String, omnishard_common::predicate::Predicate)]| {
             fs.iter().all(|(k, p)| omnishard_common::predicate::properties_pass(props, k, p))
         };
@@ -307,7 +333,7 @@ impl Cluster {
         // Pushed in reverse so the first start (and first edge) is visited first.
         let mut stack: Vec<(String, u32, Vec<String>)> =
             spec.start.iter().rev().map(|id| (id.clone(), 0, vec![id.clone()])).collect();
-        while let Some((id, depth, path)) = stack.pop() {
+        'walk: while let Some((id, depth, path)) = stack.pop() {
             if visited.contains(&id) {
                 continue;
             }
@@ -343,9 +369,31 @@ impl Cluster {
             let page =
                 self.neighbors(ns, graph, id.clone(), spec.direction, spec.edge_labels.clone(), fanout, &[]).await?;
             out.shard_round_trips += 1;
+            if !page.next_cursor.is_empty() {
+                // Walking on from the first edges only would give a wrong order without saying so.
+                if !spec.allow_partial {
+                    return Err(Error::Budget {
+                        budget: "max_fanout",
+                        detail: format!(
+                            "vertex {:?} has more than {fanout} edges (graph.max_fanout)",
+                            super::excerpt(&id, ID_EXCERPT)
+                        ),
+                    });
+                }
+                out.truncated_by.get_or_insert_with(|| "max_fanout".into());
+            }
             for edge in page.edges.into_iter().rev().filter(|e| passes(&e.properties_json, &edge_filters)) {
                 let next = if edge.from == id { edge.to } else { edge.from };
                 if !visited.contains(&next) {
+                    // Checked before each push: the stack is this traversal's frontier.
+                    if stack.len() >= budgets.max_frontier {
+                        if spec.allow_partial {
+                            out.truncated_by = Some("max_frontier".into());
+                            break 'walk;
+                        }
+                        let (budget, detail) = frontier_over(&budgets, stack.len() + 1);
+                        return Err(Error::Budget { budget, detail });
+                    }
                     let mut next_path = path.clone();
                     next_path.push(next.clone());
                     stack.push((next, depth + 1, next_path));
@@ -389,7 +437,8 @@ impl Cluster {
                     detail: format!("path search took longer than {:?}", self.graph.deadline),
                 });
             }
-            round_trips += self.expand_level(&ns, &graph, &path.edge_labels, &mut sides[i]).await?;
+            let seen_by_other = sides[1 - i].seen.len();
+            round_trips += self.expand_level(&ns, &graph, &path.edge_labels, &mut sides[i], seen_by_other).await?;
             let (side, other) = if i == 0 { (&sides[0], &sides[1]) } else { (&sides[1], &sides[0]) };
             let meeting = side
                 .frontier
@@ -415,8 +464,18 @@ impl Cluster {
         Ok((None, round_trips))
     }
 
-    /// Expands one side of a bidirectional search by exactly one level; returns the shard calls made.
-    async fn expand_level(&self, ns: &str, graph: &str, edge_labels: &[String], side: &mut Side) -> Result<u32> {
+    /// Expands one side of a bidirectional search by exactly one level; returns
+    /// the shard calls made. The vertices seen by both sides (`seen_by_other`
+    /// on the other) and the new frontier are checked against their budgets
+    /// as they are added.
+    async fn expand_level(
+        &self,
+        ns: &str,
+        graph: &str,
+        edge_labels: &[String],
+        side: &mut Side,
+        seen_by_other: usize,
+    ) -> Result<u32> {
         let level = side.level;
         let mut by_shard: BTreeMap<usize, Vec<FrontierEntry>> = BTreeMap::new();
         for entry in side.frontier.drain(..) {
@@ -453,6 +512,19 @@ impl Cluster {
             });
             for entry in found.chain(expanded.remote) {
                 if entry.depth == level + 1 && !side.seen.contains_key(&entry.id) {
+                    if side.seen.len() + seen_by_other >= self.graph.max_visited {
+                        return Err(Error::Budget {
+                            budget: "max_visited",
+                            detail: format!(
+                                "path search visited more than {} vertices (graph.max_visited)",
+                                self.graph.max_visited
+                            ),
+                        });
+                    }
+                    if next.len() >= self.graph.max_frontier {
+                        let (budget, detail) = frontier_over(&self.graph, next.len() + 1);
+                        return Err(Error::Budget { budget, detail });
+                    }
                     side.seen.insert(entry.id.clone(), entry.path.clone());
                     next.push(entry);
                 }
@@ -511,18 +583,21 @@ impl Cluster {
                     detail: format!("took longer than {:?} (graph.deadline)", budgets.deadline),
                 });
             }
+            let fanout = budgets.max_fanout.min(self.limits.max_scan_page);
             let page = self
-                .neighbors(
-                    ns,
-                    graph,
-                    id.clone(),
-                    spec.direction,
-                    spec.edge_labels.clone(),
-                    budgets.max_fanout.min(self.limits.max_scan_page) as u32,
-                    &[],
-                )
+                .neighbors(ns, graph, id.clone(), spec.direction, spec.edge_labels.clone(), fanout as u32, &[])
                 .await?;
             round_trips += 1;
+            // Settling on the first edges only could miss the cheapest path without saying so.
+            if !page.next_cursor.is_empty() {
+                return Err(Error::Budget {
+                    budget: "max_fanout",
+                    detail: format!(
+                        "vertex {:?} has more than {fanout} edges (graph.max_fanout)",
+                        super::excerpt(&id, ID_EXCERPT)
+                    ),
+                });
+            }
             for edge in page.edges {
                 if edge.weight < 0.0 {
                     return Err(omnishard_common::Error::invalid(
@@ -537,6 +612,11 @@ impl Cluster {
                 let next = if edge.from == id { edge.to } else { edge.from };
                 let candidate = cost + edge.weight;
                 if dist.get(&next).is_none_or(|&d| candidate < d) {
+                    // The queue is this search's frontier; `dist` holds at most it and the settled.
+                    if queue.len() >= budgets.max_frontier {
+                        let (budget, detail) = frontier_over(&budgets, queue.len() + 1);
+                        return Err(Error::Budget { budget, detail });
+                    }
                     dist.insert(next.clone(), candidate);
                     prev.insert(next.clone(), id.clone());
                     queue.push(Reverse((candidate.to_bits(), next)));
@@ -568,6 +648,14 @@ fn vertex_id(r: &Reached) -> &str {
     r.vertex.as_ref().map(|v| v.id.as_str()).unwrap_or_default()
 }
 
+/// The frontier budget, run over with `vertices` to expand.
+fn frontier_over(budgets: &crate::config::GraphBudgets, vertices: usize) -> (&'static str, String) {
+    (
+        "max_frontier",
+        format!("{vertices} vertices to expand; the limit is {} (graph.max_frontier)", budgets.max_frontier),
+    )
+}
+
 /// The first budget the traversal has run over, with a message.
 fn over_budget(
     budgets: &crate::config::GraphBudgets,
@@ -582,17 +670,90 @@ fn over_budget(
         ));
     }
     if frontier.len() > budgets.max_frontier {
-        return Some((
-            "max_frontier",
-            format!(
-                "{} vertices to expand; the limit is {} (graph.max_frontier)",
-                frontier.len(),
-                budgets.max_frontier
-            ),
-        ));
+        return Some(frontier_over(budgets, frontier.len()));
     }
     if Instant::now() > deadline {
         return Some(("deadline", format!("took longer than {:?} (graph.deadline)", budgets.deadline)));
     }
     None
+}
+
+/// Characters of a vertex id quoted in a message.
+const ID_EXCERPT: usize = 64;
+
+/// Most property filters of each kind in one traversal: each is tested on
+/// every vertex or edge the traversal meets.
+pub const MAX_FILTERS: usize = 64;
+
+/// Characters of a filter's operator quoted in a message.
+const OP_EXCERPT: usize = 16;
+
+/// Checks and parses property filters. Sizes are checked before parsing,
+/// and the JSON is parsed here so no message quotes client text
+/// (serde_json refuses values nested deeper than 128 levels).
+fn parse_filters(
+    limits: &omnishard_common::limits::Limits,
+    field: &'static str,
+    filters: &[PropertyFilter],
+) -> Result<Vec<(String, omnishard_common::predicate::Predicate)>> {
+    let invalid = |field, reason: String| -> Error { omnishard_common::Error::invalid(field, reason).into() };
+    if filters.len() > MAX_FILTERS {
+        return Err(invalid(field, format!("has {} filters; the limit is {MAX_FILTERS}", filters.len())));
+    }
+    let mut parsed = Vec::with_capacity(filters.len());
+    for f in filters {
+        limits.check_key_len("key", f.key.len())?;
+        if !matches!(f.op.as_str(), "" | "eq" | "neq" | "gt" | "gte" | "lt" | "lte" | "within") {
+            return Err(invalid(
+                "op",
+                format!("{:?} is not eq, neq, gt, gte, lt, lte or within", super::excerpt(&f.op, OP_EXCERPT)),
+            ));
+        }
+        if f.value_json.len() > limits.max_value_bytes {
+            return Err(invalid(
+                "value_json",
+                format!(
+                    "is {} bytes; the limit is {} (limits.max_value_bytes)",
+                    f.value_json.len(),
+                    limits.max_value_bytes
+                ),
+            ));
+        }
+        if let Err(e) = serde_json::from_str::<serde_json::Value>(&f.value_json) {
+            return Err(invalid("value_json", format!("is not valid JSON: {e}")));
+        }
+        parsed.push((f.key.clone(), omnishard_common::predicate::Predicate::parse(&f.op, &f.value_json)?));
+    }
+    Ok(parsed)
+}
+
+/// A `FindVertices` request names a label, and a property whenever it gives a value.
+fn check_find(limits: &omnishard_common::limits::Limits, req: &FindVerticesRequest) -> Result<()> {
+    let invalid = |field, reason: &str| -> Error { omnishard_common::Error::invalid(field, reason).into() };
+    // The label index is the only way in: an empty label would ask for unlabelled
+    // vertices, which the API does not offer (as g.V() offers no full scan).
+    if req.label.is_empty() {
+        return Err(invalid("label", "must not be empty: FindVertices lists the vertices of one label"));
+    }
+    if req.property.is_empty() && !req.value_json.is_empty() {
+        return Err(invalid("property", "must not be empty when value_json is given: name the property to compare"));
+    }
+    limits.check_key_len("property", req.property.len())?;
+    if req.value_json.len() > limits.max_value_bytes {
+        return Err(omnishard_common::Error::invalid(
+            "value_json",
+            format!(
+                "is {} bytes; the limit is {} (limits.max_value_bytes)",
+                req.value_json.len(),
+                limits.max_value_bytes
+            ),
+        )
+        .into());
+    }
+    if !req.property.is_empty() {
+        if let Err(e) = serde_json::from_str::<serde_json::Value>(&req.value_json) {
+            return Err(omnishard_common::Error::invalid("value_json", format!("is not valid JSON: {e}")).into());
+        }
+    }
+    Ok(())
 }

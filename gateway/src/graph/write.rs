@@ -13,6 +13,7 @@ use omnishard_proto::v1::{
     graph_op, Edge, EdgeHalf, EdgeRef, EdgeWrite, GraphOp, ShardEdgeHalf, ShardEdgeHalfRef, Vertex, VertexWrite,
 };
 
+use super::excerpt;
 use crate::cluster::Cluster;
 use crate::error::{Error, Result};
 use crate::live::PartsAttempt;
@@ -20,6 +21,9 @@ use crate::live::PartsAttempt;
 fn invalid(field: &'static str, reason: impl Into<String>) -> Error {
     omnishard_common::Error::invalid(field, reason).into()
 }
+
+/// Characters of an id or label quoted in a message.
+const ID_EXCERPT: usize = 64;
 
 impl Cluster {
     /// Creates or updates vertices; atomic per shard.
@@ -44,8 +48,12 @@ impl Cluster {
         let mut seen = HashSet::new();
         for v in vertices {
             if !seen.insert(v.id.as_str()) {
-                return Err(invalid("vertices", format!("vertex id {:?} appears twice in one batch", v.id)));
+                return Err(invalid(
+                    "vertices",
+                    format!("vertex id {:?} appears twice in one batch", excerpt(&v.id, ID_EXCERPT)),
+                ));
             }
+            self.check_properties(&v.properties_json)?;
         }
         let mut groups: BTreeMap<usize, Vec<GraphOp>> = BTreeMap::new();
         let mut order: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
@@ -67,6 +75,23 @@ impl Cluster {
             }
         }
         Ok(attempt)
+    }
+
+    /// Properties are checked for size here, before they are copied into
+    /// shard calls; each shard checks them again and parses them (serde_json
+    /// refuses nesting deeper than 128 levels).
+    fn check_properties(&self, json: &str) -> Result<()> {
+        if json.len() > self.limits.max_value_bytes {
+            return Err(invalid(
+                "properties_json",
+                format!(
+                    "is {} bytes; the limit is {} (limits.max_value_bytes)",
+                    json.len(),
+                    self.limits.max_value_bytes
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// Reads vertices by id; `None` for missing ones, in request order.
@@ -152,15 +177,16 @@ impl Cluster {
         self.limits.check_batch("edges", edges.len())?;
         let mut seen = HashSet::new();
         for e in &edges {
+            let short = |s: &str| excerpt(s, ID_EXCERPT);
             if !seen.insert((e.from.as_str(), e.to.as_str(), e.label.as_str())) {
-                return Err(invalid(
-                    "edges",
-                    format!("edge {} -[{}]-> {} appears twice in one batch", e.from, e.label, e.to),
-                ));
+                let (from, label, to) = (short(&e.from), short(&e.label), short(&e.to));
+                return Err(invalid("edges", format!("edge {from} -[{label}]-> {to} appears twice in one batch")));
             }
             if !e.weight.is_finite() {
-                return Err(invalid("weight", format!("edge {} -> {}: must be a finite number", e.from, e.to)));
+                let (from, to) = (short(&e.from), short(&e.to));
+                return Err(invalid("weight", format!("edge {from} -> {to}: must be a finite number")));
             }
+            self.check_properties(&e.properties_json)?;
         }
         self.require_vertices(ns, graph, &edges).await?;
         // Out-halves first, with their sources.
@@ -240,6 +266,7 @@ impl Cluster {
         for chunk in ids.chunks(self.limits.max_batch_ops) {
             let found = self.get_vertices(ns, graph, chunk).await?;
             if let Some((id, _)) = chunk.iter().zip(&found).find(|(_, v)| v.is_none()) {
+                let id = excerpt(id, ID_EXCERPT);
                 return Err(Error::NotFound { what: format!("vertex {id:?} (an edge endpoint; create it first)") });
             }
         }

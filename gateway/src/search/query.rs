@@ -22,6 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine;
+use omnishard_common::query_text::{self, excerpt, MAX_TERM_BYTES};
 use omnishard_proto::v1::*;
 use serde::{Deserialize, Serialize};
 
@@ -41,9 +42,13 @@ pub const DEFAULT_SIZE: u32 = 10;
 /// Facet values returned when a facet request leaves `size` at 0.
 pub const DEFAULT_FACET_SIZE: u32 = 10;
 /// Longest query string, in bytes.
-pub const MAX_QUERY_BYTES: usize = 64 * 1024;
+pub const MAX_QUERY_BYTES: usize = query_text::MAX_QUERY_BYTES;
 /// Most filters in one request.
 pub const MAX_FILTERS: usize = 64;
+/// Most values one filter may list (`any_of`).
+pub const MAX_FILTER_VALUES: usize = 1024;
+/// Longest `search_after` cursor, in bytes (a cursor holds a document id).
+pub const MAX_CURSOR_BYTES: usize = 16 * 1024;
 /// Most highlighted fields, and the longest tag and fragment.
 pub const MAX_HIGHLIGHT_FIELDS: usize = 16;
 pub const MAX_TAG_BYTES: usize = 64;
@@ -96,6 +101,8 @@ struct Plan {
     from: usize,
     size: usize,
     after: Option<SearchCursor>,
+    /// The sort, as cursors name it (see [`sort_key`]).
+    sort_key: String,
     facets: Vec<(String, usize)>,
     by_score: bool,
     descending: bool,
@@ -169,11 +176,22 @@ impl Cluster {
         if by_score && !descending {
             return Err(invalid("sort.order", "scores sort descending only"));
         }
+        let sort_key = sort_key(&sort.field, descending);
         let after = match req.search_after.as_str() {
             "" => None,
-            cursor => Some(decode_cursor(cursor)?),
+            cursor => Some(decode_cursor(cursor, &sort_key)?),
         };
-        Ok(Plan { ns, index, from: req.from as usize, size: size as usize, after, facets, by_score, descending })
+        Ok(Plan {
+            ns,
+            index,
+            from: req.from as usize,
+            size: size as usize,
+            after,
+            sort_key,
+            facets,
+            by_score,
+            descending,
+        })
     }
 
     async fn search_within(&self, req: &SearchRequest, plan: &Plan, deadline: Duration) -> Result<SearchResponse> {
@@ -315,7 +333,7 @@ impl Cluster {
         gathered.candidates.sort_by(|a, b| compare(plan, &a.hit, &b.hit));
         let winners: Vec<Candidate> = gathered.candidates.into_iter().skip(plan.from).take(plan.size).collect();
         let next_cursor = match winners.last() {
-            Some(last) if winners.len() == plan.size => encode_cursor(&last.hit),
+            Some(last) if winners.len() == plan.size => encode_cursor(&last.hit, &plan.sort_key),
             _ => String::new(),
         };
         let highlight = req.highlight.clone().filter(|h| !h.fields.is_empty());
@@ -387,11 +405,33 @@ fn phase_span(name: &'static str, shards: usize) -> tracing::Span {
 
 /// Bounds on the parts of a request that cost work before any deadline applies.
 fn check_shape(req: &SearchRequest) -> Result<()> {
-    if req.query.len() > MAX_QUERY_BYTES {
-        return Err(invalid("query", format!("is {} bytes; the limit is {MAX_QUERY_BYTES}", req.query.len())));
-    }
+    // Size and nesting, before any shard's recursive parser sees the text.
+    query_text::check(&req.query)?;
     if req.filters.len() > MAX_FILTERS {
         return Err(invalid("filters", format!("{} filters; the limit is {MAX_FILTERS}", req.filters.len())));
+    }
+    for filter in &req.filters {
+        let field = || format!("{:?}", excerpt(&filter.field, 64));
+        if filter.any_of.len() > MAX_FILTER_VALUES {
+            return Err(invalid(
+                "filters.any_of",
+                format!("{} values for field {}; the limit is {MAX_FILTER_VALUES}", filter.any_of.len(), field()),
+            ));
+        }
+        let bounds = [&filter.gte, &filter.gt, &filter.lte, &filter.lt];
+        if let Some(value) = filter.any_of.iter().chain(bounds).find(|v| v.len() > MAX_TERM_BYTES) {
+            // No value of any field type is longer: a longer keyword is not indexed.
+            return Err(invalid(
+                "filters",
+                format!("value for field {} is {} bytes; the limit is {MAX_TERM_BYTES}", field(), value.len()),
+            ));
+        }
+    }
+    if req.search_after.len() > MAX_CURSOR_BYTES {
+        return Err(invalid(
+            "search_after",
+            format!("is {} bytes; the limit is {MAX_CURSOR_BYTES}", req.search_after.len()),
+        ));
     }
     if let Some(h) = &req.highlight {
         if h.fields.len() > MAX_HIGHLIGHT_FIELDS {
@@ -455,7 +495,8 @@ fn facet_result(field: &str, size: usize, counts: HashMap<String, u64>) -> Facet
     FacetResult { field: field.to_string(), counts, other: all - shown }
 }
 
-/// The cursor's content: the last hit's sort value and id.
+/// The cursor's content: the last hit's sort value and id, and the sort it
+/// belongs to: a position in one order means nothing in another.
 #[derive(Serialize, Deserialize)]
 struct CursorBody {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -465,10 +506,24 @@ struct CursorBody {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     float: Option<f64>,
     id: String,
+    /// [`sort_key`] of the search that made the cursor; absent from cursors
+    /// of older gateways, which are checked by the kind of their value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sort: Option<String>,
 }
 
-fn encode_cursor(hit: &ShardHit) -> String {
-    let mut body = CursorBody { score: None, int: None, float: None, id: hit.id.clone() };
+/// A sort as cursors name it: `_score`, or the field and its direction.
+fn sort_key(field: &str, descending: bool) -> String {
+    match (field, descending) {
+        ("", _) => "_score".to_string(),
+        (field, true) => format!("{field}:desc"),
+        (field, false) => format!("{field}:asc"),
+    }
+}
+
+fn encode_cursor(hit: &ShardHit, sort_key: &str) -> String {
+    let mut body =
+        CursorBody { score: None, int: None, float: None, id: hit.id.clone(), sort: Some(sort_key.to_string()) };
     match hit.sort.as_ref().and_then(|s| s.value) {
         Some(sort_value::Value::Score(s)) => body.score = Some(s),
         Some(sort_value::Value::Int(i)) => body.int = Some(i),
@@ -479,7 +534,9 @@ fn encode_cursor(hit: &ShardHit) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json)
 }
 
-fn decode_cursor(cursor: &str) -> Result<SearchCursor> {
+/// Reads a cursor for a search sorted by `sort_key`; a cursor of another
+/// sort is refused (it would silently restart or end the paging).
+fn decode_cursor(cursor: &str, sort_key: &str) -> Result<SearchCursor> {
     let bad = || invalid("search_after", "is not a cursor returned by a previous search");
     let json = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(cursor).map_err(|_| bad())?;
     let body: CursorBody = serde_json::from_slice(&json).map_err(|_| bad())?;
@@ -490,6 +547,26 @@ fn decode_cursor(cursor: &str) -> Result<SearchCursor> {
         (None, None, None) => None,
         _ => return Err(bad()),
     };
+    let by_score = sort_key == "_score";
+    let matches = match &body.sort {
+        Some(made_for) => made_for == sort_key,
+        // An older cursor: its value must at least be of the sort's kind.
+        None => matches!(value, Some(sort_value::Value::Score(_))) == by_score,
+    };
+    if !matches {
+        let made_for = match &body.sort {
+            Some(made_for) => format!("{:?}", excerpt(made_for, 80)),
+            None if by_score => "a field".to_string(),
+            None => "score".to_string(),
+        };
+        return Err(invalid(
+            "search_after",
+            format!(
+                "the cursor was made for sort {made_for}, not {:?}; start again without search_after",
+                excerpt(sort_key, 80)
+            ),
+        ));
+    }
     Ok(SearchCursor { value: Some(SortValue { value }), id: body.id })
 }
 
@@ -504,10 +581,31 @@ mod tests {
             score: 1.5,
             sort: Some(SortValue { value: Some(sort_value::Value::Score(1.5)) }),
         };
-        let cursor = decode_cursor(&encode_cursor(&hit)).unwrap();
+        let cursor = decode_cursor(&encode_cursor(&hit, "_score"), "_score").unwrap();
         assert_eq!(cursor.id, "doc-7");
         assert_eq!(cursor.value.unwrap().value, Some(sort_value::Value::Score(1.5)));
-        assert!(decode_cursor("not a cursor").is_err());
+        assert!(decode_cursor("not a cursor", "_score").is_err());
+    }
+
+    #[test]
+    fn test_cursors_of_another_sort_are_refused() {
+        let hit = |value| ShardHit { id: "d".into(), score: 1.0, sort: Some(SortValue { value: Some(value) }) };
+        let by_year = encode_cursor(&hit(sort_value::Value::Int(1999)), &sort_key("year", true));
+        decode_cursor(&by_year, "year:desc").unwrap();
+        for other in ["_score", "year:asc", "month:desc"] {
+            let err = decode_cursor(&by_year, other).unwrap_err().to_string();
+            assert!(err.contains("search_after") && err.contains("year:desc"), "{err}");
+        }
+        // Cursors of older gateways carry no sort: their value's kind must fit.
+        let old = |json: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json);
+        decode_cursor(&old(r#"{"score":1.5,"id":"d"}"#), "_score").unwrap();
+        decode_cursor(&old(r#"{"int":7,"id":"d"}"#), "year:asc").unwrap();
+        decode_cursor(&old(r#"{"id":"d"}"#), "year:asc").unwrap();
+        assert!(decode_cursor(&old(r#"{"score":1.5,"id":"d"}"#), "year:asc").is_err());
+        assert!(decode_cursor(&old(r#"{"int":7,"id":"d"}"#), "_score").is_err());
+        // Messages stay short whatever the cursor holds.
+        let long = old(&format!(r#"{{"int":7,"id":"d","sort":"{}"}}"#, "s".repeat(5000)));
+        assert!(decode_cursor(&long, "year:asc").unwrap_err().to_string().len() < 300);
     }
 
     #[test]

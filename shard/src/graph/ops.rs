@@ -197,6 +197,18 @@ impl Shard {
         req: omnishard_proto::v1::ShardGraphFindRequest,
     ) -> Result<(Vec<Vertex>, bool)> {
         let (namespace, graph) = names(&req.namespace, &req.graph)?;
+        let invalid = |field, reason: &str| Error::InvalidArgument(omnishard_common::Error::invalid(field, reason));
+        // Checked again here (the gateway checks first): a value without a
+        // property would be ignored, and an empty label is not a label.
+        if req.label.is_empty() {
+            return Err(invalid("label", "must not be empty: FindVertices lists the vertices of one label"));
+        }
+        if req.property.is_empty() && !req.value_json.is_empty() {
+            return Err(invalid(
+                "property",
+                "must not be empty when value_json is given: name the property to compare",
+            ));
+        }
         check_label("label", &req.label)?;
         let limit = self.config.limits.scan_page(req.limit)?;
         let value: Option<serde_json::Value> = if req.property.is_empty() {

@@ -43,6 +43,10 @@ use state_machine::Reply;
 /// A replica's id within its group.
 pub type NodeId = u64;
 
+/// How a replica whose Raft stopped starts the message of its `Stats`
+/// refusal (`admin cluster` shows it as the shard's health).
+pub const RAFT_STOPPED: &str = "raft stopped: ";
+
 openraft::declare_raft_types!(
     /// openraft's types for a shard group.
     pub TypeConfig:
@@ -270,6 +274,24 @@ impl Replication {
             .current_leader
             .and_then(|id| metrics.membership_config.membership().get_node(&id).map(|n| n.addr.clone()));
         Error::Rejected(Rejection::NotLeader { leader })
+    }
+
+    /// Why this replica's Raft stopped, if it did: a fatal error (a panic in
+    /// the apply path, a storage error) or a shutdown. It then commits and
+    /// applies nothing more, though the process still answers.
+    pub fn stopped(&self) -> Option<String> {
+        let metrics = self.raft.metrics();
+        if let Err(fatal) = &metrics.borrow().running_state {
+            return Some(match fatal {
+                openraft::error::Fatal::Stopped => "shut down".to_string(),
+                other => other.to_string(),
+            });
+        }
+        // The core drops the metrics sender when its task ends, a panic included.
+        if metrics.has_changed().is_err() {
+            return Some("the Raft core task ended".into());
+        }
+        None
     }
 
     /// Voter ids of the current membership.

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use omnishard_common::query_text::MAX_TERM_BYTES;
 use omnishard_common::{namespace, Error as InputError};
 use omnishard_proto::v1::*;
 use serde_json::{Map, Value};
@@ -12,7 +13,7 @@ use super::collector::{SortBy, SortValue as Sort, TopCollector};
 use super::index::{SearchIndex, View};
 use super::keys::{self, IndexMeta};
 use super::query::{self, GlobalStatistics};
-use super::schema::{IndexSchema, Kind};
+use super::schema::{quote, IndexSchema, Kind};
 use super::write::{AdminOp, DocOp, SearchTxn};
 use crate::error::{Error, Result};
 use crate::node::Shard;
@@ -266,6 +267,13 @@ fn doc_op(schema: &IndexSchema, op: SearchDocOp, limits: &omnishard_common::limi
         return Err(invalid("documents.id", "is empty; every document needs an id".into()));
     }
     limits.check_key_len("documents.id", op.id.len())?;
+    // The id is a term of the index too; a longer one would not be indexed.
+    if op.id.len() > MAX_TERM_BYTES {
+        return Err(invalid(
+            "documents.id",
+            format!("is {} bytes; the limit is {MAX_TERM_BYTES} (the index's term limit)", op.id.len()),
+        ));
+    }
     match op.op {
         Some(search_doc_op::Op::Upsert(json)) => {
             limits.check_value(json.as_bytes())?;
@@ -279,7 +287,7 @@ fn doc_op(schema: &IndexSchema, op: SearchDocOp, limits: &omnishard_common::limi
             Ok(DocOp::Merge { id: op.id, fields })
         }
         Some(search_doc_op::Op::Delete(_)) => Ok(DocOp::Delete { id: op.id }),
-        None => Err(invalid("documents", format!("{:?}: no operation", op.id))),
+        None => Err(invalid("documents", format!("{}: no operation", quote(&op.id)))),
     }
 }
 
@@ -289,11 +297,35 @@ fn sort_of(view: &View, sort: Option<&SearchSort>) -> Result<SortBy> {
     let def = view
         .schema
         .field(&sort.field)
-        .ok_or_else(|| invalid("sort.field", format!("unknown field {:?}", sort.field)))?;
+        .ok_or_else(|| invalid("sort.field", format!("unknown field {}", quote(&sort.field))))?;
     if !def.kind.is_numeric() {
         return Err(invalid("sort.field", format!("field {:?} is not an i64, f64 or date field", def.name)));
     }
     Ok(SortBy::Field { name: def.name.clone(), kind: def.kind, descending: sort.order == SortOrder::Desc as i32 })
+}
+
+/// The position after which hits start, checked against the sort: a value
+/// of another kind would compare as before or after every hit, silently
+/// restarting (or ending) the paging.
+fn cursor_of(sort: &SortBy, cursor: &SearchCursor) -> Result<(Sort, String)> {
+    let value = sort_from_proto(cursor.value.as_ref());
+    let fits = match sort {
+        SortBy::Score => matches!(value, Sort::Score(_)),
+        SortBy::Field { kind: Kind::I64 | Kind::Date, .. } => matches!(value, Sort::Int(_) | Sort::Missing),
+        SortBy::Field { kind: Kind::F64, .. } => matches!(value, Sort::Float(_) | Sort::Missing),
+        SortBy::Field { .. } => false,
+    };
+    if !fits {
+        let wanted = match sort {
+            SortBy::Score => "score".to_string(),
+            SortBy::Field { name, .. } => format!("field {name:?}"),
+        };
+        return Err(invalid(
+            "search_after",
+            format!("the cursor was made for another sort than this search's (by {wanted}); start again without it"),
+        ));
+    }
+    Ok((value, cursor.id.clone()))
 }
 
 fn sort_from_proto(value: Option<&SortValue>) -> Sort {
@@ -328,13 +360,15 @@ fn run_query(
         match view.schema.field(facet) {
             Some(def) if def.kind == Kind::Keyword => {}
             Some(_) => return Err(invalid("facets", format!("field {facet:?} is not a keyword field"))),
-            None => return Err(invalid("facets", format!("unknown field {facet:?}"))),
+            None => return Err(invalid("facets", format!("unknown field {}", quote(facet)))),
         }
     }
+    let sort = sort_of(view, req.sort.as_ref())?;
+    let after = req.after.as_ref().map(|a| cursor_of(&sort, a)).transpose()?;
     let collector = TopCollector {
         limit: req.limit as usize,
-        sort: sort_of(view, req.sort.as_ref())?,
-        after: req.after.as_ref().map(|a| (sort_from_proto(a.value.as_ref()), a.id.clone())),
+        sort,
+        after,
         min_score: req.min_score,
         facets: req.facets.clone(),
         deadline,

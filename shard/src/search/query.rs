@@ -6,12 +6,13 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Bound;
 use std::time::Instant;
 
+use omnishard_common::query_text::{self, excerpt, MAX_TERM_BYTES};
 use omnishard_common::Error as InputError;
 use omnishard_proto::v1::{FieldTokens, HighlightRequest, SearchFilter, SearchStatistics, TermStat};
 use serde_json::Value;
 use tantivy::query::{
     AllQuery, Bm25StatisticsProvider, BooleanQuery, ConstScoreQuery, EnableScoring, Occur, Query, QueryParser,
-    RangeQuery, TermQuery,
+    QueryParserError, RangeQuery, TermQuery,
 };
 use tantivy::schema::{Field, IndexRecordOption};
 use tantivy::snippet::SnippetGenerator;
@@ -19,7 +20,7 @@ use tantivy::{Score, TantivyError, Term};
 
 use super::collector::{Harvest, TopCollector};
 use super::index::{tantivy_error, View};
-use super::schema::{parse_date, FieldDef, Kind};
+use super::schema::{parse_date, quote, DateError, FieldDef, Kind};
 use crate::error::{Error, Result};
 
 fn invalid(field: &'static str, reason: String) -> Error {
@@ -27,14 +28,19 @@ fn invalid(field: &'static str, reason: String) -> Error {
 }
 
 /// Parses a query string against a view. Empty matches everything; syntax
-/// errors name their position.
+/// errors name their position. Messages quote at most an excerpt of the
+/// query: a status message travels in an HTTP/2 header, which has a size limit.
 pub fn parse(view: &View, text: &str) -> Result<Box<dyn Query>> {
+    // Before any parser: Tantivy's grammar recurses once per nesting level.
+    query_text::check(text)?;
     if text.trim().is_empty() {
         return Ok(Box::new(AllQuery));
     }
     let (_, errors) = tantivy::query_grammar::parse_query_lenient(text);
     if let Some(first) = errors.first() {
-        return Err(invalid("query", format!("syntax error at position {}: {}", first.pos, first.message)));
+        // Most messages are fixed; a regex error quotes the rest of the query.
+        let message = excerpt(&first.message, 120);
+        return Err(invalid("query", format!("syntax error at position {}: {message}", first.pos)));
     }
     let schema = view.index.schema();
     let defaults: Vec<Field> = view
@@ -45,7 +51,17 @@ pub fn parse(view: &View, text: &str) -> Result<Box<dyn Query>> {
         .filter_map(|f| schema.get_field(&f.name).ok())
         .collect();
     let parser = QueryParser::for_index(&view.index, defaults);
-    parser.parse_query(text).map_err(|e| invalid("query", e.to_string()))
+    parser.parse_query(text).map_err(|e| invalid("query", parse_error(text, &e)))
+}
+
+/// A bounded message for a query Tantivy refused.
+fn parse_error(text: &str, err: &QueryParserError) -> String {
+    match err {
+        // Tantivy's syntax error is the whole query.
+        QueryParserError::SyntaxError(_) => format!("syntax error in {}", quote(text)),
+        // Others may quote field names and terms from the query.
+        other => excerpt(&other.to_string(), 200),
+    }
 }
 
 /// Adds filters to `query` as constant-zero clauses: they select documents
@@ -66,7 +82,7 @@ fn filter_query(view: &View, filter: &SearchFilter) -> Result<Box<dyn Query>> {
     let def = view
         .schema
         .field(&filter.field)
-        .ok_or_else(|| invalid("filters", format!("unknown field {:?}", filter.field)))?;
+        .ok_or_else(|| invalid("filters", format!("unknown field {}", quote(&filter.field))))?;
     if def.kind == Kind::Text {
         return Err(invalid(
             "filters",
@@ -105,16 +121,43 @@ fn filter_query(view: &View, filter: &SearchFilter) -> Result<Box<dyn Query>> {
     }
 }
 
-/// The term of one filter value, parsed by the field's kind.
+/// The term of one filter value, parsed by the field's kind. Values the
+/// index could not hold as given are refused, as they are in documents: a
+/// rounded bound would answer another question.
 fn filter_term(def: &FieldDef, field: Field, text: &str, exact: bool) -> Result<Term> {
-    let wrong =
-        |what: &str| invalid("filters", format!("field {:?} is {what} but the filter value is {text:?}", def.name));
+    let wrong = |what: &str| {
+        invalid("filters", format!("field {:?} is {what} but the filter value is {}", def.name, quote(text)))
+    };
     Ok(match def.kind {
-        Kind::Text | Kind::Keyword => Term::from_field_text(field, text),
+        Kind::Text | Kind::Keyword => {
+            if text.len() > MAX_TERM_BYTES {
+                return Err(invalid(
+                    "filters",
+                    format!(
+                        "field {:?}: value is {} bytes; the limit is {MAX_TERM_BYTES} (longer terms are not indexed)",
+                        def.name,
+                        text.len()
+                    ),
+                ));
+            }
+            Term::from_field_text(field, text)
+        }
         Kind::I64 => Term::from_field_i64(field, text.parse().map_err(|_| wrong("an i64"))?),
-        Kind::F64 => Term::from_field_f64(field, text.parse().map_err(|_| wrong("an f64"))?),
+        Kind::F64 => {
+            let value: f64 = text.parse().map_err(|_| wrong("an f64"))?;
+            if !value.is_finite() {
+                return Err(wrong("an f64 (a finite number)"));
+            }
+            if let Ok(whole) = text.parse::<i128>() {
+                def.check_exact(whole, value).map_err(|reason| invalid("filters", reason))?;
+            }
+            Term::from_field_f64(field, value)
+        }
         Kind::Date => {
-            let date = parse_date(text).ok_or_else(|| wrong("a date (RFC 3339 or epoch milliseconds)"))?;
+            let date = parse_date(text).map_err(|e| match e {
+                DateError::NotADate => wrong("a date (RFC 3339 or epoch milliseconds)"),
+                DateError::OutOfRange => invalid("filters", def.date_out_of_range(&text)),
+            })?;
             if exact {
                 Term::from_field_date_for_search(field, date)
             } else {
@@ -249,8 +292,10 @@ pub fn highlights(
     let max_chars = if request.max_chars == 0 { 150 } else { request.max_chars as usize };
     let mut out = HashMap::new();
     for name in &request.fields {
-        let def =
-            view.schema.field(name).ok_or_else(|| invalid("highlight.fields", format!("unknown field {name:?}")))?;
+        let def = view
+            .schema
+            .field(name)
+            .ok_or_else(|| invalid("highlight.fields", format!("unknown field {}", quote(name))))?;
         if def.kind != Kind::Text {
             return Err(invalid("highlight.fields", format!("field {name:?} is not a text field")));
         }
@@ -329,11 +374,228 @@ fn tag(fragment: &str, ranges: &[std::ops::Range<usize>], pre: &str, post: &str)
 
 #[cfg(test)]
 mod tests {
+    use std::sync::{Arc, OnceLock};
+    use std::time::Duration;
+
+    use omnishard_common::query_text::MAX_QUERY_DEPTH;
+    use omnishard_proto::v1::{FieldSpec, FieldType};
+    use proptest::prelude::*;
+    use tantivy::query_grammar::UserInputAst;
+    use tantivy::Index;
+
+    use super::super::collector::SortBy;
+    use super::super::schema::IndexSchema;
     use super::*;
 
     #[test]
     fn test_tags_wrap_ranges() {
         assert_eq!(tag("the quick fox", &[4..9, 10..13], "[", "]"), "the [quick] [fox]");
         assert_eq!(tag("abc", &[], "[", "]"), "abc");
+    }
+
+    /// A stack far smaller than a search thread's (2 MiB): a query whose
+    /// nesting the check misjudged would overflow it and abort the tests.
+    const SMALL_STACK: usize = 256 * 1024;
+
+    /// A view of a small in-memory index: text `title` and `body`, keyword
+    /// `tag`, i64 `n`, f64 `r`, date `at`.
+    fn view() -> &'static View {
+        static VIEW: OnceLock<View> = OnceLock::new();
+        VIEW.get_or_init(|| {
+            let field = |name: &str, kind: FieldType| FieldSpec {
+                name: name.into(),
+                r#type: kind as i32,
+                analyzer: String::new(),
+            };
+            let schema = IndexSchema::from_proto(&[
+                field("title", FieldType::Text),
+                field("body", FieldType::Text),
+                field("tag", FieldType::Keyword),
+                field("n", FieldType::I64),
+                field("r", FieldType::F64),
+                field("at", FieldType::Date),
+            ])
+            .unwrap();
+            let index = Index::create_in_ram(schema.tantivy());
+            let mut writer = index.writer_with_num_threads(1, 15_000_000).unwrap();
+            for (id, json) in [
+                ("1", r#"{"title":"hello world","body":"a b x","tag":"t1","n":1,"r":1.5,"at":"2024-01-01T00:00:00Z"}"#),
+                ("2", r#"{"title":"x","body":"hello","tag":"t2","n":2,"r":2.5,"at":0}"#),
+            ] {
+                let object = schema.check_document(id, json).unwrap();
+                writer.add_document(schema.to_tantivy(&index.schema(), id, &object).unwrap()).unwrap();
+            }
+            writer.commit().unwrap();
+            let searcher = index.reader().unwrap().searcher();
+            View { id: 1, searcher, index, schema: Arc::new(schema) }
+        })
+    }
+
+    /// Everything a shard does with a query string: check, parse, filter,
+    /// gather statistics, score and collect.
+    fn search(text: &str) -> Result<u64> {
+        let view = view();
+        let query = parse(view, text)?;
+        let filter = SearchFilter { field: "n".into(), gte: "0".into(), ..Default::default() };
+        let query = with_filters(view, query, &[filter])?;
+        statistics(view, query.as_ref())?;
+        let collector = TopCollector {
+            limit: 10,
+            sort: SortBy::Score,
+            after: None,
+            min_score: None,
+            facets: vec!["tag".into()],
+            deadline: Instant::now() + Duration::from_secs(60),
+        };
+        Ok(run(view, query.as_ref(), &collector, None)?.total)
+    }
+
+    fn on_small_stack<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+        std::thread::Builder::new().stack_size(SMALL_STACK).spawn(f).unwrap().join().unwrap()
+    }
+
+    /// Levels of the parsed tree (each nesting level adds at most three:
+    /// a clause, a sub-clause of mixed AND/OR, a boost).
+    fn ast_depth(ast: &UserInputAst) -> usize {
+        match ast {
+            UserInputAst::Clause(clauses) => 1 + clauses.iter().map(|(_, c)| ast_depth(c)).max().unwrap_or(0),
+            UserInputAst::Boost(inner, _) => 1 + ast_depth(inner),
+            UserInputAst::Leaf(_) => 0,
+        }
+    }
+
+    /// Searches `text` on a small stack; for text the check lets through,
+    /// also checks that neither grammar built a deeper tree than it allows.
+    fn survives(text: String) -> std::result::Result<(), String> {
+        on_small_stack(move || {
+            let _ = search(&text);
+            if query_text::check(&text).is_ok() {
+                let limit = 3 * (MAX_QUERY_DEPTH + 1);
+                let (lenient, _) = tantivy::query_grammar::parse_query_lenient(&text);
+                if ast_depth(&lenient) > limit {
+                    return Err(format!("{text:?} passed the check but nests {} levels", ast_depth(&lenient)));
+                }
+                if let Ok(strict) = tantivy::query_grammar::parse_query(&text) {
+                    if ast_depth(&strict) > limit {
+                        return Err(format!("{text:?} passed the check but nests {} levels", ast_depth(&strict)));
+                    }
+                }
+            }
+            Ok(())
+        })
+    }
+
+    #[test]
+    fn test_deep_nesting_is_refused_before_parsing() {
+        for open in ["(", "body:(", "(hello AND ", "NOT ", "+(", "x a(", "NOT ("] {
+            let deep = format!("{}x{}", open.repeat(850), ")".repeat(850));
+            let err = on_small_stack(move || search(&deep).map(|_| ()).unwrap_err().to_string());
+            assert!(err.contains("levels deep; the limit is 32"), "{open}: {err}");
+            // The deepest accepted query runs through every step on the small stack.
+            let ok = format!("{}hello{}", open.repeat(MAX_QUERY_DEPTH / 2), ")".repeat(MAX_QUERY_DEPTH / 2));
+            on_small_stack(move || search(&ok).map(|_| ()).map_err(|e| e.to_string())).ok();
+        }
+        let at_limit = format!("{}hello{}", "(".repeat(MAX_QUERY_DEPTH), ")".repeat(MAX_QUERY_DEPTH));
+        assert_eq!(on_small_stack(move || search(&at_limit).unwrap()), 2);
+        // Tantivy may refuse a query of only negations; it must not overflow doing so.
+        let nots = format!("hello {}x", "NOT ".repeat(MAX_QUERY_DEPTH));
+        on_small_stack(move || search(&nots).map(|_| ()).map_err(|e| e.to_string())).ok();
+    }
+
+    #[test]
+    fn test_flat_chains_do_not_recurse() {
+        // The grammar parses operand lists in loops: no clause cap is needed.
+        for chain in
+            ["hello AND ".repeat(6_000), "+hello ".repeat(9_000), "hello OR ".repeat(7_000), "(x) ".repeat(15_000)]
+        {
+            let text = format!("{chain}hello");
+            assert!(text.len() <= query_text::MAX_QUERY_BYTES);
+            on_small_stack(move || search(&text).unwrap());
+        }
+    }
+
+    #[test]
+    fn test_query_errors_quote_only_an_excerpt() {
+        let long = "word ".repeat(4_000);
+        // Lenient-clean but strict-invalid: Tantivy's error would be the whole query.
+        for text in [
+            format!("{long}a(b"),
+            format!("{long}plant AND ("),
+            format!("{long} /unclosed"),
+            format!("{}:x", "f".repeat(20_000)),
+        ] {
+            let err = search(&text).unwrap_err();
+            let message = err.to_string();
+            assert!(matches!(err, Error::InvalidArgument(_)), "{message}");
+            assert!(message.len() < 400, "{} bytes: {}", message.len(), &message[..200]);
+        }
+        let err = parse_error(&long, &QueryParserError::SyntaxError(long.clone()));
+        assert!(err.len() < 200 && err.contains("20000 bytes"), "{err}");
+    }
+
+    #[test]
+    fn test_filter_values_the_index_cannot_hold_are_refused() {
+        let view = view();
+        let filter =
+            |field: &str, gte: &str| SearchFilter { field: field.into(), gte: gte.into(), ..Default::default() };
+        let refused =
+            |f: SearchFilter| with_filters(view, Box::new(AllQuery), &[f]).map(|_| ()).unwrap_err().to_string();
+        for value in ["2299-01-01T00:00:00Z", "9223372036854775807", "-9223372036854775808"] {
+            let err = refused(filter("at", value));
+            assert!(err.contains("\"at\"") && err.contains("2262-04-11"), "{err}");
+        }
+        for value in ["NaN", "inf", "9007199254740993"] {
+            assert!(refused(filter("r", value)).contains("\"r\""), "{value}");
+        }
+        let long = "k".repeat(70_000);
+        let err = refused(SearchFilter { field: "tag".into(), any_of: vec![long], ..Default::default() });
+        assert!(err.contains("65530") && err.len() < 300, "{err}");
+        let err = refused(filter("n", &"9".repeat(70_000)));
+        assert!(err.len() < 300, "{err}");
+        // Values in range still filter.
+        with_filters(view, Box::new(AllQuery), &[filter("at", "2262-04-11T23:47:16.854Z")]).unwrap();
+        with_filters(view, Box::new(AllQuery), &[filter("r", "9007199254740992")]).unwrap();
+    }
+
+    /// Fragments that stress the places the grammars read differently.
+    const FRAGMENTS: &[&str] = &[
+        "(", "(", "(", "(", ")", ")", "\"", "'", "\\", " ", " ", "a", "title:", "body:(", "NOT ", "AND ", "OR ", "+",
+        "-", ">=", "<", "*", "^2", "~1", ":", "\t", "é", "\u{3000}", "]", "}", "`", "x(", "NOT", "^", "~", "[", "{",
+        "/", "a\"", "\\(", "\\\"", "IN [", " TO ", "*\"",
+    ];
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(400))]
+
+        #[test]
+        fn test_checked_queries_parse_on_a_small_stack(
+            parts in prop::collection::vec(prop::sample::select(FRAGMENTS), 0..300)
+        ) {
+            let text: String = parts.concat();
+            prop_assert_eq!(survives(text), Ok(()));
+        }
+
+        #[test]
+        fn test_deep_queries_with_tricks_parse_on_a_small_stack(
+            levels in prop::collection::vec(
+                (prop::sample::select(&["(", "a(", "f:(", "NOT ", "+(", "NOT (", "x ("][..]),
+                 prop::sample::select(FRAGMENTS)),
+                33..200,
+            ),
+            close in 0usize..200,
+        ) {
+            let mut text = String::new();
+            for (open, trick) in &levels {
+                text.push_str(open);
+                text.push_str(trick);
+            }
+            text.push_str(&")".repeat(close));
+            prop_assert_eq!(survives(text), Ok(()));
+        }
+
+        #[test]
+        fn test_any_text_is_checked_without_panicking(text in "\\PC{0,200}") {
+            prop_assert_eq!(survives(text), Ok(()));
+        }
     }
 }
