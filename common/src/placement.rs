@@ -110,11 +110,13 @@ impl Ring {
         }
         let shard_ids: Vec<Arc<str>> = shard_ids.iter().map(|id| Arc::from(id.as_str())).collect();
         let mut ring = HashRing::with_hasher(StableHash::default());
-        for (shard, shard_id) in shard_ids.iter().enumerate() {
-            for replica in 0..vnodes {
-                ring.add(VNode { shard, shard_id: shard_id.clone(), replica });
-            }
-        }
+        // One sort for all vnodes: `add` sorts the whole ring each time,
+        // which is quadratic in shards × vnodes. The order is the same (a
+        // stable sort keeps insertion order among equal hashes either way).
+        let nodes = shard_ids.iter().enumerate().flat_map(|(shard, shard_id)| {
+            (0..vnodes).map(move |replica| VNode { shard, shard_id: shard_id.clone(), replica })
+        });
+        ring.batch_add(nodes.collect());
         Ok(Ring { epoch, vnodes, shard_ids, ring })
     }
 

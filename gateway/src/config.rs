@@ -85,7 +85,8 @@ pub struct GatewayConfig {
 /// * `sweep_interval` — how often this gateway collects garbage and the chunks
 ///   of abandoned uploads (default `30s`).
 /// * `header_timeout` — the first message of an upload (its header) must
-///   arrive within it; the upload takes no transfer slot before (default `10s`).
+///   arrive within it, or the upload ends with DEADLINE_EXCEEDED; an upload
+///   takes no transfer slot before its header (default `10s`).
 /// * `idle_timeout` — longest an upload waits for the client's next data
 ///   message, and longest a download waits for its client to take the next
 ///   one; past it the transfer ends with DEADLINE_EXCEEDED (default `30s`).
@@ -163,7 +164,8 @@ impl FileSettings {
             return Err(Error::invalid("files", "upload_lease must be at least 1s and read_lease at least 100ms"));
         }
         // Zero would end every transfer at its first wait for the client.
-        for (name, value) in [("files.header_timeout", self.header_timeout), ("files.idle_timeout", self.idle_timeout)] {
+        let timeouts = [("files.header_timeout", self.header_timeout), ("files.idle_timeout", self.idle_timeout)];
+        for (name, value) in timeouts {
             if value.is_zero() {
                 return Err(Error::invalid(name, "must be greater than 0s"));
             }

@@ -1,6 +1,7 @@
 //! The gateway's outer deadline: no request outlives it — except file
 //! transfers, whose length grows with the file; they are bounded by their
-//! own per-chunk shard deadlines and by the client instead.
+//! own per-chunk shard deadlines and by the client's pace instead
+//! (`files.header_timeout`, `files.idle_timeout`, `files.min_rate`).
 
 use std::future::Future;
 use std::pin::Pin;

@@ -13,6 +13,9 @@ pub enum Error {
     /// A key, vertex or edge does not exist (or has expired).
     #[error("{what} not found")]
     NotFound { what: String },
+    /// What the request would create exists already (a shard id or address).
+    #[error("{0}")]
+    AlreadyExists(String),
     /// A traversal budget was exceeded.
     #[error("traversal stopped by budget {budget}: {detail}")]
     Budget { budget: &'static str, detail: String },
@@ -61,6 +64,7 @@ impl Error {
                 omnishard_common::Error::Topology(_) => Code::FailedPrecondition,
             },
             Error::NotFound { .. } => Code::NotFound,
+            Error::AlreadyExists(_) => Code::AlreadyExists,
             Error::Budget { .. } | Error::Exhausted(_) => Code::ResourceExhausted,
             Error::OutOfRange(_) => Code::OutOfRange,
             Error::ShardUnavailable { .. } | Error::NotLeader { .. } => Code::Unavailable,

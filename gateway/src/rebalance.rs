@@ -90,9 +90,7 @@ fn already_in(topology: &Topology, shard: &ShardAddr) -> Option<Error> {
     } else {
         format!("addr: {} is already shard {:?}'s address (epoch {})", shard.addr, taken.id, topology.epoch)
     };
-    // TODO(error-variant): the gateway's error enum has no AlreadyExists
-    // variant; `Shard` carries the code until one is added.
-    Some(Error::Shard { shard_id: shard.id.clone(), code: tonic::Code::AlreadyExists, message })
+    Some(Error::AlreadyExists(message))
 }
 
 /// The refusal of removing a shard the topology does not have.
@@ -959,6 +957,27 @@ mod tests {
         let (sources, moves) = plan(&topology(&["a", "b", "c"], 1), &topology(&["a", "c"], 2));
         assert_eq!(sources.iter().map(|s| s.shard.as_str()).collect::<Vec<_>>(), ["b"]);
         assert_eq!(moves.iter().map(|m| m.target.as_str()).collect::<Vec<_>>(), ["a", "c"]);
+    }
+
+    #[test]
+    fn test_admin_refusals_carry_the_right_code_and_field() {
+        for bad in ["h", "h:", ":1", "h:0", "h:65536", "h:port", "a b:1"] {
+            let err = check_addr("addr", bad).unwrap_err();
+            assert_eq!(err.code(), tonic::Code::InvalidArgument, "{bad:?}");
+            assert!(err.to_string().starts_with("addr: ") && err.to_string().contains(bad), "{err}");
+        }
+        check_addr("addr", "localhost:7401").unwrap();
+        check_addr("addr", "[::1]:7401").unwrap();
+        let t = topology(&["a", "b"], 3);
+        let again = already_in(&t, &ShardAddr::new("a", "10.0.0.9:1")).unwrap();
+        assert_eq!(again.code(), tonic::Code::AlreadyExists);
+        assert!(again.to_string().contains("\"a\" is already in the topology"), "{again}");
+        let taken = already_in(&t, &ShardAddr::new("c", "127.0.0.1:7402")).unwrap();
+        assert!(taken.to_string().starts_with("addr: ") && taken.to_string().contains("\"b\""), "{taken}");
+        assert!(already_in(&t, &ShardAddr::new("c", "127.0.0.1:7409")).is_none());
+        let missing = not_in(&t, "z");
+        assert_eq!(missing.code(), tonic::Code::NotFound);
+        assert!(missing.to_string().contains("\"z\" is not in the topology (epoch 3 has a, b)"), "{missing}");
     }
 
     #[test]

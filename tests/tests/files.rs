@@ -607,7 +607,9 @@ min_rate = "64KiB"
         tokio::spawn(async move { raw.upload(messages).await })
     };
 
-    // All four slots are held (and chunks claimed) while they wait.
+    // All four slots are held (and chunks claimed) while they wait. (The
+    // pause lets the four reach the gateway before a probe can take a slot.)
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let start = Instant::now();
     let (mut exhausted, mut claimed) = (false, 0);
     while !(exhausted && claimed > 0) && start.elapsed() < Duration::from_secs(3) {

@@ -285,6 +285,22 @@ mod tests {
         assert!(err.to_string().contains("(files.min_rate)"), "{err}");
     }
 
+    #[test]
+    fn test_client_timeouts_parse_and_zero_is_refused() {
+        let base = "epoch = 1\n[[shards]]\nid = \"a\"\naddr = \"127.0.0.1:1\"\n[files]\n";
+        let config = crate::config::GatewayConfig::from_toml(&format!(
+            "{base}header_timeout = \"2s\"\nidle_timeout = \"500ms\"\nmin_rate = \"1MiB\"\n"
+        ))
+        .unwrap();
+        assert_eq!(config.files.header_timeout, Duration::from_secs(2));
+        assert_eq!(config.files.idle_timeout, Duration::from_millis(500));
+        assert_eq!(config.files.min_rate, bytesize::ByteSize::mib(1));
+        for (setting, value) in [("header_timeout", "\"0s\""), ("idle_timeout", "\"0s\""), ("min_rate", "\"0B\"")] {
+            let err = crate::config::GatewayConfig::from_toml(&format!("{base}{setting} = {value}\n")).unwrap_err();
+            assert!(err.to_string().starts_with(&format!("files.{setting}:")), "{err}");
+        }
+    }
+
     #[tokio::test]
     async fn test_pace_takes_a_ready_message_with_no_time_left() {
         let mut p = pace(1_000, 1_000);

@@ -380,6 +380,7 @@ mod tests {
     use omnishard_common::query_text::MAX_QUERY_DEPTH;
     use omnishard_proto::v1::{FieldSpec, FieldType};
     use proptest::prelude::*;
+    use proptest::strategy::ValueTree;
     use tantivy::query_grammar::UserInputAst;
     use tantivy::Index;
 
@@ -503,6 +504,34 @@ mod tests {
     }
 
     #[test]
+    fn test_nesting_hidden_by_quotes_one_grammar_misreads_is_refused() {
+        // Each text nests 100 levels to one of the grammars, behind quotes the
+        // other grammar pairs differently; none may pass the check.
+        let nested = format!("{}z{}", "(x y ".repeat(100), ")".repeat(100));
+        for text in [
+            format!("x a\"b \"{nested}\" c\"d"),
+            format!("x a'b \"c' {nested} \" d\""),
+            format!("x it's\" {nested} \""),
+            format!("x >=a\\\" \"{nested}\" y >=b\\\" z\""),
+            format!("f:+\"x {nested} \" g:+\"y"),
+            format!("x a(\"b {nested} \" c(\"d"),
+        ] {
+            assert!(query_text::check(&text).is_err(), "{text}");
+            let depth = std::thread::Builder::new()
+                .stack_size(64 * 1024 * 1024)
+                .spawn(move || {
+                    let lenient = ast_depth(&tantivy::query_grammar::parse_query_lenient(&text).0);
+                    let strict = tantivy::query_grammar::parse_query(&text).map_or(0, |ast| ast_depth(&ast));
+                    (text, lenient.max(strict))
+                })
+                .unwrap()
+                .join()
+                .unwrap();
+            assert!(depth.1 >= 100, "{:?} nests only {} levels to either grammar", depth.0, depth.1);
+        }
+    }
+
+    #[test]
     fn test_flat_chains_do_not_recurse() {
         // The grammar parses operand lists in loops: no clause cap is needed.
         for chain in
@@ -517,7 +546,12 @@ mod tests {
     #[test]
     fn test_query_errors_quote_only_an_excerpt() {
         let long = "word ".repeat(4_000);
-        // Lenient-clean but strict-invalid: Tantivy's error would be the whole query.
+        // Lenient-clean but strict-invalid: Tantivy's own error is the whole query.
+        let strict_only = format!("{long}a(b");
+        assert!(tantivy::query_grammar::parse_query_lenient(&strict_only).1.is_empty());
+        let schema = view().index.schema();
+        let parser = QueryParser::for_index(&view().index, vec![schema.get_field("body").unwrap()]);
+        assert!(parser.parse_query(&strict_only).unwrap_err().to_string().len() > strict_only.len());
         for text in [
             format!("{long}a(b"),
             format!("{long}plant AND ("),
@@ -558,11 +592,42 @@ mod tests {
     }
 
     /// Fragments that stress the places the grammars read differently.
+    #[rustfmt::skip]
     const FRAGMENTS: &[&str] = &[
         "(", "(", "(", "(", ")", ")", "\"", "'", "\\", " ", " ", "a", "title:", "body:(", "NOT ", "AND ", "OR ", "+",
         "-", ">=", "<", "*", "^2", "~1", ":", "\t", "é", "\u{3000}", "]", "}", "`", "x(", "NOT", "^", "~", "[", "{",
-        "/", "a\"", "\\(", "\\\"", "IN [", " TO ", "*\"",
+        "/", "a\"", "\\(", "\\\"", "IN [", " TO ", "*\"", "((((((((((((((((", "))))))))))))))))", " \"", "' ", "a'",
+        "f:+", ">=a\\",
     ];
+
+    /// A piece of a query: a closed group around a fragment, an open group, a
+    /// close, or a fragment. Such queries hold many parentheses yet nest
+    /// little, so they pass only when the check reads their phrases.
+    fn unit() -> impl Strategy<Value = String> {
+        prop_oneof![
+            3 => prop::sample::select(FRAGMENTS).prop_map(|f| format!("({f} x)")),
+            2 => prop::sample::select(FRAGMENTS).prop_map(|f| format!("({f}")),
+            2 => Just(")".to_string()),
+            2 => prop::sample::select(FRAGMENTS).prop_map(str::to_string),
+        ]
+    }
+
+    #[test]
+    fn test_the_phrase_aware_reading_is_exercised() {
+        // Queries with more parentheses than the limit that pass anyway: the
+        // cases where a misread phrase could hide real nesting.
+        let mut runner = proptest::test_runner::TestRunner::deterministic();
+        let strategy = prop::collection::vec(unit(), 0..300);
+        let mut phrase_aware = 0;
+        for _ in 0..5_000 {
+            let text = strategy.new_tree(&mut runner).unwrap().current().concat();
+            if text.matches('(').count() > MAX_QUERY_DEPTH && query_text::check(&text).is_ok() {
+                phrase_aware += 1;
+                assert_eq!(survives(text), Ok(()));
+            }
+        }
+        assert!(phrase_aware > 60, "only {phrase_aware} queries took the phrase-aware reading");
+    }
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(400))]
@@ -576,21 +641,10 @@ mod tests {
         }
 
         #[test]
-        fn test_deep_queries_with_tricks_parse_on_a_small_stack(
-            levels in prop::collection::vec(
-                (prop::sample::select(&["(", "a(", "f:(", "NOT ", "+(", "NOT (", "x ("][..]),
-                 prop::sample::select(FRAGMENTS)),
-                33..200,
-            ),
-            close in 0usize..200,
+        fn test_balanced_queries_with_tricks_parse_on_a_small_stack(
+            units in prop::collection::vec(unit(), 0..300)
         ) {
-            let mut text = String::new();
-            for (open, trick) in &levels {
-                text.push_str(open);
-                text.push_str(trick);
-            }
-            text.push_str(&")".repeat(close));
-            prop_assert_eq!(survives(text), Ok(()));
+            prop_assert_eq!(survives(units.concat()), Ok(()));
         }
 
         #[test]
