@@ -24,8 +24,12 @@ pub enum Predicate {
 impl Predicate {
     /// Builds a predicate from an operator name and a JSON value text.
     pub fn parse(op: &str, value_json: &str) -> Result<Predicate> {
-        let value: Value = serde_json::from_str(value_json)
-            .map_err(|e| Error::invalid("value_json", format!("{:?} is not valid JSON: {e}", crate::query_text::excerpt(value_json, 64))))?;
+        let value: Value = serde_json::from_str(value_json).map_err(|e| {
+            Error::invalid(
+                "value_json",
+                format!("{:?} is not valid JSON: {e}", crate::query_text::excerpt(value_json, 64)),
+            )
+        })?;
         Ok(match op {
             "eq" | "" => Predicate::Eq(value),
             "neq" => Predicate::Neq(value),
@@ -37,7 +41,12 @@ impl Predicate {
                 Value::Array(items) => Predicate::Within(items),
                 _ => return Err(Error::invalid("value_json", "within needs a JSON array")),
             },
-            other => return Err(Error::invalid("op", format!("{:?} is not eq, neq, gt, gte, lt, lte or within", crate::query_text::excerpt(other, 32)))),
+            other => {
+                return Err(Error::invalid(
+                    "op",
+                    format!("{:?} is not eq, neq, gt, gte, lt, lte or within", crate::query_text::excerpt(other, 32)),
+                ))
+            }
         })
     }
 

@@ -1,8 +1,9 @@
 //! Checks on a full-text query string that run before any parser sees it: a
 //! size limit and a nesting limit, so that Tantivy's recursive query grammar
 //! (and everything that walks the tree it builds) stays well within a
-//! thread's stack; and [`excerpt`], to quote client text in error messages
-//! without echoing all of it.
+//! thread's stack; [`excerpt`], to quote client text in error messages
+//! without echoing all of it; and [`MAX_TERM_BYTES`], the longest value the
+//! index can match.
 //!
 //! # What nests
 //!

@@ -178,7 +178,11 @@ fn admission() -> omnishard_serving::AdmissionLayer {
         vec![
             // Long file streams count against file capacity only
             // (`files.max_transfers` inside; this bounds the streams themselves).
-            Class::new("file stream", 1024, &["/omnishard.v1.FileService/Upload", "/omnishard.v1.FileService/Download"]),
+            Class::new(
+                "file stream",
+                1024,
+                &["/omnishard.v1.FileService/Upload", "/omnishard.v1.FileService/Download"],
+            ),
             // Scans, searches, traversals and admin fan-outs: many shard calls each.
             Class::new(
                 "heavy",

@@ -149,10 +149,7 @@ impl<B: Body + Unpin> Body for AdmittedBody<B> {
     type Data = B::Data;
     type Error = B::Error;
 
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let this = self.get_mut();
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
         match polled {
@@ -213,10 +210,8 @@ mod tests {
         let pending = tower::service_fn(|_req: http::Request<()>| async {
             std::future::pending::<Result<http::Response<tonic::body::Body>, Infallible>>().await
         });
-        let layer = AdmissionLayer::new(
-            "test",
-            vec![Class::new("stream", 1, &CLASSES[..1]), Class::new("point", 8, &[])],
-        );
+        let layer =
+            AdmissionLayer::new("test", vec![Class::new("stream", 1, &CLASSES[..1]), Class::new("point", 8, &[])]);
         let mut svc = layer.layer(pending);
         let upload = |svc: &mut Admission<_>| {
             svc.call(http::Request::builder().uri("/omnishard.v1.FileService/Upload").body(()).unwrap())

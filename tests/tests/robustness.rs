@@ -224,7 +224,10 @@ async fn load(client: &omnishard_client::Client) {
     let documents = (0..200)
         .map(|i| Document { id: format!("d{i}"), json: format!(r#"{{"body":"hello world {i}"}}"#), version: 0 })
         .collect();
-    search.index_documents(IndexDocumentsRequest { namespace: String::new(), index: "docs".into(), documents }).await.unwrap();
+    search
+        .index_documents(IndexDocumentsRequest { namespace: String::new(), index: "docs".into(), documents })
+        .await
+        .unwrap();
     search.refresh(RefreshRequest { namespace: String::new(), index: "docs".into() }).await.unwrap();
     let mut graph = client.graph();
     let vertices = std::iter::once("hub".to_string())
@@ -300,7 +303,9 @@ async fn test_hostile_clients_do_not_disturb_a_normal_client() {
     let stop = Instant::now() + hostile_for;
     // 4,100 upload streams that never send a header, over five connections.
     let streams: Vec<_> = (0..5)
-        .map(|i| tokio::spawn(idle_uploads(cluster.gateway_url().to_string(), if i < 4 { 1000 } else { 100 }, hostile_for)))
+        .map(|i| {
+            tokio::spawn(idle_uploads(cluster.gateway_url().to_string(), if i < 4 { 1000 } else { 100 }, hostile_for))
+        })
         .collect();
     // 300 connections that never say anything.
     let mut silent = Vec::new();
@@ -350,4 +355,3 @@ async fn test_hostile_clients_do_not_disturb_a_normal_client() {
         normal.get(format!("normal:{i}").as_bytes()).await.unwrap();
     }
 }
-

@@ -14,13 +14,16 @@ use tantivy::query::{
     AllQuery, Bm25StatisticsProvider, BooleanQuery, ConstScoreQuery, EnableScoring, Occur, Query, QueryParser,
     QueryParserError, RangeQuery, TermQuery,
 };
+use tantivy::query_grammar::{UserInputAst, UserInputBound, UserInputLeaf};
 use tantivy::schema::{Field, IndexRecordOption};
 use tantivy::snippet::SnippetGenerator;
-use tantivy::{Score, TantivyError, Term};
+use tantivy::time::format_description::well_known::Rfc3339;
+use tantivy::time::OffsetDateTime;
+use tantivy::{DateTime, Score, TantivyError, Term};
 
 use super::collector::{Harvest, TopCollector};
 use super::index::{tantivy_error, View};
-use super::schema::{parse_date, quote, DateError, FieldDef, Kind};
+use super::schema::{parse_date, quote, DateError, FieldDef, IndexSchema, Kind};
 use crate::error::{Error, Result};
 
 fn invalid(field: &'static str, reason: String) -> Error {
@@ -36,12 +39,13 @@ pub fn parse(view: &View, text: &str) -> Result<Box<dyn Query>> {
     if text.trim().is_empty() {
         return Ok(Box::new(AllQuery));
     }
-    let (_, errors) = tantivy::query_grammar::parse_query_lenient(text);
+    let (ast, errors) = tantivy::query_grammar::parse_query_lenient(text);
     if let Some(first) = errors.first() {
         // Most messages are fixed; a regex error quotes the rest of the query.
         let message = excerpt(&first.message, 120);
         return Err(invalid("query", format!("syntax error at position {}: {message}", first.pos)));
     }
+    check_values(&view.schema, &ast)?;
     let schema = view.index.schema();
     let defaults: Vec<Field> = view
         .schema
@@ -52,6 +56,73 @@ pub fn parse(view: &View, text: &str) -> Result<Box<dyn Query>> {
         .collect();
     let parser = QueryParser::for_index(&view.index, defaults);
     parser.parse_query(text).map_err(|e| invalid("query", parse_error(text, &e)))
+}
+
+/// Refuses values in the query text that a field would read as another
+/// value, as filters do: Tantivy clamps a date past its range to the end of
+/// it (`at:"2299-01-01T00:00:00Z"` would match a document at 2262-04-11),
+/// and `NaN` or an inexact whole number would compare as something else.
+fn check_values(schema: &IndexSchema, ast: &UserInputAst) -> Result<()> {
+    // A loop, not recursion: the tree is as deep as the check allowed.
+    let mut pending = vec![ast];
+    while let Some(node) = pending.pop() {
+        let leaf = match node {
+            UserInputAst::Clause(clauses) => {
+                pending.extend(clauses.iter().map(|(_, clause)| clause));
+                continue;
+            }
+            UserInputAst::Boost(inner, _) => {
+                pending.push(inner);
+                continue;
+            }
+            UserInputAst::Leaf(leaf) => leaf.as_ref(),
+        };
+        let bound = |b: &'_ UserInputBound| match b {
+            UserInputBound::Inclusive(text) | UserInputBound::Exclusive(text) => Some(text.clone()),
+            UserInputBound::Unbounded => None,
+        };
+        let (field, values): (&Option<String>, Vec<String>) = match leaf {
+            UserInputLeaf::Literal(literal) => (&literal.field_name, vec![literal.phrase.clone()]),
+            UserInputLeaf::Range { field, lower, upper } => {
+                (field, [lower, upper].into_iter().filter_map(bound).collect())
+            }
+            UserInputLeaf::Set { field, elements } => (field, elements.clone()),
+            _ => continue,
+        };
+        let Some(def) = field.as_deref().and_then(|name| schema.field(name)) else { continue };
+        for value in &values {
+            check_query_value(def, value)?;
+        }
+    }
+    Ok(())
+}
+
+/// One value of the query text, for the field it names (Tantivy reports
+/// values it cannot read at all itself).
+fn check_query_value(def: &FieldDef, text: &str) -> Result<()> {
+    match def.kind {
+        Kind::Date => {
+            let parsed = OffsetDateTime::parse(text, &Rfc3339).ok();
+            if parsed.is_some_and(|date| DateTime::try_from_utc(date).is_none()) {
+                return Err(invalid("query", def.date_out_of_range(&text)));
+            }
+        }
+        Kind::F64 => {
+            if let Ok(value) = text.parse::<f64>() {
+                if !value.is_finite() {
+                    return Err(invalid(
+                        "query",
+                        format!("field {:?}: {} is not a finite number", def.name, quote(text)),
+                    ));
+                }
+                if let Ok(whole) = text.parse::<i128>() {
+                    def.check_exact(whole, value).map_err(|reason| invalid("query", reason))?;
+                }
+            }
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 /// A bounded message for a query Tantivy refused.
@@ -506,28 +577,39 @@ mod tests {
     #[test]
     fn test_nesting_hidden_by_quotes_one_grammar_misreads_is_refused() {
         // Each text nests 100 levels to one of the grammars, behind quotes the
-        // other grammar pairs differently; none may pass the check.
+        // other grammar pairs differently; none may pass the check. The strict
+        // grammar runs when the lenient one finds no error; it may fail after
+        // recursing, so its depth is measured on the prefix it recurses into.
         let nested = format!("{}z{}", "(x y ".repeat(100), ")".repeat(100));
-        for text in [
-            format!("x a\"b \"{nested}\" c\"d"),
-            format!("x a'b \"c' {nested} \" d\""),
-            format!("x it's\" {nested} \""),
-            format!("x >=a\\\" \"{nested}\" y >=b\\\" z\""),
-            format!("f:+\"x {nested} \" g:+\"y"),
-            format!("x a(\"b {nested} \" c(\"d"),
-        ] {
+        let cases = [
+            // (text, prefix the strict grammar nests in, if the lenient one does not)
+            (format!("x a\"b \"{nested}\" c\"d"), Some(String::new())),
+            (format!("x a'b '{nested}' c'd"), Some(String::new())),
+            (format!("x >=a\\\" \"{nested}\" y >=b\\\""), Some(format!("x >=a\\\" \"{nested}"))),
+            (format!("f:+\"x {nested} \" g:+\"y"), None),
+            (format!("x a(\"b {nested} \" c(\"d"), None),
+            (format!("x it's\" {nested} \""), None),
+        ];
+        for (text, strict_prefix) in cases {
             assert!(query_text::check(&text).is_err(), "{text}");
             let depth = std::thread::Builder::new()
                 .stack_size(64 * 1024 * 1024)
                 .spawn(move || {
-                    let lenient = ast_depth(&tantivy::query_grammar::parse_query_lenient(&text).0);
-                    let strict = tantivy::query_grammar::parse_query(&text).map_or(0, |ast| ast_depth(&ast));
-                    (text, lenient.max(strict))
+                    let (lenient, errors) = tantivy::query_grammar::parse_query_lenient(&text);
+                    let depth = match strict_prefix {
+                        None => ast_depth(&lenient),
+                        Some(prefix) => {
+                            assert!(errors.is_empty(), "{text:?}: the strict grammar would not run: {errors:?}");
+                            let probe = if prefix.is_empty() { &text } else { &prefix };
+                            tantivy::query_grammar::parse_query(probe).map_or(0, |ast| ast_depth(&ast))
+                        }
+                    };
+                    (text, depth)
                 })
                 .unwrap()
                 .join()
                 .unwrap();
-            assert!(depth.1 >= 100, "{:?} nests only {} levels to either grammar", depth.0, depth.1);
+            assert!(depth.1 >= 100, "{:?} nests only {} levels", depth.0, depth.1);
         }
     }
 
@@ -565,6 +647,28 @@ mod tests {
         }
         let err = parse_error(&long, &QueryParserError::SyntaxError(long.clone()));
         assert!(err.len() < 200 && err.contains("20000 bytes"), "{err}");
+    }
+
+    #[test]
+    fn test_query_values_the_index_cannot_hold_are_refused() {
+        for text in [
+            "at:>=2299-01-01T00:00:00Z",
+            "at:[* TO 1600-01-01T00:00:00Z]",
+            "at:\"2299-01-01T00:00:00Z\"",
+            "body:(x at:>2299-01-01T00:00:00Z)",
+            "r:>=NaN",
+            "r:inf",
+            "r:9007199254740993",
+            "hello AND (r:[1 TO 9007199254740993] OR x)",
+        ] {
+            let err = search(text).unwrap_err();
+            assert!(matches!(err, Error::InvalidArgument(_)), "{text}: {err}");
+            let field = if text.contains("at:") { "\"at\"" } else { "\"r\"" };
+            assert!(err.to_string().contains(field), "{text}: {err}");
+        }
+        assert_eq!(search("at:>=2024-01-01T00:00:00Z").unwrap(), 1);
+        assert_eq!(search("r:[1 TO 9007199254740992]").unwrap(), 2);
+        assert_eq!(search("at:<=2262-04-11T23:47:16.854Z").unwrap(), 2);
     }
 
     #[test]
