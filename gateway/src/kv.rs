@@ -186,7 +186,9 @@ impl Cluster {
 
     /// One page of keys starting with `prefix`, merged across every shard in
     /// key order. Each shard returns its first `limit` matches after the
-    /// cursor; the first `limit` of their union is exactly the global page.
+    /// cursor, or fewer when it reaches its byte budget; the page is the
+    /// first `limit` of their union up to the smallest last key of a shard
+    /// that has more (see DESIGN.md, "Gateway → shard calls").
     pub async fn scan(&self, ns: &str, prefix: Vec<u8>, cursor: &[u8], limit: u32) -> Result<ScanPage> {
         let ns = namespace::resolve(ns)?;
         let limit = self.limits.scan_page(limit)?;

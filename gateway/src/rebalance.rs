@@ -64,18 +64,20 @@ fn invalid(message: String) -> Error {
 /// usable as a gRPC endpoint. `field` names it in the error.
 fn check_addr(field: &'static str, addr: &str) -> Result<()> {
     let bad = |why: String| Error::InvalidArgument(omnishard_common::Error::invalid(field, why));
+    // Quoted in every refusal below: never more than an excerpt of it.
+    let quoted = omnishard_common::query_text::excerpt(addr, 128);
     let Some((host, port)) = addr.rsplit_once(':') else {
-        return Err(bad(format!("{addr:?} is not host:port (the port is missing)")));
+        return Err(bad(format!("{quoted:?} is not host:port (the port is missing)")));
     };
     if host.is_empty() {
-        return Err(bad(format!("{addr:?} is not host:port (the host is missing)")));
+        return Err(bad(format!("{quoted:?} is not host:port (the host is missing)")));
     }
     match port.parse::<u16>() {
         Ok(port) if port > 0 => {}
-        _ => return Err(bad(format!("{addr:?} is not host:port (the port {port:?} is not 1-65535)"))),
+        _ => return Err(bad(format!("{quoted:?} is not host:port (the port is not 1-65535)"))),
     }
     tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .map_err(|e| bad(format!("{addr:?} is not host:port ({e})")))?;
+        .map_err(|e| bad(format!("{quoted:?} is not host:port ({e})")))?;
     Ok(())
 }
 
@@ -96,6 +98,7 @@ fn already_in(topology: &Topology, shard: &ShardAddr) -> Option<Error> {
 /// The refusal of removing a shard the topology does not have.
 fn not_in(topology: &Topology, id: &str) -> Error {
     let ids: Vec<&str> = topology.shards.iter().map(|s| s.id.as_str()).collect();
+    let id = omnishard_common::query_text::excerpt(id, 64);
     Error::NotFound {
         what: format!("{id:?} is not in the topology (epoch {} has {}); shard {id:?}", topology.epoch, ids.join(", ")),
     }

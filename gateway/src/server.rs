@@ -178,7 +178,9 @@ fn admission() -> omnishard_serving::AdmissionLayer {
         vec![
             // Long file streams count against file capacity only
             // (`files.max_transfers` inside; this bounds the streams themselves).
-            Class::new(
+            // They hold their slots while they stream; their pace is bounded
+            // by `files.idle_timeout` and `files.min_rate`.
+            Class::streams(
                 "file stream",
                 1024,
                 &["/omnishard.v1.FileService/Upload", "/omnishard.v1.FileService/Download"],

@@ -423,7 +423,10 @@ fn counts_against_shard(err: &BoxError) -> bool {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err.as_ref());
     while let Some(e) = source {
         if let Some(h2) = e.downcast_ref::<h2::Error>() {
-            return !h2.is_reset() || h2.is_go_away();
+            // A shard that resets a stream with INTERNAL_ERROR is broken; other
+            // resets (refused, cancelled, a protocol error on one stream) are not.
+            let broken_stream = h2.reason() == Some(h2::Reason::INTERNAL_ERROR);
+            return !h2.is_reset() || h2.is_go_away() || broken_stream;
         }
         source = e.source();
     }

@@ -4,9 +4,10 @@
 //! `UNAVAILABLE` naming the class, so a client holding thousands of slow
 //! streams can never take the slots other clients' point requests need.
 //!
-//! A request holds its slot until its response *body* ends (a download
-//! streams long after its headers), and counts as open on its connection
-//! for the same time (the idle timeout of [`crate::connection`]). On the way
+//! A request holds its slot, and counts as open on its connection (the
+//! idle timeout of [`crate::connection`]), until its response is ready; in
+//! a class of streams ([`Class::streams`]) until its response *body* ends
+//! (a download streams long after its headers). On the way
 //! out, `grpc-message` is bounded ([`crate::message`]) in headers and
 //! trailers alike.
 
@@ -30,12 +31,24 @@ pub struct Class {
     pub name: &'static str,
     pub capacity: usize,
     pub paths: &'static [&'static str],
+    /// Whether a request holds its slot until its response body ends
+    /// (streams with deadlines of their own) or only until its response
+    /// is ready (everything else: a client that stops reading an answer
+    /// must not keep the slot, nor keep its connection from idling out).
+    pub streams: bool,
 }
 
 impl Class {
-    /// A class of `capacity` requests on `paths`.
+    /// A class of `capacity` requests on `paths`, each holding its slot
+    /// until its response is ready.
     pub const fn new(name: &'static str, capacity: usize, paths: &'static [&'static str]) -> Class {
-        Class { name, capacity, paths }
+        Class { name, capacity, paths, streams: false }
+    }
+
+    /// A class of long streams, each holding its slot until its response
+    /// body ends; the service must bound a stream whose client stalls.
+    pub const fn streams(name: &'static str, capacity: usize, paths: &'static [&'static str]) -> Class {
+        Class { name, capacity, paths, streams: true }
     }
 
     fn holds(&self, path: &str) -> bool {
@@ -118,9 +131,14 @@ where
             return Box::pin(std::future::ready(Ok(response)));
         };
         let call = self.inner.call(request);
+        let streams = class.streams;
         Box::pin(async move {
             let mut response = call.await?;
             message::bound_headers(response.headers_mut());
+            if !streams {
+                // The answer is ready: its slot and connection count are free.
+                return Ok(response.map(|body| AdmittedBody::new(body, None, None)));
+            }
             Ok(response.map(|body| AdmittedBody::new(body, Some(permit), open)))
         })
     }
@@ -192,7 +210,7 @@ mod tests {
         let layer = AdmissionLayer::new(
             "test",
             vec![
-                Class::new("stream", 1, &CLASSES[..1]),
+                Class::streams("stream", 1, &CLASSES[..1]),
                 Class::new("heavy", 1, &CLASSES[1..]),
                 Class::new("point", 1, &[]),
             ],

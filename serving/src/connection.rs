@@ -1,7 +1,7 @@
 //! Accepted connections that cannot be held open for nothing.
 //!
-//! * **Handshake deadline** — a connection that sends no byte (no HTTP/2
-//!   preface) within `handshake_timeout` of being accepted is closed.
+//! * **Handshake deadline** — a connection that opens no request within
+//!   `handshake_timeout` of being accepted is closed.
 //! * **Idle timeout** — a connection with no request open for
 //!   `idle_timeout` is closed (optional: internal ports keep long-lived
 //!   connections from their gateways).
@@ -19,7 +19,7 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -35,7 +35,7 @@ use tonic::transport::Server;
 /// production server can run with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConnectionSettings {
-    /// Longest wait for a new connection's first byte (default 10 s).
+    /// Longest wait for a new connection's first request (default 10 s).
     pub handshake_timeout: Duration,
     /// Close a connection with no open request for this long (`None`: never).
     pub idle_timeout: Option<Duration>,
@@ -93,6 +93,8 @@ pub fn incoming(
 #[derive(Debug)]
 pub struct ConnState {
     open: AtomicUsize,
+    /// A request has arrived: the handshake deadline no longer applies.
+    greeted: AtomicBool,
     /// When the last request ended, in ms since the connection's start.
     idle_since_ms: AtomicU64,
     started: Instant,
@@ -100,12 +102,18 @@ pub struct ConnState {
 
 impl ConnState {
     fn new() -> ConnState {
-        ConnState { open: AtomicUsize::new(0), idle_since_ms: AtomicU64::new(0), started: Instant::now() }
+        ConnState {
+            open: AtomicUsize::new(0),
+            greeted: AtomicBool::new(false),
+            idle_since_ms: AtomicU64::new(0),
+            started: Instant::now(),
+        }
     }
 
     /// Counts a request as open until the returned guard drops.
     pub fn open_request(self: &Arc<Self>) -> OpenRequest {
         self.open.fetch_add(1, Ordering::AcqRel);
+        self.greeted.store(true, Ordering::Release);
         OpenRequest { state: self.clone() }
     }
 
@@ -144,20 +152,20 @@ pub struct Guarded {
     /// Fires at or before the next deadline; re-armed when it fires.
     timer: Pin<Box<Sleep>>,
     armed: bool,
-    /// The peer sent at least one byte.
-    greeted: bool,
 }
 
 impl Guarded {
     fn new(io: TcpStream, settings: ConnectionSettings) -> Guarded {
         let state = Arc::new(ConnState::new());
         let timer = Box::pin(tokio::time::sleep_until(state.started + settings.handshake_timeout));
-        Guarded { io, state, settings, timer, armed: true, greeted: false }
+        Guarded { io, state, settings, timer, armed: true }
     }
 
     /// Why the connection must close now, or when to look again.
     fn check(&self, now: Instant) -> Result<Instant, &'static str> {
-        if !self.greeted {
+        // Until a first request arrives (not merely a first byte: one byte
+        // must not buy a connection the idle timeout).
+        if !self.state.greeted.load(Ordering::Acquire) {
             let deadline = self.state.started + self.settings.handshake_timeout;
             return if now >= deadline { Err("no request within the handshake timeout") } else { Ok(deadline) };
         }
@@ -206,16 +214,8 @@ impl Connected for Guarded {
 impl AsyncRead for Guarded {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        let before = buf.filled().len();
         match Pin::new(&mut this.io).poll_read(cx, buf) {
-            Poll::Ready(Ok(())) => {
-                if buf.filled().len() > before && !this.greeted {
-                    this.greeted = true;
-                    this.armed = false; // the handshake deadline no longer applies
-                }
-                Poll::Ready(Ok(()))
-            }
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Ready(result) => Poll::Ready(result),
             // The server always has a read waiting, so this is where a
             // connection's deadlines are watched.
             Poll::Pending => match this.poll_deadline(cx) {
@@ -284,13 +284,24 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn test_bytes_without_a_request_do_not_stop_the_handshake_clock() {
+        use tokio::io::AsyncWriteExt;
+        let (mut server, mut client) = pair(quick()).await;
+        client.write_all(b"P").await.unwrap();
+        let mut buf = [0u8; 16];
+        assert_eq!(server.read(&mut buf).await.unwrap(), 1);
+        let err = server.read(&mut buf).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+    }
+
+    #[tokio::test]
     async fn test_idle_closes_only_without_open_requests() {
         use tokio::io::AsyncWriteExt;
         let (mut server, mut client) = pair(quick()).await;
         client.write_all(b"hi").await.unwrap();
         let mut buf = [0u8; 16];
         assert_eq!(server.read(&mut buf).await.unwrap(), 2);
-        // A request is open: the connection outlives the idle timeout.
+        // A request is open: the connection outlives the handshake and idle timeouts.
         let open = server.state.open_request();
         let waited = tokio::time::timeout(Duration::from_millis(500), server.read(&mut buf)).await;
         assert!(waited.is_err(), "closed while a request was open: {waited:?}");
@@ -309,6 +320,7 @@ mod tests {
         client.write_all(b"hi").await.unwrap();
         let mut buf = [0u8; 16];
         assert_eq!(server.read(&mut buf).await.unwrap(), 2);
+        drop(server.state.open_request());
         let waited = tokio::time::timeout(Duration::from_millis(400), server.read(&mut buf)).await;
         assert!(waited.is_err(), "an internal connection was closed: {waited:?}");
     }

@@ -650,7 +650,11 @@ impl Shard {
         if to.target_shard != self.id() {
             return Err(Error::InvalidArgument(omnishard_common::Error::invalid(
                 "target_shard",
-                format!("is {:?}, but this is shard {}", to.target_shard, self.id()),
+                format!(
+                    "is {:?}, but this is shard {}",
+                    omnishard_common::query_text::excerpt(&to.target_shard, 64),
+                    self.id()
+                ),
             )));
         }
         let receiving = self.receiving(to.migration_id).await?;

@@ -160,12 +160,17 @@ impl Store {
         let now = codec::now_ms();
         let mut out = Vec::with_capacity(keys.len());
         let mut bytes = 0usize;
+        // Every group reads one point in time, as a single multi-get would:
+        // an atomic write is seen whole or not at all.
+        let snapshot = self.db.snapshot();
         for group in keys.chunks(GET_GROUP) {
             if bytes >= max_bytes && !out.is_empty() {
                 break;
             }
             let stored: Vec<Vec<u8>> = group.iter().map(|k| codec::encode_key(namespace, k)).collect();
-            let results = self.db.batched_multi_get_cf(cf, stored.iter(), false);
+            let mut read = ReadOptions::default();
+            read.set_snapshot(&snapshot);
+            let results = self.db.batched_multi_get_cf_opt(cf, stored.iter(), false, &read);
             for (key, result) in group.iter().zip(results) {
                 let found = match result? {
                     None => None,
@@ -233,7 +238,7 @@ impl Store {
             if stored.is_expired(now) || !owned(key) {
                 continue;
             }
-            if entries.len() == limit || bytes >= max_bytes {
+            if entries.len() == limit || (bytes >= max_bytes && !entries.is_empty()) {
                 return Ok((entries, true));
             }
             bytes += stored.value.len();

@@ -2,7 +2,7 @@
 //! server span per request (`<prefix>.<Service>.<Method>`, joined to the
 //! caller's W3C trace context), the `x-trace-id` response header, request
 //! metrics by service, method and final status code, the in-flight gauge,
-//! load-shed counting, and the slow-request log line.
+//! and the slow-request log line.
 //!
 //! The span and the timer live until the response *body* ends, so a
 //! streaming response (a download) is measured whole, its final status is
@@ -94,17 +94,13 @@ where
         let future = span.in_scope(|| self.inner.call(request)).instrument(span);
         Box::pin(async move {
             let mut call = call;
+            // Shed requests arrive here as answers (`omnishard_serving::admission`
+            // counts them in `load_shed`); an error is the service failing.
             let response = match future.await {
                 Ok(response) => response,
                 Err(err) => {
-                    let err: BoxError = err.into();
-                    if !err.is::<tower::load_shed::error::Overloaded>() {
-                        call.code = Some(tonic::Code::Unknown);
-                        return Err(err);
-                    }
-                    call.telemetry.metrics.load_shed.inc();
-                    tonic::Status::unavailable("load shed: too many requests in flight; retry with backoff")
-                        .into_http::<RB>()
+                    call.code = Some(tonic::Code::Unknown);
+                    return Err(err.into());
                 }
             };
             Ok(call.respond(response))

@@ -122,13 +122,14 @@ async fn test_silent_and_idle_connections_are_closed() {
     let closed = until_closed(&mut silent, Duration::from_secs(10)).await;
     let closed = closed.expect("a connection that never spoke was not closed");
     assert!(closed >= Duration::from_millis(800), "closed too early: {closed:?}");
-    // Completes the HTTP/2 handshake, then opens no stream: closed after the idle timeout.
+    // Completes the HTTP/2 handshake, then opens no stream: bytes alone do
+    // not stop the handshake clock.
     let mut idle = tokio::net::TcpStream::connect(&addr).await.unwrap();
     idle.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await.unwrap();
     idle.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).await.unwrap(); // an empty SETTINGS frame
     let closed = until_closed(&mut idle, Duration::from_secs(10)).await;
-    let closed = closed.expect("an idle HTTP/2 connection was not closed");
-    assert!(closed >= Duration::from_millis(1500), "closed too early: {closed:?}");
+    let closed = closed.expect("an HTTP/2 connection without a request was not closed");
+    assert!(closed >= Duration::from_millis(800), "closed too early: {closed:?}");
     // A client that works keeps working (a closed channel reconnects).
     let client = cluster.client().await.unwrap();
     client.put(b"a", b"1", PutOptions::default()).await.unwrap();

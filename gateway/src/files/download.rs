@@ -94,7 +94,7 @@ impl Cluster {
             async move {
                 let renewer = tokio::spawn(cluster.clone().renew_read_lease(lease_shard, upload_id.clone(), lease_id));
                 if let Err(e) = cluster.stream_pieces(&ns, pieces, &tx).await {
-                    tracing::debug!(error = %e, "download dropped: its client stopped taking messages");
+                    tracing::debug!(error = %e, "download stopped before its end");
                     let _ = stop.send(e);
                 }
                 // After `stop`: the reader looks at `stopped` when `data` ends.
@@ -148,9 +148,12 @@ impl Cluster {
                     }
                 }
                 Err(e) => {
-                    // A client that is not reading would never see it.
-                    let _ = pace.wait(STALLED, tx.send(Err(e))).await;
-                    return Ok(());
+                    // Sent in the stream when the client is reading; otherwise it
+                    // goes through `stop`, so the stream can never end as if whole.
+                    return match pace.wait(STALLED, tx.send(Err(e.clone()))).await {
+                        Ok(_) => Ok(()),
+                        Err(_) => Err(e),
+                    };
                 }
             }
         }
